@@ -1,0 +1,677 @@
+r"""The result of an inference method: a (weighted) sample from the posterior.
+
+A :class:`Posterior` holds :math:`n` draws :math:`\theta_i \in \mathbb{R}^p`, optionally with
+importance or ABC weights :math:`w_i \ge 0` (normalised, :math:`\sum_i w_i = 1`) or arranged as
+:math:`c` MCMC chains of :math:`d` draws each. Every summary treats the sample as the weighted
+empirical measure :math:`\sum_i w_i \delta_{\theta_i}` (uniform weights when unweighted):
+
+* mean :math:`\bar\theta = \sum_i w_i \theta_i`;
+* covariance with the reliability-weights correction
+  :math:`\sum_i w_i (\theta_i - \bar\theta)(\theta_i - \bar\theta)^\top / (1 - \sum_i w_i^2)`,
+  which is the usual :math:`1/(n-1)` sample covariance for uniform weights;
+* quantiles by the inverted weighted empirical CDF,
+  :math:`Q(q) = \min\{\theta_{(k)} : \sum_{j \le k} w_{(j)} \ge q\}` per coordinate
+  (numpy's ``method="inverted_cdf"``; integer weights act as repeated draws);
+* Kish's effective sample size :math:`1 / \sum_i w_i^2`.
+
+It converts to a :class:`pandas.DataFrame` and an :class:`arviz.InferenceData`, draws pair
+plots, and saves to a ``.npz`` file with JSON metadata that loads without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Posterior"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "ebm_lfi.Posterior"
+_FORMAT_VERSION = 1
+_RESERVED_COLUMNS = ("chain", "draw", "weight")
+
+
+def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
+    if isinstance(a, Tensor):
+        t = a.detach()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(a))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"{name} must be a numeric array or tensor, got {type(a).__name__}"
+            ) from e
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    if device is not None:
+        t = t.to(device)
+    return t
+
+
+class Posterior:
+    r"""A (weighted) posterior sample with parameter names and diagnostics.
+
+    Arguments:
+        samples: Draws, shape :math:`(n, p)`. May be omitted when ``chains`` is given.
+        weights: Non-negative weights of the draws, shape :math:`(n,)` (or :math:`(c, d)` with
+            chains); normalised to sum to one. ``None`` for an unweighted sample.
+        parameter_names: Names of the :math:`p` parameters, default ``theta_1, ..., theta_p``.
+        chains: MCMC draws, shape :math:`(c, d, p)` for :math:`c` chains of :math:`d` draws.
+            ``samples`` is then the chains flattened chain by chain, shape :math:`(c d, p)`.
+        diagnostics: Whatever the method reports (simulations used, acceptance rate, ESS,
+            wall time, ...), kept as a dictionary.
+        method: Name of the method that produced the sample.
+
+    The draws keep their dtype and device (integers become the default float dtype).
+
+    Example:
+        >>> post = Posterior(torch.tensor([[0.0, 1.0], [2.0, 3.0]]), parameter_names=["a", "b"])
+        >>> post.mean()
+        tensor([1., 2.])
+        >>> list(post.to_pandas().columns)
+        ['a', 'b']
+    """
+
+    def __init__(
+        self,
+        samples: Any = None,
+        weights: Any = None,
+        parameter_names: Sequence[str] | None = None,
+        chains: Any = None,
+        diagnostics: dict[str, Any] | None = None,
+        method: str | None = None,
+    ):
+        if samples is None and chains is None:
+            raise ValueError("give samples of shape (n, p) or chains of shape (c, d, p)")
+        chain_t = None
+        if chains is not None:
+            chain_t = _as_tensor(chains, "chains")
+            if chain_t.ndim != 3 or 0 in chain_t.shape:
+                raise ValueError(
+                    f"chains must have shape (c, d, p) with c, d, p >= 1, got "
+                    f"{tuple(chain_t.shape)}"
+                )
+            flat = chain_t.reshape(-1, chain_t.shape[-1])
+            if samples is not None:
+                samples_t = _as_tensor(samples, "samples", device=chain_t.device)
+                if samples_t.shape != flat.shape or not torch.equal(samples_t.to(flat.dtype), flat):
+                    raise ValueError(
+                        f"samples {tuple(samples_t.shape)} must equal chains "
+                        f"{tuple(chain_t.shape)} flattened to {tuple(flat.shape)}; "
+                        "pass only one of them"
+                    )
+            samples_t = flat
+        else:
+            samples_t = _as_tensor(samples, "samples")
+            if samples_t.ndim != 2 or 0 in samples_t.shape:
+                raise ValueError(
+                    f"samples must have shape (n, p) with n, p >= 1, got {tuple(samples_t.shape)}"
+                )
+        if not bool(torch.isfinite(samples_t).all()):
+            bad = int((~torch.isfinite(samples_t)).any(-1).sum())
+            raise ValueError(f"samples contain NaN or infinite values in {bad} rows")
+        n, p = samples_t.shape
+
+        weights_t = None
+        if weights is not None:
+            weights_t = _as_tensor(weights, "weights", device=samples_t.device)
+            weights_t = weights_t.to(samples_t.dtype)
+            if chain_t is not None and tuple(weights_t.shape) == tuple(chain_t.shape[:2]):
+                weights_t = weights_t.reshape(-1)
+            if tuple(weights_t.shape) != (n,):
+                expected = f"({n},)"
+                if chain_t is not None:
+                    expected += f" or {tuple(chain_t.shape[:2])}"
+                raise ValueError(
+                    f"weights must have shape {expected} for samples of shape {(n, p)}, "
+                    f"got {tuple(weights_t.shape)}"
+                )
+            if not bool(torch.isfinite(weights_t).all()):
+                raise ValueError("weights contain NaN or infinite values")
+            if bool((weights_t < 0).any()):
+                raise ValueError(
+                    f"weights must be non-negative; {int((weights_t < 0).sum())} are negative"
+                )
+            total = weights_t.sum()
+            if not bool(total > 0):
+                raise ValueError("weights are all zero")
+            weights_t = weights_t / total
+
+        if parameter_names is None:
+            names = [f"theta_{i + 1}" for i in range(p)]
+        else:
+            if isinstance(parameter_names, str):
+                raise TypeError("parameter_names must be a sequence of strings, not one string")
+            names = [str(name) for name in parameter_names]
+            if len(names) != p:
+                raise ValueError(f"{len(names)} parameter names for {p} parameters")
+            if len(set(names)) != p:
+                raise ValueError(f"parameter names must be unique, got {names}")
+
+        if diagnostics is not None and not isinstance(diagnostics, dict):
+            raise TypeError(f"diagnostics must be a dict, got {type(diagnostics).__name__}")
+        if method is not None and not isinstance(method, str):
+            raise TypeError(f"method must be a string, got {type(method).__name__}")
+
+        self._samples = samples_t
+        self._chains = chain_t
+        self._weights = weights_t
+        self._names = names
+        self.diagnostics: dict[str, Any] = dict(diagnostics or {})
+        self.method = method
+
+    # ------------------------------------------------------------------ data
+    @property
+    def samples(self) -> Tensor:
+        r"""The draws, shape :math:`(n, p)` (chains flattened chain by chain)."""
+        return self._samples
+
+    @property
+    def chains(self) -> Tensor | None:
+        r"""The draws as chains, shape :math:`(c, d, p)`, or ``None``."""
+        return self._chains
+
+    @property
+    def weights(self) -> Tensor | None:
+        r"""Normalised weights, shape :math:`(n,)`, or ``None`` when unweighted."""
+        return self._weights
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Names of the parameters (a copy)."""
+        return list(self._names)
+
+    @property
+    def num_parameters(self) -> int:
+        r"""Number of parameters :math:`p`."""
+        return int(self._samples.shape[1])
+
+    @property
+    def num_samples(self) -> int:
+        r"""Number of draws :math:`n`."""
+        return int(self._samples.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    @property
+    def effective_sample_size(self) -> float:
+        r"""Kish's effective sample size :math:`1 / \sum_i w_i^2`; :math:`n` when unweighted.
+
+        It measures the loss from unequal weights only; it does not account for the
+        autocorrelation of MCMC chains (see ``to_arviz()`` and ``arviz.ess`` for that).
+        """
+        if self._weights is None:
+            return float(self.num_samples)
+        return float(1.0 / (self._weights.double() ** 2).sum())
+
+    def _normalised_weights(self) -> Tensor:
+        if self._weights is None:
+            return torch.full(
+                (self.num_samples,),
+                1.0 / self.num_samples,
+                dtype=self._samples.dtype,
+                device=self._samples.device,
+            )
+        return self._weights
+
+    # ------------------------------------------------------------- summaries
+    def mean(self) -> Tensor:
+        r"""Weighted mean, shape :math:`(p,)`."""
+        return self._normalised_weights() @ self._samples
+
+    def cov(self) -> Tensor:
+        r"""Weighted covariance, shape :math:`(p, p)`.
+
+        Uses the unbiased reliability-weights normalisation :math:`1 - \sum_i w_i^2` (equal to
+        ``numpy.cov(samples.T, aweights=weights)``); NaN when fewer than two draws carry weight.
+        """
+        w = self._normalised_weights()
+        centred = self._samples - w @ self._samples
+        denom = 1.0 - (w * w).sum()
+        if float(denom) <= 0:
+            return torch.full(
+                (self.num_parameters, self.num_parameters),
+                math.nan,
+                dtype=self._samples.dtype,
+                device=self._samples.device,
+            )
+        return (centred * w[:, None]).T @ centred / denom
+
+    def std(self) -> Tensor:
+        r"""Weighted standard deviation, shape :math:`(p,)`: the root of ``cov()``'s diagonal."""
+        return torch.diagonal(self.cov()).sqrt()
+
+    def quantile(self, q: float | Sequence[float] | Tensor) -> Tensor:
+        r"""Per-parameter (weighted) quantiles by the inverted empirical CDF.
+
+        For each parameter, :math:`Q(q)` is the smallest draw whose cumulative weight (draws
+        sorted) reaches :math:`q`; draws with zero weight are ignored. Without weights this is
+        ``numpy.quantile(..., method="inverted_cdf")``.
+
+        Arguments:
+            q: Probability or probabilities in :math:`[0, 1]`, scalar or shape :math:`(k,)`.
+
+        Returns:
+            Shape :math:`(p,)` for a scalar ``q``, :math:`(k, p)` otherwise.
+        """
+        q_t = torch.as_tensor(q, dtype=torch.float64)
+        scalar = q_t.ndim == 0
+        q_t = q_t.reshape(-1)
+        if not bool(((q_t >= 0) & (q_t <= 1)).all()):
+            raise ValueError(f"quantile probabilities must lie in [0, 1], got {q_t.tolist()}")
+        w = self._normalised_weights().double().cpu()
+        x = self._samples.cpu()
+        keep = w > 0
+        w, x = w[keep], x[keep]
+        order = torch.argsort(x, dim=0)
+        cum_w = torch.cumsum(w[order], dim=0)  # (n, p)
+        # relative slack so that q = k/n hits the k-th draw despite rounding in the cumsum
+        target = q_t * (1.0 - 1e-12)
+        idx = torch.searchsorted(cum_w.T.contiguous(), target.expand(x.shape[1], -1).contiguous())
+        idx = idx.clamp_(max=x.shape[0] - 1)  # (p, k)
+        sorted_x = torch.gather(x, 0, order)
+        out = torch.gather(sorted_x.T, 1, idx).T  # (k, p)
+        out = out.to(self._samples.device)
+        return out[0] if scalar else out
+
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""Draw rows with replacement: by weight when weighted, uniformly otherwise.
+
+        Arguments:
+            num_samples: Number of draws :math:`N`.
+            seed: Seed of a fresh generator; ignored when ``generator`` is given. With neither,
+                torch's global generator is used (not reseeded).
+            generator: A ``torch.Generator`` on the samples' device.
+
+        Returns:
+            Draws, shape :math:`(N, p)`.
+        """
+        num_samples = int(num_samples)
+        if num_samples < 0:
+            raise ValueError(f"num_samples must be non-negative, got {num_samples}")
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=self._samples.device).manual_seed(int(seed))
+        idx = torch.multinomial(
+            self._normalised_weights().double(),
+            num_samples,
+            replacement=True,
+            generator=generator,
+        )
+        return self._samples[idx]
+
+    def summary(self, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
+        r"""A :class:`pandas.DataFrame` with one row per parameter: mean, std and quantiles."""
+        import pandas as pd
+
+        table = {"mean": self.mean().cpu().numpy(), "std": self.std().cpu().numpy()}
+        values = self.quantile(list(quantiles)).cpu().numpy()
+        for q, row in zip(quantiles, values):
+            table[f"q{100 * q:g}"] = row
+        return pd.DataFrame(table, index=pd.Index(self._names, name="parameter"))
+
+    # ----------------------------------------------------------- conversions
+    def to_pandas(self) -> Any:
+        r"""The draws as a :class:`pandas.DataFrame`.
+
+        Columns: ``chain`` and ``draw`` (integers) first when chains exist, then one column per
+        parameter name, then ``weight`` when weighted. One row per draw, in ``samples`` order.
+        """
+        import pandas as pd
+
+        names = self._names
+        clash = [c for c in _RESERVED_COLUMNS if c in names]
+        if clash:
+            raise ValueError(f"parameter names {clash} clash with the DataFrame's own columns")
+        data: dict[str, Any] = {}
+        if self._chains is not None:
+            c, d = self._chains.shape[:2]
+            data["chain"] = np.repeat(np.arange(c), d)
+            data["draw"] = np.tile(np.arange(d), c)
+        values = self._samples.cpu().numpy()
+        for j, name in enumerate(names):
+            data[name] = values[:, j]
+        if self._weights is not None:
+            data["weight"] = self._weights.cpu().numpy()
+        return pd.DataFrame(data)
+
+    def to_arviz(self, *, resample: bool = True, seed: int = 0) -> Any:
+        r"""The draws as an :class:`arviz.InferenceData` with a ``posterior`` group.
+
+        Each parameter becomes a variable of dimensions ``(chain, draw)``: :math:`(c, d)` with
+        chains, :math:`(1, n)` without. ArviZ ignores weights, so a weighted sample is by
+        default resampled first: :math:`n` draws with replacement by weight, with ``seed``,
+        stored as one chain; the attributes ``resampled_from_weighted = 1`` and
+        ``resample_seed`` say so. With ``resample=False`` the draws are kept as they are, the
+        weights go to the ``sample_stats`` group as the variable ``weight``, and
+        ``weighted = 1`` is set in the attributes: arviz's summaries then ignore the weights.
+
+        The attributes (of the ``InferenceData`` and of its ``posterior`` group) also hold
+        ``method`` and the scalar (number or string) diagnostics.
+
+        Arguments:
+            resample: Whether to resample a weighted sample to an unweighted one.
+            seed: Seed of that resampling.
+
+        Returns:
+            An ``arviz.InferenceData``.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arviz's refactoring notice
+            import arviz as az
+
+        attrs: dict[str, Any] = {"ebm_lfi_num_samples": self.num_samples}
+        if self.method is not None:
+            attrs["method"] = self.method
+        for key, value in self.diagnostics.items():
+            if isinstance(value, (bool, np.bool_)):
+                attrs[str(key)] = int(value)
+            elif isinstance(value, (int, float, str, np.integer, np.floating)):
+                attrs[str(key)] = value
+        sample_stats = None
+        if self._weights is not None and resample:
+            values = self.sample(self.num_samples, seed=seed).cpu().numpy()[None]
+            attrs["resampled_from_weighted"] = 1
+            attrs["resample_seed"] = int(seed)
+        elif self._chains is not None:
+            values = self._chains.cpu().numpy()
+        else:
+            values = self._samples.cpu().numpy()[None]
+        if self._weights is not None and not resample:
+            attrs["weighted"] = 1
+            sample_stats = {"weight": self._weights.cpu().numpy().reshape(values.shape[:2])}
+        posterior = {name: values[..., j] for j, name in enumerate(self._names)}
+        return az.from_dict(
+            posterior=posterior,
+            sample_stats=sample_stats,
+            attrs=dict(attrs),
+            posterior_attrs=dict(attrs),
+        )
+
+    # ------------------------------------------------------------------ plot
+    def plot(
+        self,
+        reference: Any = None,
+        path: str | os.PathLike | None = None,
+        *,
+        bins: int = 30,
+        labels: Sequence[str] | None = None,
+        label: str | None = None,
+        reference_label: str = "reference",
+        truth: Any = None,
+        max_points: int = 2000,
+        seed: int = 0,
+        figsize: tuple[float, float] | None = None,
+    ) -> Any:
+        r"""Pair plot: weighted histograms on the diagonal, scatter plots below it.
+
+        The figure is built with :class:`matplotlib.figure.Figure` directly (no ``pyplot``),
+        so it neither needs a display nor changes matplotlib's global state; it renders with
+        the Agg canvas when saved.
+
+        Arguments:
+            reference: Optional reference sample, shape :math:`(m, p)`, or another
+                :class:`Posterior` (its weights are used), drawn in a second colour.
+            path: If given, the figure is saved there (format from the extension).
+            bins: Number of histogram bins.
+            labels: Axis labels, default the parameter names.
+            label: Legend entry of this posterior, default the method name or "posterior".
+            reference_label: Legend entry of the reference.
+            truth: Optional true parameter, shape :math:`(p,)`, marked by lines.
+            max_points: At most this many points per scatter plot (resampled by weight, with
+                ``seed``).
+            seed: Seed of that resampling.
+            figsize: Figure size in inches, default :math:`2.2 p` square.
+
+        Returns:
+            The :class:`matplotlib.figure.Figure`.
+        """
+        from matplotlib.figure import Figure
+
+        p = self.num_parameters
+        if labels is None:
+            labels = self._names
+        labels = [str(s) for s in labels]
+        if len(labels) != p:
+            raise ValueError(f"{len(labels)} labels for {p} parameters")
+        label = label or self.method or "posterior"
+
+        sets = [(self._samples.cpu().double().numpy(), self._weights, label, "C0")]
+        if reference is not None:
+            if isinstance(reference, Posterior):
+                ref_x, ref_w = reference.samples, reference.weights
+            else:
+                ref_x, ref_w = _as_tensor(reference, "reference"), None
+            ref_x = ref_x.reshape(-1, 1) if ref_x.ndim == 1 else ref_x
+            if ref_x.ndim != 2 or ref_x.shape[1] != p:
+                raise ValueError(f"reference must have shape (m, {p}), got {tuple(ref_x.shape)}")
+            sets.append((ref_x.cpu().double().numpy(), ref_w, reference_label, "C1"))
+        truth_np = None
+        if truth is not None:
+            truth_np = _as_tensor(truth, "truth").cpu().double().numpy().reshape(-1)
+            if truth_np.shape != (p,):
+                raise ValueError(f"truth must have shape ({p},), got {truth_np.shape}")
+
+        size = figsize or (2.2 * p + 0.6, 2.2 * p + 0.6)
+        fig = Figure(figsize=size, layout="constrained")
+        axes = np.atleast_2d(fig.subplots(p, p, squeeze=False))
+        rng = np.random.default_rng(seed)
+        for values, weights, name, colour in sets:
+            w = None if weights is None else weights.cpu().double().numpy()
+            w = None if w is None else w / w.sum()
+            n = values.shape[0]
+            if w is not None or n > max_points:
+                idx = rng.choice(n, size=min(n, max_points), replace=w is not None, p=w)
+                points = values[idx]
+            else:
+                points = values
+            for i in range(p):
+                axes[i, i].hist(
+                    values[:, i],
+                    bins=bins,
+                    weights=w,
+                    density=True,
+                    histtype="stepfilled" if colour == "C0" else "step",
+                    alpha=0.6 if colour == "C0" else 1.0,
+                    color=colour,
+                    linewidth=1.5,
+                    label=name,
+                )
+                for j in range(i):
+                    axes[i, j].scatter(
+                        points[:, j], points[:, i], s=2, alpha=0.3, color=colour, rasterized=True
+                    )
+        for i in range(p):
+            for j in range(p):
+                ax = axes[i, j]
+                if j > i:
+                    ax.set_axis_off()
+                    continue
+                if truth_np is not None:
+                    ax.axvline(truth_np[j], color="k", linewidth=1)
+                    if j < i:
+                        ax.axhline(truth_np[i], color="k", linewidth=1)
+                if i == p - 1:
+                    ax.set_xlabel(labels[j])
+                if j == 0 and i > 0:
+                    ax.set_ylabel(labels[i])
+                if i == j:
+                    ax.set_yticks([])
+        handles, names = axes[0, 0].get_legend_handles_labels()
+        if len(sets) > 1 or truth_np is not None:
+            fig.legend(handles, names, loc="outside upper right")
+        if path is not None:
+            fig.savefig(os.fspath(path), dpi=100)
+        return fig
+
+    # --------------------------------------------------------------- storage
+    def save(self, path: str | os.PathLike) -> None:
+        r"""Save to a ``.npz`` file (exactly at ``path``) that :meth:`load` reads back.
+
+        Arrays (samples, weights, array-valued diagnostics) are stored in their dtype; names,
+        method, chain shape and the other diagnostics go to a JSON string. Diagnostics may be
+        numbers, strings, ``None``, lists / dicts of those, numpy arrays, torch tensors or
+        pandas DataFrames of numeric columns; any other value is skipped with a warning.
+        """
+        arrays: dict[str, np.ndarray] = {"samples": self._samples.cpu().numpy()}
+        if self._weights is not None:
+            arrays["weights"] = self._weights.cpu().numpy()
+        diag_json: dict[str, Any] = {}
+        diag_arrays: dict[str, str] = {}
+        for key, value in self.diagnostics.items():
+            key = str(key)
+            encoded = _encode_diagnostic(key, value, arrays, len(diag_arrays))
+            if encoded is None:
+                continue
+            kind, payload = encoded
+            if kind == "json":
+                diag_json[key] = payload
+            else:
+                diag_arrays[key] = payload
+        meta = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "parameter_names": self._names,
+            "method": self.method,
+            "chains_shape": None if self._chains is None else list(self._chains.shape),
+            "diagnostics": diag_json,
+            "diagnostic_arrays": diag_arrays,
+            "diagnostic_order": [
+                k for k in map(str, self.diagnostics) if k in diag_json or k in diag_arrays
+            ],
+        }
+        arrays["metadata"] = np.array(json.dumps(meta))
+        with open(os.fspath(path), "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, *, device: torch.device | str | None = None
+    ) -> Posterior:
+        r"""Load a posterior written by :meth:`save` (no pickle involved).
+
+        Arguments:
+            path: The file.
+            device: Where to put the tensors, default the CPU.
+
+        Returns:
+            The :class:`Posterior`.
+        """
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            if "metadata" not in data.files:
+                raise ValueError(f"{os.fspath(path)} is not a saved ebm_lfi Posterior")
+            meta = json.loads(str(data["metadata"]))
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"{os.fspath(path)} is not a saved ebm_lfi Posterior")
+            if int(meta.get("version", 0)) > _FORMAT_VERSION:
+                raise ValueError(
+                    f"file format version {meta['version']} is newer than this library's "
+                    f"{_FORMAT_VERSION}"
+                )
+            samples = torch.from_numpy(data["samples"].copy())
+            weights = torch.from_numpy(data["weights"].copy()) if "weights" in data.files else None
+            diagnostics = dict(meta["diagnostics"])
+            for key, spec in meta["diagnostic_arrays"].items():
+                diagnostics[key] = _decode_diagnostic(spec, data)
+            order = meta.get("diagnostic_order", list(diagnostics))
+            diagnostics = {key: diagnostics[key] for key in order}
+        if device is not None:
+            samples = samples.to(device)
+            weights = None if weights is None else weights.to(device)
+        chains = None
+        if meta["chains_shape"] is not None:
+            chains = samples.reshape(meta["chains_shape"])
+            samples = None
+        post = cls(
+            samples,
+            weights=weights,
+            parameter_names=meta["parameter_names"],
+            chains=chains,
+            diagnostics=diagnostics,
+            method=meta["method"],
+        )
+        post._weights = weights  # validated above; keep the stored values bit for bit
+        return post
+
+    def __repr__(self) -> str:
+        head = [f"method={self.method!r}", f"num_samples={self.num_samples}"]
+        if self._chains is not None:
+            head.append(f"chains={self._chains.shape[0]}x{self._chains.shape[1]}")
+        if self._weights is not None:
+            head.append(f"weighted, ess={self.effective_sample_size:.1f}")
+        mean, std = self.mean().cpu().tolist(), self.std().cpu().tolist()
+        lines = [f"  {name}: {m:.4g} ± {s:.3g}" for name, m, s in zip(self._names, mean, std)]
+        if len(lines) > 12:
+            lines = lines[:10] + [f"  ... ({len(lines) - 10} more parameters)"]
+        return f"Posterior({', '.join(head)},\n" + "\n".join(lines) + "\n)"
+
+
+def _encode_diagnostic(
+    key: str, value: Any, arrays: dict[str, np.ndarray], index: int
+) -> tuple[str, Any] | None:
+    r"""Encode one diagnostic as JSON or as arrays added to ``arrays``; ``None`` to skip."""
+    prefix = f"diagnostic_{index}"
+    if isinstance(value, Tensor):
+        arrays[prefix] = value.detach().cpu().numpy()
+        return "array", {"type": "tensor", "arrays": [prefix]}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+        arrays[prefix] = value
+        return "array", {"type": "ndarray", "arrays": [prefix]}
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return "json", value.item()
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(value, pd.DataFrame):
+        if all(value[c].dtype.kind in "biuf" for c in value.columns):
+            names = []
+            for j, column in enumerate(value.columns):
+                arrays[f"{prefix}_{j}"] = value[column].to_numpy()
+                names.append(f"{prefix}_{j}")
+            columns = [str(c) for c in value.columns]
+            return "array", {"type": "dataframe", "arrays": names, "columns": columns}
+    try:
+        text = json.dumps(value)
+        if json.dumps(json.loads(text)) == text:  # tuples come back as lists
+            return "json", json.loads(text)
+    except (TypeError, ValueError):
+        pass
+    warnings.warn(
+        f"diagnostic {key!r} of type {type(value).__name__} cannot be saved and is skipped",
+        UserWarning,
+        stacklevel=3,
+    )
+    return None
+
+
+def _decode_diagnostic(spec: dict[str, Any], data: Any) -> Any:
+    kind = spec["type"]
+    if kind == "tensor":
+        return torch.from_numpy(data[spec["arrays"][0]].copy())
+    if kind == "ndarray":
+        return data[spec["arrays"][0]].copy()
+    if kind == "dataframe":
+        import pandas as pd
+
+        columns = {c: data[a].copy() for c, a in zip(spec["columns"], spec["arrays"])}
+        return pd.DataFrame(columns)
+    raise ValueError(f"unknown diagnostic encoding {kind!r}")
