@@ -1,0 +1,729 @@
+r"""One training loop for every loss.
+
+A loss is any callable ``loss(model, *batch) -> scalar tensor``: exact, sliced or denoising
+score matching, NCE, or a user's own. :func:`train` minimises its average over mini-batches of
+the data tensors with Adam (or another :class:`torch.optim.Optimizer`), optionally with an
+exponential or plateau learning-rate schedule, and monitors a held-out validation loss.
+
+The loop keeps a *deep copy* of the weights with the lowest monitored loss (validation loss if
+there is a validation set, training loss otherwise), stops early after ``patience`` epochs
+without an improvement larger than ``min_delta``, and always returns with those best weights
+loaded. A non-finite loss stops training with a :class:`TrainingError` after restoring the best
+weights, so a diverged model is never handed back.
+
+Validation losses are computed in ``eval`` mode without parameter updates, but *with* autograd
+enabled: score-matching losses differentiate the energy with respect to its inputs.
+
+Randomness (validation split, shuffling, and any stochastic loss drawing from torch's global
+generator) is reproducible from ``seed``: the loop runs inside :func:`torch.random.fork_rng`,
+so the caller's global RNG is left as it was. Checkpoints hold the model, optimiser,
+scheduler, early-stopping state, history and RNG states as plain tensors and containers
+(loadable with ``torch.load(..., weights_only=True)``); resuming from the checkpoint of epoch
+:math:`N` reproduces an uninterrupted run bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ExponentialLR, ReduceLROnPlateau
+from tqdm.auto import tqdm
+
+__all__ = ["TrainConfig", "TrainingError", "train"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "ebm_lfi.training.checkpoint"
+CHECKPOINT_VERSION = 1
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+
+ParamGroups = (
+    Mapping[str, float] | Sequence[tuple[nn.Module | nn.Parameter | Iterable[nn.Parameter], float]]
+)
+
+
+class TrainingError(RuntimeError):
+    r"""Training produced a non-finite loss.
+
+    The model passed to :func:`train` holds the best weights seen before the failure (or its
+    initial weights if no epoch completed).
+
+    Attributes:
+        epoch: The (1-based) epoch in which the loss became non-finite.
+        history: The history of the completed epochs, as returned by :func:`train`.
+    """
+
+    def __init__(self, message: str, epoch: int, history: pd.DataFrame):
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    r"""Optimisation settings of :func:`train`, validated on construction.
+
+    The fields are the keywords of :func:`train` that describe *how* to optimise; pass them on
+    with ``train(model, loss, *data, **config.as_kwargs(), seed=0)``.
+
+    Arguments:
+        epochs: Total number of epochs (passes over the training set).
+        batch_size: Mini-batch size; the last batch of an epoch may be smaller.
+        lr: Learning rate of every parameter not named in ``param_groups``.
+        param_groups: Separate learning rates, either a mapping from submodule names of the
+            model to learning rates (``{"natural_net": 1e-4}``) or a sequence of
+            ``(module_or_parameters, lr)`` pairs. A parameter may belong to one group only.
+        optimizer: Optimiser class (or factory) called as
+            ``optimizer(groups, lr=lr, weight_decay=weight_decay)``.
+        weight_decay: Weight decay passed to the optimiser.
+        scheduler: ``"exponential"`` (multiply the learning rate by ``gamma`` every epoch),
+            ``"plateau"`` (multiply by ``gamma`` after ``scheduler_patience`` epochs without
+            improvement of the monitored loss), ``None``, or a callable
+            ``optimizer -> scheduler``.
+        gamma: Decay factor; ``None`` means 0.99 for ``"exponential"`` and 0.5 for ``"plateau"``.
+        scheduler_patience: Patience of the ``"plateau"`` schedule, in epochs.
+        patience: Early-stopping patience in epochs; ``None`` disables early stopping.
+        min_delta: Smallest decrease of the monitored loss that counts as an improvement.
+        validation_fraction: Fraction of the data held out for validation when no explicit
+            ``validation`` set is given, in :math:`[0, 1)`; 0 monitors the training loss.
+        grad_clip: Maximum norm of the gradient (all trainable parameters together), or ``None``.
+    """
+
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    param_groups: ParamGroups | None = None
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam
+    weight_decay: float = 0.0
+    scheduler: str | Callable[[torch.optim.Optimizer], Any] | None = "exponential"
+    gamma: float | None = None
+    scheduler_patience: int = 5
+    patience: int | None = 20
+    min_delta: float = 0.0
+    validation_fraction: float = 0.2
+    grad_clip: float | None = None
+
+    def __post_init__(self):
+        _check_int("epochs", self.epochs, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("scheduler_patience", self.scheduler_patience, minimum=0)
+        if self.patience is not None:
+            _check_int("patience", self.patience, minimum=1)
+        _check_float("lr", self.lr, low=0.0, low_open=True)
+        _check_float("weight_decay", self.weight_decay, low=0.0)
+        _check_float("min_delta", self.min_delta, low=0.0)
+        _check_float("validation_fraction", self.validation_fraction, low=0.0, high=1.0)
+        if self.grad_clip is not None:
+            _check_float("grad_clip", self.grad_clip, low=0.0, low_open=True)
+        if not callable(self.optimizer):
+            raise TypeError(f"optimizer must be callable, got {type(self.optimizer).__name__}")
+        if isinstance(self.scheduler, str):
+            if self.scheduler not in ("exponential", "plateau"):
+                raise ValueError(
+                    f"scheduler must be 'exponential', 'plateau', None or a callable, "
+                    f"got {self.scheduler!r}"
+                )
+        elif self.scheduler is not None and not callable(self.scheduler):
+            raise TypeError(f"scheduler must be a str, None or callable, got {self.scheduler!r}")
+        if self.gamma is not None:
+            _check_float("gamma", self.gamma, low=0.0, low_open=True, high=1.0, high_open=False)
+            if self.scheduler == "plateau" and self.gamma >= 1.0:
+                raise ValueError(f"gamma must be < 1 for the plateau schedule, got {self.gamma}")
+
+    def as_kwargs(self) -> dict[str, Any]:
+        r"""Returns the fields as keyword arguments of :func:`train` (a shallow copy)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def train(
+    model: nn.Module,
+    loss: Callable[..., Tensor],
+    *data: Tensor,
+    epochs: int = 200,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    param_groups: ParamGroups | None = None,
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam,
+    weight_decay: float = 0.0,
+    scheduler: str | Callable[[torch.optim.Optimizer], Any] | None = "exponential",
+    gamma: float | None = None,
+    scheduler_patience: int = 5,
+    patience: int | None = 20,
+    min_delta: float = 0.0,
+    validation_fraction: float = 0.2,
+    grad_clip: float | None = None,
+    validation: Sequence[Tensor] | None = None,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    r"""Trains ``model`` by minimising ``loss(model, *batch)`` over mini-batches of ``data``.
+
+    The optimisation keywords are those of :class:`TrainConfig` (see there); the others are:
+
+    Arguments:
+        model: The module to train, in place.
+        loss: Callable ``loss(model, *batch) -> scalar tensor``, where ``batch`` holds the rows
+            of each data tensor in the mini-batch, in the order of ``data``.
+        data: Tensors with a common first dimension :math:`n` (e.g. ``y`` of shape
+            :math:`(n, d)` and ``theta`` of shape :math:`(n, p)`).
+        validation: Explicit validation tensors, as many as ``data`` with the same trailing
+            shapes; when given, all of ``data`` is used for training and
+            ``validation_fraction`` is ignored.
+        seed: Seed of the split, the shuffling and torch's global RNG inside the loop (which
+            runs in :func:`torch.random.fork_rng`). ``None`` draws a seed from torch's global
+            generator, so that ``torch.manual_seed`` before the call also reproduces a run.
+            Ignored when resuming (the RNG states come from the checkpoint).
+        device: Device to train on; the model, the loss (if a module) and the data are moved
+            there. ``None`` keeps the device of the model's parameters.
+        checkpoint_dir: Directory in which to write checkpoints ``epoch_XXXXX.pt``.
+        checkpoint_every: Write a checkpoint every this many epochs (and after the last epoch).
+            Without it, only the last epoch is checkpointed.
+        resume_from: Path of a checkpoint from which to continue; ``epochs`` counts from the
+            start of the original run. Pass the same data and settings for an exact continuation.
+        progress: Show a tqdm progress bar with the training and validation losses.
+
+    Returns:
+        The history, one row per epoch with columns ``epoch``, ``train_loss``, ``val_loss``
+        (NaN without validation), ``lr`` (of the first parameter group, the one at ``lr``) and
+        ``seconds``. Its ``attrs`` hold ``best_epoch``, ``best_loss``, ``monitor``
+        (``"val_loss"`` or ``"train_loss"``), ``stopped_early``, ``seconds`` (total wall time
+        of this call) and ``checkpoints`` (paths written). On return the model holds the
+        weights of ``best_epoch`` and is in ``eval`` mode.
+
+    Raises:
+        TrainingError: If a training or validation loss is not finite; the model then holds
+            the best weights so far.
+
+    Example:
+        >>> model = nn.Linear(2, 1)
+        >>> x, y = torch.randn(64, 2), torch.randn(64, 1)
+        >>> mse = lambda m, x, y: ((m(x) - y) ** 2).mean()
+        >>> history = train(model, mse, x, y, epochs=3, batch_size=16, seed=0)
+        >>> list(history.columns)
+        ['epoch', 'train_loss', 'val_loss', 'lr', 'seconds']
+    """
+    start_time = time.perf_counter()
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        param_groups=param_groups,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        scheduler=scheduler,
+        gamma=gamma,
+        scheduler_patience=scheduler_patience,
+        patience=patience,
+        min_delta=min_delta,
+        validation_fraction=validation_fraction,
+        grad_clip=grad_clip,
+    )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss):
+        raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+    if checkpoint_every is not None:
+        _check_int("checkpoint_every", checkpoint_every, minimum=1)
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every is given but checkpoint_dir is None")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+
+    device = _resolve_device(model, device)
+    model.to(device)
+    if isinstance(loss, nn.Module):
+        loss.to(device)
+    data = tuple(t.to(device) for t in _check_data(data, "data"))
+    if validation is not None:
+        validation = tuple(t.to(device) for t in _check_validation(validation, data))
+    checkpoint = _load_checkpoint(resume_from, device) if resume_from is not None else None
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, ()).item())
+    split_seed, torch_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+        torch.random.default_generator.manual_seed(torch_seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(torch_seed)
+        generator = torch.Generator().manual_seed(split_seed)
+        train_idx, val_idx = _split(data[0].shape[0], config, validation, generator)
+        opt = config.optimizer(
+            _param_groups(model, config.lr, config.param_groups),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+        )
+        run = _Run(
+            model=model,
+            optimizer=opt,
+            scheduler=_make_scheduler(opt, config),
+            stopper=_EarlyStopping(config.patience, config.min_delta, model),
+            generator=generator,
+            train_idx=train_idx,
+            val_idx=val_idx,
+            shapes=_shapes(data, validation),
+        )
+        if checkpoint is not None:
+            run.load_state_dict(checkpoint)
+        has_val = validation is not None or run.val_idx is not None
+        monitor = "val_loss" if has_val else "train_loss"
+
+        def fail(what: str, epoch: int, value: float, where: str = "") -> TrainingError:
+            stopper = run.stopper
+            stopper.restore(model)
+            model.eval()
+            kept = (
+                "its initial weights"
+                if stopper.best_epoch == 0
+                else f"the weights of epoch {stopper.best_epoch} ({monitor} "
+                f"{stopper.best_loss:.6g})"
+            )
+            message = f"non-finite {what} ({value}) at epoch {epoch}{where}; the model holds {kept}"
+            return TrainingError(message, epoch, _history_frame(run.history))
+
+        written: list[str] = []
+        stopped_early = run.stopper.should_stop()
+        start_epoch = len(run.history["epoch"])
+        bar = tqdm(
+            total=config.epochs,
+            initial=min(start_epoch, config.epochs),
+            disable=not progress,
+            desc="training",
+            unit="epoch",
+        )
+        try:
+            for epoch in range(start_epoch + 1, config.epochs + 1):
+                if stopped_early:
+                    break
+                tic = time.perf_counter()
+                epoch_lr = float(opt.param_groups[0]["lr"])
+                model.train()
+                order = run.train_idx[torch.randperm(len(run.train_idx), generator=generator)]
+                total = 0.0
+                for b, start in enumerate(range(0, len(order), config.batch_size)):
+                    idx = order[start : start + config.batch_size].to(device)
+                    opt.zero_grad(set_to_none=True)
+                    value = _scalar(loss(model, *(t[idx] for t in data)))
+                    if not bool(torch.isfinite(value)):
+                        raise fail("training loss", epoch, value.item(), f", batch {b + 1}")
+                    value.backward()
+                    if config.grad_clip is not None:
+                        parameters = [p for g in opt.param_groups for p in g["params"]]
+                        nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+                    opt.step()
+                    total += value.item() * len(idx)
+                train_loss = total / len(run.train_idx)
+                val_loss = math.nan
+                if validation is not None:
+                    val_loss = _evaluate(model, loss, validation, None, config.batch_size)
+                elif run.val_idx is not None:
+                    val_loss = _evaluate(model, loss, data, run.val_idx, config.batch_size)
+                if has_val and not math.isfinite(val_loss):
+                    raise fail("validation loss", epoch, val_loss)
+                monitored = val_loss if has_val else train_loss
+                if isinstance(run.scheduler, ReduceLROnPlateau):
+                    run.scheduler.step(monitored)
+                elif run.scheduler is not None:
+                    run.scheduler.step()
+                run.stopper.update(monitored, epoch, model)
+                stopped_early = run.stopper.should_stop()
+                row = (epoch, train_loss, val_loss, epoch_lr, time.perf_counter() - tic)
+                for key, val in zip(HISTORY_COLUMNS, row):
+                    run.history[key].append(val)
+                logger.debug("epoch %d: train %.6g, val %.6g", epoch, train_loss, val_loss)
+                bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", lr=epoch_lr)
+                bar.update()
+                due = checkpoint_every is not None and epoch % checkpoint_every == 0
+                last = epoch == config.epochs or stopped_early
+                if checkpoint_dir is not None and (due or last):
+                    written.append(_save_checkpoint(run.state_dict(device, config), checkpoint_dir))
+        finally:
+            bar.close()
+        stopped_early = stopped_early and len(run.history["epoch"]) < config.epochs
+        if stopped_early:
+            logger.info("early stopping; best epoch %d", run.stopper.best_epoch)
+        run.stopper.restore(model)
+        model.eval()
+
+    frame = _history_frame(run.history)
+    frame.attrs.update(
+        best_epoch=run.stopper.best_epoch,
+        best_loss=run.stopper.best_loss,
+        monitor=monitor,
+        stopped_early=bool(stopped_early),
+        seconds=time.perf_counter() - start_time,
+        checkpoints=written,
+    )
+    return frame
+
+
+@dataclass
+class _Run:
+    r"""Everything a checkpoint holds: the state of one run of the loop."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    stopper: _EarlyStopping
+    generator: torch.Generator
+    train_idx: Tensor
+    val_idx: Tensor | None
+    shapes: dict[str, Any]
+    history: dict[str, list] = dataclasses.field(
+        default_factory=lambda: {c: [] for c in HISTORY_COLUMNS}
+    )
+
+    def state_dict(self, device: torch.device, config: TrainConfig) -> dict[str, Any]:
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "epoch": len(self.history["epoch"]),
+            "model": _copy_state(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else _plain(self.scheduler.state_dict()),
+            "early_stopping": self.stopper.state_dict(),
+            "history": {k: list(v) for k, v in self.history.items()},
+            "rng": rng,
+            "split": {"train": self.train_idx, "val": self.val_idx},
+            "shapes": self.shapes,
+            "config": _plain_config(config),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["shapes"] != self.shapes:
+            raise ValueError(
+                f"the checkpoint was written for data of shapes {state['shapes']}, "
+                f"got {self.shapes}"
+            )
+        if (self.scheduler is None) != (state["scheduler"] is None):
+            raise ValueError("the scheduler setting differs from the checkpoint's")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(
+                f"the checkpoint does not match the model or settings: {error}"
+            ) from error
+        self.stopper.load_state_dict(state["early_stopping"])
+        for key in HISTORY_COLUMNS:
+            self.history[key] = list(state["history"][key])
+        rng = state["rng"]
+        self.generator.set_state(rng["generator"].cpu())
+        torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng:
+            device = next(iter(self.model.parameters())).device
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
+        split = state["split"]
+        self.train_idx = split["train"].cpu()
+        self.val_idx = None if split["val"] is None else split["val"].cpu()
+
+
+class _EarlyStopping:
+    r"""Tracks the best monitored loss and a deep copy of the corresponding weights."""
+
+    def __init__(self, patience: int | None, min_delta: float, model: nn.Module):
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss, self.best_epoch, self.bad_epochs = math.inf, 0, 0
+        self.best_state = _copy_state(model.state_dict())
+
+    def update(self, loss: float, epoch: int, model: nn.Module) -> None:
+        if loss < self.best_loss - self.min_delta:
+            self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
+            self.best_state = _copy_state(model.state_dict())
+        else:
+            self.bad_epochs += 1
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        model.load_state_dict(_copy_state(self.best_state))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_loss = float(state["best_loss"])
+        self.best_epoch = int(state["best_epoch"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.best_state = _copy_state(state["best_state"])
+
+
+def _copy_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
+        for k, v in state.items()
+    }
+
+
+def _scalar(value: Any) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"loss must return a tensor, got {type(value).__name__}")
+    if value.ndim != 0:
+        raise ValueError(f"loss must return a scalar, got shape {tuple(value.shape)}")
+    return value
+
+
+def _evaluate(
+    model: nn.Module,
+    loss: Callable[..., Tensor],
+    tensors: tuple[Tensor, ...],
+    idx: Tensor | None,
+    batch_size: int,
+) -> float:
+    r"""Mean loss over ``tensors[idx]`` in eval mode, with autograd on but no update."""
+    model.eval()
+    size = tensors[0].shape[0] if idx is None else len(idx)
+    total = 0.0
+    with torch.enable_grad():
+        for start in range(0, size, batch_size):
+            stop = min(start + batch_size, size)
+            if idx is None:
+                batch = tuple(t[start:stop] for t in tensors)
+            else:
+                rows = idx[start:stop].to(tensors[0].device)
+                batch = tuple(t[rows] for t in tensors)
+            total += _scalar(loss(model, *batch)).detach().item() * (stop - start)
+    return total / size
+
+
+def _history_frame(history: Mapping[str, list]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: history[c] for c in HISTORY_COLUMNS})
+    frame["epoch"] = frame["epoch"].astype("int64")
+    for c in HISTORY_COLUMNS[1:]:
+        frame[c] = frame[c].astype("float64")
+    return frame
+
+
+def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _check_data(data: Sequence[Any], name: str) -> tuple[Tensor, ...]:
+    if len(data) == 0:
+        raise ValueError(f"no {name} tensors given; pass e.g. train(model, loss, y, theta)")
+    tensors = tuple(torch.as_tensor(t) for t in data)
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise ValueError(f"{name}[{i}] must have a first (sample) dimension, got a scalar")
+    sizes = [t.shape[0] for t in tensors]
+    if len(set(sizes)) != 1:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ValueError(f"{name} tensors must share their first dimension, got shapes {shapes}")
+    if sizes[0] == 0:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ValueError(f"{name} is empty (shapes {shapes})")
+    return tensors
+
+
+def _check_validation(validation: Sequence[Tensor], data: tuple[Tensor, ...]):
+    if isinstance(validation, Tensor) or not isinstance(validation, Sequence):
+        raise TypeError("validation must be a tuple or list of tensors, one per data tensor")
+    validation = _check_data(validation, "validation")
+    if len(validation) != len(data):
+        raise ValueError(f"validation has {len(validation)} tensors, data has {len(data)}")
+    for i, (v, t) in enumerate(zip(validation, data)):
+        if v.shape[1:] != t.shape[1:]:
+            raise ValueError(
+                f"validation[{i}] has shape {tuple(v.shape)}, incompatible with data[{i}] of "
+                f"shape {tuple(t.shape)}"
+            )
+    return validation
+
+
+def _split(
+    n: int, config: TrainConfig, validation: Any, generator: torch.Generator
+) -> tuple[Tensor, Tensor | None]:
+    fraction = config.validation_fraction
+    if validation is not None or fraction == 0.0:
+        return torch.arange(n), None
+    n_val = round(fraction * n)
+    if n_val == 0 or n_val == n:
+        raise ValueError(
+            f"validation_fraction={fraction} of n={n} samples gives {n_val} validation and "
+            f"{n - n_val} training samples; both must be at least 1"
+        )
+    perm = torch.randperm(n, generator=generator)
+    return perm[n_val:], perm[:n_val]
+
+
+def _shapes(data: tuple[Tensor, ...], validation: tuple[Tensor, ...] | None) -> dict[str, Any]:
+    return {
+        "data": [list(t.shape) for t in data],
+        "validation": None if validation is None else [list(t.shape) for t in validation],
+    }
+
+
+def _param_groups(model: nn.Module, lr: float, groups: ParamGroups | None) -> list[dict[str, Any]]:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("model has no trainable parameters")
+    if groups is None:
+        return [{"params": trainable, "lr": lr}]
+    if isinstance(groups, Mapping):
+        pairs = []
+        for name, group_lr in groups.items():
+            try:
+                pairs.append((model.get_submodule(name), group_lr))
+            except AttributeError:
+                children = [c for c, _ in model.named_children()]
+                raise ValueError(
+                    f"param_groups names {name!r}, which is not a submodule of the model "
+                    f"(children: {children})"
+                ) from None
+    else:
+        pairs = list(groups)
+    named: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for i, (params, group_lr) in enumerate(pairs):
+        _check_float(f"param_groups[{i}] learning rate", group_lr, low=0.0, low_open=True)
+        if isinstance(params, nn.Module):
+            params = params.parameters()
+        elif isinstance(params, Tensor):
+            params = [params]
+        params = [p for p in params if p.requires_grad]
+        if any(id(p) in seen for p in params):
+            raise ValueError(f"param_groups[{i}] shares parameters with an earlier group")
+        seen.update(id(p) for p in params)
+        named.append({"params": params, "lr": float(group_lr)})
+    rest = [p for p in trainable if id(p) not in seen]
+    if len(seen) != len(trainable) - len(rest):
+        raise ValueError("param_groups contains parameters that are not the model's")
+    return ([{"params": rest, "lr": lr}] if rest else []) + named
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    if config.scheduler == "exponential":
+        return ExponentialLR(opt, gamma=0.99 if config.gamma is None else config.gamma)
+    if config.scheduler == "plateau":
+        return ReduceLROnPlateau(
+            opt,
+            mode="min",
+            factor=0.5 if config.gamma is None else config.gamma,
+            patience=config.scheduler_patience,
+        )
+    if config.scheduler is None:
+        return None
+    return config.scheduler(opt)
+
+
+def _save_checkpoint(state: dict[str, Any], directory: str | os.PathLike) -> str:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"epoch_{state['epoch']:05d}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _plain_config(config: TrainConfig) -> dict[str, Any]:
+    r"""The configuration as numbers and strings, for the record."""
+    out = {}
+    for key, value in config.as_kwargs().items():
+        if value is None or isinstance(value, bool | int | float | str):
+            out[key] = value
+        elif key == "param_groups" and isinstance(value, Mapping):
+            out[key] = {str(k): float(v) for k, v in value.items()}
+        else:
+            out[key] = getattr(value, "__name__", type(value).__name__)
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    r"""Keeps only what ``weights_only`` loading accepts (drops callables of custom schedules)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items() if not callable(v)}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def _load_checkpoint(path: str | os.PathLike, device: torch.device) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"cannot read checkpoint {str(path)!r}: the file is corrupt or not a checkpoint "
+            f"written by ebm_lfi.training.train ({type(error).__name__}: {error})"
+        ) from error
+    required = (
+        *("epoch", "model", "optimizer", "scheduler", "early_stopping"),
+        *("history", "rng", "split", "shapes"),
+    )
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a checkpoint written by ebm_lfi.training.train")
+    if state.get("version") != CHECKPOINT_VERSION or any(k not in state for k in required):
+        raise ValueError(
+            f"checkpoint {str(path)!r} has version {state.get('version')!r} or misses entries; "
+            f"expected version {CHECKPOINT_VERSION} with {list(required)}"
+        )
+    return state
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_float(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = True,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    bad = not math.isfinite(value)
+    if low is not None:
+        bad |= value <= low if low_open else value < low
+    if high is not None:
+        bad |= value >= high if high_open else value > high
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        interval = (
+            f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
+        )
+        raise ValueError(f"{name} must be finite and in {interval}, got {value}")
