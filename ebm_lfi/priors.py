@@ -63,6 +63,10 @@ class BoxUniform(Independent):
     def log_prob(self, value: Tensor) -> Tensor:
         """Log density; ``-inf`` outside the box (instead of raising)."""
         value = torch.as_tensor(value, dtype=self.low.dtype)
+        if value.ndim == 0 or value.shape[-1] != self.low.numel():
+            raise ValueError(
+                f"value must have shape (*, {self.low.numel()}), got {tuple(value.shape)}"
+            )
         inside = ((value >= self.low) & (value <= self.high)).all(-1)
         logp = -torch.log(self.high - self.low).sum()
         return torch.where(inside, logp, torch.full_like(inside, -torch.inf, dtype=value.dtype))
@@ -78,11 +82,17 @@ def validate_prior(prior: object) -> Distribution:
             "prior must be a torch.distributions.Distribution (e.g. el.BoxUniform), "
             f"got {type(prior).__name__}"
         )
-    shape = tuple(prior.batch_shape) + tuple(prior.event_shape)
-    if len(shape) != 1:
+    if tuple(prior.batch_shape) != () or len(prior.event_shape) != 1:
+        hint = ""
+        if len(prior.batch_shape) == 1 and tuple(prior.event_shape) == ():
+            hint = (
+                "; wrap it as torch.distributions.Independent(prior, 1) so that log_prob "
+                "sums over the parameters"
+            )
         raise ValueError(
-            "prior must be over a vector theta of shape (p,); got batch_shape "
-            f"{tuple(prior.batch_shape)} and event_shape {tuple(prior.event_shape)}"
+            "prior must be over a vector theta of shape (p,) (batch_shape (), event_shape "
+            f"(p,)); got batch_shape {tuple(prior.batch_shape)} and event_shape "
+            f"{tuple(prior.event_shape)}{hint}"
         )
     return prior
 
@@ -90,7 +100,7 @@ def validate_prior(prior: object) -> Distribution:
 def prior_dim(prior: Distribution) -> int:
     """Number of parameters :math:`p` of a (validated) prior."""
     validate_prior(prior)
-    return int((tuple(prior.batch_shape) + tuple(prior.event_shape))[0])
+    return int(prior.event_shape[0])
 
 
 def parameter_names(prior: Distribution | None, dim: int | None = None) -> list[str]:
@@ -104,9 +114,11 @@ def parameter_names(prior: Distribution | None, dim: int | None = None) -> list[
 
 
 def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
-    """Lower and upper bounds of a box-shaped prior support, or ``None`` if unbounded.
+    """Lower and upper bounds of a box-shaped prior support, each of shape ``(p,)``.
 
-    Works for :class:`BoxUniform`, sbi's ``BoxUniform`` and ``Independent(Uniform)``.
+    Works for :class:`BoxUniform`, sbi's ``BoxUniform``, ``Independent(Uniform)`` and any prior
+    whose support is an interval (e.g. ``Independent(Beta)``); ``None`` unless the support is
+    bounded on both sides.
     """
     base = prior
     while isinstance(base, Independent):
@@ -114,8 +126,23 @@ def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
     if isinstance(base, Uniform):
         return base.low.reshape(-1), base.high.reshape(-1)
     support = getattr(prior, "support", None)
-    lb = getattr(getattr(support, "base_constraint", support), "lower_bound", None)
-    ub = getattr(getattr(support, "base_constraint", support), "upper_bound", None)
-    if isinstance(lb, Tensor) and isinstance(ub, Tensor):
-        return lb.reshape(-1), ub.reshape(-1)
-    return None
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    lb = getattr(support, "lower_bound", None)
+    ub = getattr(support, "upper_bound", None)
+    if lb is None or ub is None:
+        return None
+    # Bounds may be tensors or Python numbers (e.g. Beta's unit interval): broadcast to (p,).
+    p = prior_dim(prior)
+    like = next((b for b in (lb, ub) if isinstance(b, Tensor)), None)
+    if like is None:
+        try:
+            like = prior.mean
+        except NotImplementedError:
+            like = torch.empty(0)
+    dtype, device = like.dtype, like.device
+    bounds = []
+    for bound in (lb, ub):
+        bound = torch.as_tensor(bound, dtype=dtype, device=device).reshape(-1)
+        bounds.append(bound.expand(p).clone() if bound.numel() == 1 else bound)
+    return bounds[0], bounds[1]
