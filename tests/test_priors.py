@@ -138,3 +138,8 @@ def test_validate_prior_bad_input(prior, error):
 def test_validate_prior_accepts_vector_distributions():
     normal = Independent(Normal(torch.zeros(4), 1.0), 1)
     assert validate_prior(normal) is normal and prior_dim(normal) == 4
+
+
+def test_batch_of_scalars_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match="Independent"):
+        validate_prior(Normal(torch.zeros(3), 1.0))
