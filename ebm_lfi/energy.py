@@ -1,0 +1,421 @@
+r"""The conditional energy-based exponential family :class:`ExpFamEBM`.
+
+The model is an exponential family in the transformed data :math:`y = t(x)`
+(see :mod:`ebm_lfi.transforms`) with learned statistics and natural parameters,
+
+.. math:: \log \tilde p_w(y \mid \theta) = \eta_w(\theta)^\top s_w(y) + b_w(y),
+
+whose normaliser :math:`Z_w(\theta)` is never computed. In raw space the change of variables
+adds the log-Jacobian of :math:`t`, which does not depend on :math:`\theta`:
+
+.. math:: \log \tilde p_w(x \mid \theta) = \eta_w(\theta)^\top s_w(t(x)) + b_w(t(x))
+    + \log |\det \partial t(x) / \partial x|.
+
+The natural-parameter network sees the standardised :math:`\theta` (fitted by
+:meth:`ExpFamEBM.prepare`), but every method takes the raw :math:`\theta`.
+
+Networks: the *statistics network* maps :math:`(n, *x_{shape}) \to (n, k + 1)`, the first
+:math:`k` columns being :math:`s(y)` and the last one the base measure :math:`b(y)`; if a separate
+``base_net`` is given, the statistics network outputs :math:`(n, k)` and ``base_net`` outputs
+:math:`(n,)` or :math:`(n, 1)`. The *natural-parameter network* maps :math:`(n, p) \to (n, k)`.
+
+References:
+    Pacchiardi & Dutta, "Score Matched Neural Exponential Families for Likelihood-Free
+    Inference", JMLR 23 (2022), https://arxiv.org/abs/2012.10903
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .nets import MLP, ExchangeableNet, MarkovNet, build_net, net_config
+from .transforms import Bound, DataTransform, Standardize
+
+__all__ = ["ExpFamEBM"]
+
+FORMAT = "ebm_lfi.ExpFamEBM"
+FORMAT_VERSION = 1
+
+
+class ExpFamEBM(nn.Module):
+    r"""Energy-based exponential family :math:`\eta(\theta)^\top s(y) + b(y)`, :math:`y = t(x)`.
+
+    Arguments:
+        statistics_net: Module :math:`(n, *x_{shape}) \to (n, k + 1)` (last column :math:`b`),
+            or :math:`(n, k)` when ``base_net`` is given.
+        natural_net: Module :math:`(n, p) \to (n, k)`.
+        x_shape: Shape of one data point.
+        theta_dim: Number of parameters :math:`p`.
+        num_statistics: Number of statistics :math:`k`.
+        x_support: ``(lower, upper)`` bounds of :math:`x` (floats, arrays broadcasting to
+            ``x_shape``, or ``None`` entries); ``None`` for unbounded data.
+        shared_dims: Event axes over which the standardisation of :math:`y` is pooled
+            (``(0,)`` for iid draws or time steps, so that it commutes with permutations).
+        base_net: Optional separate base-measure module :math:`(n, *x_{shape}) \to (n,)`.
+
+    Example:
+        >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(16,))
+        >>> theta, x = torch.rand(100, 2), torch.randn(100, 3)
+        >>> model = model.prepare(theta, x)
+        >>> model.log_unnormalized(x, theta).shape, model.score(x, theta).shape
+        (torch.Size([100]), torch.Size([100, 3]))
+    """
+
+    def __init__(
+        self,
+        statistics_net: nn.Module,
+        natural_net: nn.Module,
+        *,
+        x_shape: Sequence[int],
+        theta_dim: int,
+        num_statistics: int,
+        x_support: tuple[Bound, Bound] | None = None,
+        shared_dims: Sequence[int] = (),
+        base_net: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.x_shape = tuple(int(s) for s in x_shape)
+        self.theta_dim = int(theta_dim)
+        self.num_statistics = int(num_statistics)
+        if self.num_statistics < 1 or self.theta_dim < 1:
+            raise ValueError(
+                f"num_statistics and theta_dim must be >= 1, got {num_statistics}, {theta_dim}"
+            )
+        self.shared_dims = tuple(int(d) for d in shared_dims)
+        self.statistics_net = statistics_net
+        self.natural_net = natural_net
+        self.base_net = base_net
+        self.x_transform = DataTransform(self.x_shape, x_support, self.shared_dims)
+        self.theta_transform = Standardize((self.theta_dim,))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def default(
+        cls,
+        x_shape: int | Sequence[int],
+        theta_dim: int,
+        num_statistics: int | None = None,
+        structure: str = "mlp",
+        x_support: tuple[Bound, Bound] | None = None,
+        *,
+        hidden: Sequence[int] = (64, 64),
+        natural_hidden: Sequence[int] | None = None,
+        activation: str = "softplus",
+        embedding: int = 32,
+        order: int = 1,
+        pool: str = "mean",
+    ) -> ExpFamEBM:
+        r"""A model with built-in networks (saveable with :meth:`save`).
+
+        Arguments:
+            x_shape: Shape of one data point (an int means ``(x_shape,)``).
+            theta_dim: Number of parameters :math:`p`.
+            num_statistics: Number of statistics :math:`k` (default :math:`p`).
+            structure: ``"mlp"`` (any :math:`x`, flattened), ``"iid"`` (:math:`x` of shape
+                :math:`(m,)` or :math:`(m, d)`: :math:`m` exchangeable draws,
+                :class:`~ebm_lfi.nets.ExchangeableNet`) or ``"markov"`` (a series of shape
+                :math:`(T,)` or :math:`(T, d)`, :class:`~ebm_lfi.nets.MarkovNet`).
+            x_support: ``(lower, upper)`` bounds of :math:`x`, or ``None``.
+            hidden: Hidden widths of the statistics network(s).
+            natural_hidden: Hidden widths of :math:`\eta(\theta)` (default ``hidden``).
+            activation: Smooth activation name (see :data:`ebm_lfi.nets.ACTIVATIONS`).
+            embedding: Embedding size of the exchangeable / Markov networks.
+            order: Markov order :math:`r` (``structure="markov"``).
+            pool: ``"mean"`` or ``"sum"`` pooling (``"iid"`` / ``"markov"``).
+        """
+        x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(int(s) for s in x_shape)
+        k = int(theta_dim) if num_statistics is None else int(num_statistics)
+        if structure == "mlp":
+            stats: nn.Module = MLP(math.prod(x_shape), k + 1, hidden, activation, flatten=True)
+            shared: tuple[int, ...] = ()
+        elif structure in ("iid", "markov"):
+            if len(x_shape) not in (1, 2):
+                raise ValueError(
+                    f"structure={structure!r} needs x_shape (m,) or (m, d), got {x_shape}"
+                )
+            d = 1 if len(x_shape) == 1 else x_shape[1]
+            shared = (0,)
+            if structure == "iid":
+                stats = ExchangeableNet(d, k + 1, hidden, embedding, activation, pool)
+            else:
+                if x_shape[0] <= order:
+                    raise ValueError(
+                        f"a series of length {x_shape[0]} is too short for order {order}"
+                    )
+                stats = MarkovNet(d, k + 1, order, hidden, embedding, activation, pool)
+        else:
+            raise ValueError(f"structure must be 'mlp', 'iid' or 'markov', got {structure!r}")
+        nat_hidden = hidden if natural_hidden is None else natural_hidden
+        natural = MLP(int(theta_dim), k, nat_hidden, activation)
+        return cls(
+            stats,
+            natural,
+            x_shape=x_shape,
+            theta_dim=theta_dim,
+            num_statistics=k,
+            x_support=x_support,
+            shared_dims=shared,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the model (of its transform buffers)."""
+        return self.theta_transform.mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model."""
+        return self.theta_transform.mean.device
+
+    def _tensor(self, a: Any) -> Tensor:
+        if isinstance(a, Tensor) and a.dtype == self.dtype and a.device == self.device:
+            return a
+        return torch.as_tensor(a, dtype=self.dtype, device=self.device)
+
+    def _check_x(self, x: Tensor, name: str = "x") -> Tensor:
+        x = self._tensor(x)
+        if x.ndim != len(self.x_shape) + 1 or tuple(x.shape[1:]) != self.x_shape:
+            raise ValueError(
+                f"{name} must have shape (n, *x_shape) with x_shape={self.x_shape}, "
+                f"got {tuple(x.shape)}"
+            )
+        return x
+
+    def _check_theta(self, theta: Tensor) -> Tensor:
+        theta = self._tensor(theta)
+        if theta.ndim == 1:
+            theta = theta.unsqueeze(0)
+        if theta.ndim != 2 or theta.shape[1] != self.theta_dim:
+            raise ValueError(
+                f"theta must have shape (n, {self.theta_dim}) or ({self.theta_dim},), "
+                f"got {tuple(theta.shape)}"
+            )
+        return theta
+
+    def _broadcast(self, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+        ny, nt = y.shape[0], theta.shape[0]
+        if ny != nt:
+            if ny == 1:
+                y = y.expand(nt, *y.shape[1:])
+            elif nt == 1:
+                theta = theta.expand(ny, -1)
+            else:
+                raise ValueError(
+                    f"batch sizes of x/y ({ny}) and theta ({nt}) differ and neither is 1"
+                )
+        return y, theta
+
+    # ------------------------------------------------------------------ fitting the transforms
+    @torch.no_grad()
+    def prepare(self, theta: Tensor, x: Tensor) -> ExpFamEBM:
+        r"""Fit the data and parameter transforms on training data.
+
+        Arguments:
+            theta: Parameters, shape :math:`(n, p)`.
+            x: Data, shape :math:`(n, *x_{shape})`, inside the declared support.
+
+        Returns:
+            The model itself.
+        """
+        x, theta = self._check_x(x), self._check_theta(theta)
+        if x.shape[0] != theta.shape[0]:
+            raise ValueError(f"theta {tuple(theta.shape)} and x {tuple(x.shape)} differ in n")
+        if not bool(torch.isfinite(theta).all()):
+            raise ValueError("theta contains non-finite values")
+        self.x_transform.fit(x)
+        self.theta_transform.fit(theta)
+        return self
+
+    # ------------------------------------------------------------------ transformed space
+    def transform_x(self, x: Tensor) -> Tensor:
+        r"""Map raw data to the space the model is fitted in, :math:`(n, *x_{shape})`."""
+        x = self._check_x(x)
+        self.x_transform.check(x)
+        return self.x_transform(x)
+
+    def inverse_transform_x(self, y: Tensor) -> Tensor:
+        r"""Map transformed data back to raw data, :math:`(n, *x_{shape})`."""
+        return self.x_transform.inverse(self._check_x(y, "y"))
+
+    def _stats_and_base_y(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.statistics_net(y)
+        k = self.num_statistics
+        if self.base_net is None:
+            if out.ndim != 2 or out.shape[1] != k + 1:
+                raise ValueError(
+                    f"statistics_net must output (n, k + 1) = (n, {k + 1}) (last column: the "
+                    f"base measure), got {tuple(out.shape)}"
+                )
+            return out[:, :k], out[:, k]
+        if out.ndim != 2 or out.shape[1] != k:
+            raise ValueError(f"statistics_net must output (n, {k}), got {tuple(out.shape)}")
+        base = self.base_net(y)
+        return out, base.reshape(base.shape[0])
+
+    def statistics_y(self, y: Tensor) -> Tensor:
+        r"""Statistics :math:`s(y)`, shape :math:`(n, *x_{shape}) \to (n, k)`."""
+        return self._stats_and_base_y(self._check_x(y, "y"))[0]
+
+    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
+        r""":math:`\eta(\theta)^\top s(y) + b(y)` (no Jacobian term).
+
+        Arguments:
+            y: Transformed data, shape :math:`(n, *x_{shape})`.
+            theta: Raw parameters, shape :math:`(n, p)`; either batch size may be 1 and is
+                then broadcast.
+
+        Returns:
+            The unnormalised log-densities, shape :math:`(n,)`.
+        """
+        y, theta = self._broadcast(self._check_x(y, "y"), self._check_theta(theta))
+        s, b = self._stats_and_base_y(y)
+        return (self.natural_parameters(theta) * s).sum(-1) + b
+
+    def score_y(self, y: Tensor, theta: Tensor, create_graph: bool = False) -> Tensor:
+        r""":math:`\nabla_y \log \tilde p(y \mid \theta)`, shape :math:`(n, *x_{shape})`.
+
+        Arguments:
+            y: Transformed data, shape :math:`(n, *x_{shape})`.
+            theta: Raw parameters, shape :math:`(n, p)` (or broadcastable batch of 1).
+            create_graph: Keep the graph (to differentiate the score w.r.t. the weights).
+        """
+        y, theta = self._broadcast(self._check_x(y, "y"), self._check_theta(theta))
+        with torch.enable_grad():
+            y = y if (create_graph and y.requires_grad) else y.detach().requires_grad_(True)
+            f = self.log_unnormalized_y(y, theta)
+            (g,) = torch.autograd.grad(f.sum(), y, create_graph=create_graph)
+        return g
+
+    # ------------------------------------------------------------------ raw space
+    def statistics(self, x: Tensor) -> Tensor:
+        r"""Statistics :math:`s(t(x))`, shape :math:`(n, *x_{shape}) \to (n, k)`."""
+        return self.statistics_y(self.transform_x(x))
+
+    def natural_parameters(self, theta: Tensor) -> Tensor:
+        r"""Natural parameters :math:`\eta(\theta)`, shape :math:`(n, p) \to (n, k)`.
+
+        The network sees the standardised :math:`\theta` (see :meth:`prepare`).
+        """
+        theta = self._check_theta(theta)
+        eta = self.natural_net(self.theta_transform(theta))
+        if eta.ndim != 2 or eta.shape[1] != self.num_statistics:
+            raise ValueError(
+                f"natural_net must output (n, {self.num_statistics}), got {tuple(eta.shape)}"
+            )
+        return eta
+
+    def log_unnormalized(self, x: Tensor, theta: Tensor) -> Tensor:
+        r""":math:`\log \tilde p(x \mid \theta)` including :math:`\log|\det \partial t/\partial x|`.
+
+        Arguments:
+            x: Raw data, shape :math:`(n, *x_{shape})`.
+            theta: Raw parameters, shape :math:`(n, p)` (or broadcastable batch of 1).
+
+        Returns:
+            Shape :math:`(n,)`.
+        """
+        x = self._check_x(x)
+        self.x_transform.check(x)
+        y = self.x_transform(x)
+        ladj = self.x_transform.log_abs_det_jacobian(x)
+        f = self.log_unnormalized_y(y, theta)
+        return f + ladj if f.shape == ladj.shape else f + ladj.expand(f.shape)
+
+    def score(self, x: Tensor, theta: Tensor) -> Tensor:
+        r""":math:`\nabla_x \log \tilde p(x \mid \theta)` in raw space (Jacobian included).
+
+        Arguments:
+            x: Raw data, shape :math:`(n, *x_{shape})`.
+            theta: Raw parameters, shape :math:`(n, p)` (or broadcastable batch of 1).
+
+        Returns:
+            Shape :math:`(n, *x_{shape})`.
+        """
+        x, theta = self._broadcast(self._check_x(x), self._check_theta(theta))
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.log_unnormalized(x, theta).sum(), x)
+        return g
+
+    # ------------------------------------------------------------------ persistence
+    def config(self) -> dict:
+        r"""JSON-able description of the architecture (raises ``TypeError`` for user modules)."""
+        return {
+            "x_shape": list(self.x_shape),
+            "theta_dim": self.theta_dim,
+            "num_statistics": self.num_statistics,
+            "shared_dims": list(self.shared_dims),
+            "statistics_net": net_config(self.statistics_net),
+            "natural_net": net_config(self.natural_net),
+            "base_net": None if self.base_net is None else net_config(self.base_net),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        r"""Save weights, transforms and a JSON config to a single file.
+
+        The file is a ``torch.save``'d dict of strings and tensors (no pickled code), loadable
+        with ``torch.load(weights_only=True)``; see :meth:`load`.
+
+        Raises:
+            TypeError: If a network is a user module (not rebuildable from a config).
+        """
+        config = json.dumps(self.config())
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save(
+            {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config, "state": state},
+            os.fspath(path),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> ExpFamEBM:
+        r"""Load a model written by :meth:`save`.
+
+        Arguments:
+            path: The file.
+            device: Where to put the model (default CPU).
+
+        Raises:
+            ValueError: If the file is unreadable, corrupt, of another format or version, or
+                its weights do not match its config.
+        """
+        path = os.fspath(path)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # corrupt archives raise many different types
+            raise ValueError(f"cannot read an ExpFamEBM from {path!r} (corrupt file?): {e}") from e
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise ValueError(f"{path!r} is not an ebm_lfi ExpFamEBM file")
+        version = blob.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{path!r} has format version {version!r}; this version of ebm_lfi reads "
+                f"version {FORMAT_VERSION}"
+            )
+        try:
+            config = json.loads(blob["config"])
+            base_cfg = config["base_net"]
+            model = cls(
+                build_net(config["statistics_net"]),
+                build_net(config["natural_net"]),
+                x_shape=config["x_shape"],
+                theta_dim=config["theta_dim"],
+                num_statistics=config["num_statistics"],
+                shared_dims=config["shared_dims"],
+                base_net=None if base_cfg is None else build_net(base_cfg),
+            )
+            model = model.to(getattr(torch, config["dtype"]))
+            model.load_state_dict(blob["state"], strict=True)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise ValueError(f"{path!r} holds an invalid or mismatched model: {e}") from e
+        return model if device is None else model.to(device)

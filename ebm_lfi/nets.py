@@ -1,0 +1,305 @@
+r"""Networks for the statistics :math:`s(x)`, base measure :math:`b(x)` and natural parameters.
+
+Three built-in architectures, all with smooth activations by default (score matching needs
+:math:`\partial^2_{x_i} f`; a piecewise-linear activation such as ReLU has zero curvature almost
+everywhere, so the Hessian diagonal it yields is the zero function):
+
+* :class:`MLP`: a multi-layer perceptron acting on the last axis (or on the flattened event).
+* :class:`ExchangeableNet`: a deep-sets / PEN network for an iid sample of :math:`m` draws,
+  :math:`\rho\big(\operatorname{pool}_{j} \phi(x_j)\big)`, invariant to permuting the draws
+  (Zaheer et al., 2017, https://arxiv.org/abs/1703.06114).
+* :class:`MarkovNet`: the partially exchangeable network of Wiqvist et al. (2019,
+  https://arxiv.org/abs/1901.10230) for a Markov series of order :math:`r`:
+  :math:`\rho\big(x_{1:r}, \operatorname{pool}_{t} \phi(x_{t:t+r})\big)` over the overlapping
+  windows of length :math:`r + 1`.
+
+Any user :class:`torch.nn.Module` with the right input and output shapes works in their place;
+built-in networks carry a JSON-able :attr:`config` so that models made of them can be saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "MLP",
+    "ExchangeableNet",
+    "MarkovNet",
+    "ACTIVATIONS",
+    "piecewise_linear_modules",
+    "net_config",
+    "build_net",
+]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+}
+
+_PIECEWISE_LINEAR = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.RReLU,
+    nn.Hardtanh,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.Hardshrink,
+    nn.Softshrink,
+    nn.Threshold,
+)
+
+
+def piecewise_linear_modules(module: nn.Module) -> list[str]:
+    r"""Names of the submodules of ``module`` that are piecewise-linear activations.
+
+    Such activations (ReLU, LeakyReLU, Hardtanh, ...) have zero second derivative almost
+    everywhere, which makes the score-matching objectives degenerate.
+
+    Arguments:
+        module: Any module.
+
+    Returns:
+        The qualified names (``"stats.net.1"``, ...) of the offending submodules.
+    """
+    return [
+        name or "<root>" for name, m in module.named_modules() if isinstance(m, _PIECEWISE_LINEAR)
+    ]
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    r"""Multi-layer perceptron :math:`\mathbb{R}^{D_{in}} \to \mathbb{R}^{D_{out}}`.
+
+    Arguments:
+        in_features: Input size :math:`D_{in}`.
+        out_features: Output size :math:`D_{out}`.
+        hidden: Widths of the hidden layers (``()`` gives a single linear layer).
+        activation: One of :data:`ACTIVATIONS` (``"softplus"``, ``"tanh"``, ``"silu"``,
+            ``"elu"``, ``"gelu"``; ``"relu"`` is allowed but refused by the score-matching losses).
+        flatten: If ``True``, an input :math:`(n, *event)` is first flattened to
+            :math:`(n, \prod event)`; otherwise the network acts on the last axis, shape
+            :math:`(*, D_{in}) \to (*, D_{out})`.
+
+    Example:
+        >>> net = MLP(3, 2, hidden=(8,))
+        >>> net(torch.randn(5, 3)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "softplus",
+        flatten: bool = False,
+    ):
+        super().__init__()
+        hidden = [int(h) for h in hidden]
+        self.config = {
+            "in_features": int(in_features),
+            "out_features": int(out_features),
+            "hidden": hidden,
+            "activation": str(activation),
+            "flatten": bool(flatten),
+        }
+        self.in_features, self.out_features, self.flatten = in_features, out_features, flatten
+        layers: list[nn.Module] = []
+        widths = [int(in_features), *hidden]
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), _activation(activation)]
+        layers.append(nn.Linear(widths[-1], int(out_features)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.flatten:
+            x = x.reshape(x.shape[0], -1)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"MLP expects inputs with last axis of size {self.in_features}, got shape "
+                f"{tuple(x.shape)}"
+            )
+        return self.net(x)
+
+
+def _pool(h: Tensor, pool: str, dim: int) -> Tensor:
+    return h.mean(dim) if pool == "mean" else h.sum(dim)
+
+
+class ExchangeableNet(nn.Module):
+    r"""Permutation-invariant network for an iid sample :math:`x_{1:m}`.
+
+    .. math:: g(x_{1:m}) = \rho\Big(\operatorname{pool}_{j=1}^m \phi(x_j)\Big)
+
+    Arguments:
+        in_features: Size :math:`d` of one draw (``1`` for scalar draws).
+        out_features: Output size.
+        hidden: Hidden widths of both :math:`\phi` and :math:`\rho`.
+        embedding: Output size of :math:`\phi`.
+        activation: Activation name (see :class:`MLP`).
+        pool: ``"mean"`` (default; independent of :math:`m`) or ``"sum"``.
+
+    Shapes:
+        Input :math:`(n, m)` (scalar draws, ``in_features=1``) or :math:`(n, m, d)`; output
+        :math:`(n, D_{out})`.
+
+    Example:
+        >>> net = ExchangeableNet(1, 3, hidden=(8,), embedding=4)
+        >>> x = torch.randn(2, 10)
+        >>> torch.allclose(net(x), net(x[:, torch.randperm(10)]), atol=1e-6)
+        True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (64, 64),
+        embedding: int = 32,
+        activation: str = "softplus",
+        pool: str = "mean",
+    ):
+        super().__init__()
+        if pool not in ("mean", "sum"):
+            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
+        hidden = [int(h) for h in hidden]
+        self.config = {
+            "in_features": int(in_features),
+            "out_features": int(out_features),
+            "hidden": hidden,
+            "embedding": int(embedding),
+            "activation": str(activation),
+            "pool": pool,
+        }
+        self.in_features, self.pool = int(in_features), pool
+        self.phi = MLP(in_features, embedding, hidden, activation)
+        self.rho = MLP(embedding, out_features, hidden, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 2 and self.in_features == 1:
+            x = x.unsqueeze(-1)
+        if x.ndim != 3 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"ExchangeableNet expects (n, m) or (n, m, {self.in_features}) inputs, got "
+                f"{tuple(x.shape)}"
+            )
+        return self.rho(_pool(self.phi(x), self.pool, 1))
+
+
+class MarkovNet(nn.Module):
+    r"""Partially exchangeable network for a Markov time series of order :math:`r`.
+
+    .. math:: g(x_{1:T}) = \rho\Big(x_{1:r},\ \operatorname{pool}_{t=1}^{T-r}
+        \phi(x_{t:t+r})\Big)
+
+    Arguments:
+        in_features: Size :math:`d` of one time step (``1`` for scalar series).
+        out_features: Output size.
+        order: Markov order :math:`r \geq 1`; :math:`\phi` sees windows of :math:`r + 1` steps.
+        hidden: Hidden widths of both :math:`\phi` and :math:`\rho`.
+        embedding: Output size of :math:`\phi`.
+        activation: Activation name (see :class:`MLP`).
+        pool: ``"mean"`` (default) or ``"sum"``.
+
+    Shapes:
+        Input :math:`(n, T)` (``in_features=1``) or :math:`(n, T, d)` with :math:`T > r`;
+        output :math:`(n, D_{out})`.
+
+    Example:
+        >>> net = MarkovNet(1, 2, order=2, hidden=(8,), embedding=4)
+        >>> net(torch.randn(5, 50)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        order: int = 1,
+        hidden: Sequence[int] = (64, 64),
+        embedding: int = 32,
+        activation: str = "softplus",
+        pool: str = "mean",
+    ):
+        super().__init__()
+        if int(order) < 1:
+            raise ValueError(f"order must be >= 1, got {order}")
+        if pool not in ("mean", "sum"):
+            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
+        hidden = [int(h) for h in hidden]
+        self.config = {
+            "in_features": int(in_features),
+            "out_features": int(out_features),
+            "order": int(order),
+            "hidden": hidden,
+            "embedding": int(embedding),
+            "activation": str(activation),
+            "pool": pool,
+        }
+        self.in_features, self.order, self.pool = int(in_features), int(order), pool
+        d, r = self.in_features, self.order
+        self.phi = MLP((r + 1) * d, embedding, hidden, activation)
+        self.rho = MLP(embedding + r * d, out_features, hidden, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 2 and self.in_features == 1:
+            x = x.unsqueeze(-1)
+        if x.ndim != 3 or x.shape[-1] != self.in_features or x.shape[1] <= self.order:
+            raise ValueError(
+                f"MarkovNet(order={self.order}) expects (n, T) or (n, T, {self.in_features}) "
+                f"inputs with T > {self.order}, got {tuple(x.shape)}"
+            )
+        n, T, r = x.shape[0], x.shape[1], self.order
+        # overlapping windows x[t : t + r + 1], (n, T - r, (r + 1) d); slices instead of
+        # Tensor.unfold so that torch.func.vmap has batching rules for the double backward
+        windows = torch.cat([x[:, i : T - r + i] for i in range(r + 1)], dim=-1)
+        pooled = _pool(self.phi(windows), self.pool, 1)
+        head = x[:, :r].reshape(n, r * self.in_features)
+        return self.rho(torch.cat([head, pooled], dim=-1))
+
+
+_REGISTRY: dict[str, type[nn.Module]] = {
+    "MLP": MLP,
+    "ExchangeableNet": ExchangeableNet,
+    "MarkovNet": MarkovNet,
+}
+
+
+def net_config(net: nn.Module) -> dict:
+    r"""JSON-able description ``{"class": ..., "kwargs": ...}`` of a built-in network.
+
+    Raises:
+        TypeError: If ``net`` is not one of the built-in networks (a user module cannot be
+            rebuilt from a config; save its ``state_dict`` yourself).
+    """
+    name = type(net).__name__
+    if _REGISTRY.get(name) is not type(net):
+        raise TypeError(
+            f"cannot describe a {name} by a config: only the built-in networks "
+            f"{sorted(_REGISTRY)} can be saved with the model; save a model built from user "
+            "modules with torch.save(model.state_dict(), path) and rebuild it in code"
+        )
+    return {"class": name, "kwargs": dict(net.config)}
+
+
+def build_net(config: dict) -> nn.Module:
+    r"""Rebuild a built-in network from :func:`net_config`'s description."""
+    try:
+        cls = _REGISTRY[config["class"]]
+        return cls(**config["kwargs"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"invalid network config {config!r}: {e}") from e
