@@ -27,7 +27,6 @@ References:
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .nets import MLP, ExchangeableNet, MarkovNet, build_net, net_config
+from .nets import MLP, build_net, net_config, statistics_network
 from .transforms import Bound, DataTransform, Standardize
 
 __all__ = ["ExpFamEBM"]
@@ -132,26 +131,16 @@ class ExpFamEBM(nn.Module):
         """
         x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(int(s) for s in x_shape)
         k = int(theta_dim) if num_statistics is None else int(num_statistics)
-        if structure == "mlp":
-            stats: nn.Module = MLP(math.prod(x_shape), k + 1, hidden, activation, flatten=True)
-            shared: tuple[int, ...] = ()
-        elif structure in ("iid", "markov"):
-            if len(x_shape) not in (1, 2):
-                raise ValueError(
-                    f"structure={structure!r} needs x_shape (m,) or (m, d), got {x_shape}"
-                )
-            d = 1 if len(x_shape) == 1 else x_shape[1]
-            shared = (0,)
-            if structure == "iid":
-                stats = ExchangeableNet(d, k + 1, hidden, embedding, activation, pool)
-            else:
-                if x_shape[0] <= order:
-                    raise ValueError(
-                        f"a series of length {x_shape[0]} is too short for order {order}"
-                    )
-                stats = MarkovNet(d, k + 1, order, hidden, embedding, activation, pool)
-        else:
-            raise ValueError(f"structure must be 'mlp', 'iid' or 'markov', got {structure!r}")
+        stats, shared = statistics_network(
+            x_shape,
+            k + 1,
+            structure,
+            hidden=hidden,
+            activation=activation,
+            embedding=embedding,
+            order=order,
+            pool=pool,
+        )
         nat_hidden = hidden if natural_hidden is None else natural_hidden
         natural = MLP(int(theta_dim), k, nat_hidden, activation)
         return cls(

@@ -19,12 +19,14 @@ built-in networks carry a JSON-able :attr:`config` so that models made of them c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "statistics_network",
     "MLP",
     "ExchangeableNet",
     "MarkovNet",
@@ -270,6 +272,46 @@ class MarkovNet(nn.Module):
         pooled = _pool(self.phi(windows), self.pool, 1)
         head = x[:, :r].reshape(n, r * self.in_features)
         return self.rho(torch.cat([head, pooled], dim=-1))
+
+
+def statistics_network(
+    x_shape: Sequence[int],
+    out_features: int,
+    structure: str = "mlp",
+    *,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "softplus",
+    embedding: int = 32,
+    order: int = 1,
+    pool: str = "mean",
+) -> tuple[nn.Module, tuple[int, ...]]:
+    r"""A network :math:`(n, *x_{shape}) \to (n, D_{out})` suited to the data's structure.
+
+    Arguments:
+        x_shape: Shape of one data point.
+        out_features: Output size :math:`D_{out}`.
+        structure: ``"mlp"`` (any shape, flattened), ``"iid"`` (:math:`(m,)` or :math:`(m, d)`
+            exchangeable draws, :class:`ExchangeableNet`) or ``"markov"`` (a series of shape
+            :math:`(T,)` or :math:`(T, d)`, :class:`MarkovNet` of order ``order``).
+        hidden, activation, embedding, order, pool: Passed to the network.
+
+    Returns:
+        The network and the event axes over which standardisation should pool (``(0,)``
+        for draws or time steps, so that it commutes with the structure).
+    """
+    x_shape = tuple(int(s) for s in x_shape)
+    if structure == "mlp":
+        return MLP(math.prod(x_shape), out_features, hidden, activation, flatten=True), ()
+    if structure not in ("iid", "markov"):
+        raise ValueError(f"structure must be 'mlp', 'iid' or 'markov', got {structure!r}")
+    if len(x_shape) not in (1, 2):
+        raise ValueError(f"structure={structure!r} needs x_shape (m,) or (m, d), got {x_shape}")
+    d = 1 if len(x_shape) == 1 else x_shape[1]
+    if structure == "iid":
+        return ExchangeableNet(d, out_features, hidden, embedding, activation, pool), (0,)
+    if x_shape[0] <= order:
+        raise ValueError(f"a series of length {x_shape[0]} is too short for order {order}")
+    return MarkovNet(d, out_features, order, hidden, embedding, activation, pool), (0,)
 
 
 _REGISTRY: dict[str, type[nn.Module]] = {
