@@ -1,0 +1,236 @@
+"""Tests of exchange MCMC on the Gaussian task, whose exponential family is known exactly.
+
+Data: 10 iid N(mu, sigma), prior uniform on [-10, 10] x [1, 10]. Family: s(y) = (sum y,
+sum y^2), eta(mu, sigma) = (mu / sigma^2, -1 / (2 sigma^2)), b = 0. The exact posterior is
+evaluated on a fine grid over the prior box; samples from it (uniform within grid cells) are
+the reference, and the W2 distance between two independent reference samples of the same size
+is the noise floor.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from ebm_lfi.priors import BoxUniform
+from ebm_lfi.samplers.diagnostics import effective_sample_size
+from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc
+
+ot = pytest.importorskip("ot")
+
+DT = torch.float64
+LOW = torch.tensor([-10.0, 1.0], dtype=DT)
+HIGH = torch.tensor([10.0, 10.0], dtype=DT)
+N_OBS = 10
+SUBSET = 1000
+
+
+class GaussianFamily:
+    def natural_parameters(self, theta: torch.Tensor) -> torch.Tensor:
+        mu, sigma = theta[:, 0], theta[:, 1]
+        return torch.stack([mu / sigma**2, -0.5 / sigma**2], dim=-1)
+
+    def statistics_y(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([y.sum(-1), (y**2).sum(-1)], dim=-1)
+
+    def log_unnormalized_y(self, y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return (self.natural_parameters(theta) * self.statistics_y(y)).sum(-1)
+
+
+def prior_draws(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return LOW + (HIGH - LOW) * torch.rand((n, 2), generator=g, dtype=DT)
+
+
+class GridPosterior:
+    """Exact posterior on a fine grid of the prior box."""
+
+    def __init__(self, y: torch.Tensor, size: int = 801):
+        mu = torch.linspace(-10, 10, size, dtype=DT)
+        sigma = torch.linspace(1, 10, size, dtype=DT)
+        self.cell = torch.stack([mu[1] - mu[0], sigma[1] - sigma[0]])
+        m, s = torch.meshgrid(mu, sigma, indexing="ij")
+        loglik = -N_OBS * torch.log(s) - ((y - m[..., None]) ** 2).sum(-1) / (2 * s**2)
+        self.points = torch.stack([m.flatten(), s.flatten()], dim=-1)
+        self.probs = torch.softmax(loglik.flatten(), dim=0)
+        self.mean = self.probs @ self.points
+        centred = self.points - self.mean
+        self.cov = (centred.T * self.probs) @ centred
+
+    def sample(self, n: int, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.multinomial(self.probs, n, replacement=True, generator=g)
+        jitter = (torch.rand((n, 2), generator=g, dtype=DT) - 0.5) * self.cell
+        return self.points[idx] + jitter
+
+
+def w2(a: torch.Tensor, b: torch.Tensor) -> float:
+    cost = ot.dist(a.numpy(), b.numpy())  # squared Euclidean
+    return math.sqrt(ot.emd2([], [], cost))
+
+
+def subset(chains: torch.Tensor, seed: int) -> torch.Tensor:
+    flat = chains.reshape(-1, chains.shape[-1])
+    idx = torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(seed))
+    return flat[idx[:SUBSET]]
+
+
+@pytest.fixture(scope="module")
+def task():
+    g = torch.Generator().manual_seed(2024)
+    y_obs = 1.0 + 2.0 * torch.randn(N_OBS, generator=g, dtype=DT)
+    grid = GridPosterior(y_obs)
+    refs = [grid.sample(SUBSET, seed) for seed in range(4)]
+    floor = sum(w2(refs[i], refs[i + 1]) for i in (0, 2)) / 2
+    return y_obs, grid, refs, floor
+
+
+def log_prior(theta: torch.Tensor) -> torch.Tensor:
+    inside = ((theta >= LOW) & (theta <= HIGH)).all(-1)
+    value = -torch.log(HIGH - LOW).sum()
+    return torch.where(inside, value, torch.full_like(value, -torch.inf))
+
+
+def check_against_grid(result, grid, refs, floor, label: str) -> None:
+    chains = result.chains
+    assert bool(((chains >= LOW) & (chains <= HIGH)).all()), "left the prior box"
+    spread = math.sqrt(float(grid.cov.trace()))
+    distance = w2(subset(chains, 7), refs[0])
+    print(
+        f"\n[{label}] W2 {distance:.3f} (noise floor {floor:.3f}, posterior spread {spread:.3f}); "
+        f"{result.seconds:.2f} s; outer acceptance {float(result.outer_acceptance.mean()):.3f}, "
+        f"inner {result.inner_acceptance:.3f}; ESS {[round(v) for v in result.ess.tolist()]}"
+    )
+    # The subset must hold nearly independent draws (ESS of the order of its size), so that
+    # its W2 to an exact sample fluctuates like the floor (about +-20% between subsets).
+    assert bool((result.ess > SUBSET / 2).all())
+    assert distance < 1.5 * floor + 0.05 * spread
+    # Moments within 5 ESS-based standard errors of the exact ones.
+    flat = chains.reshape(-1, 2)
+    sd = grid.cov.diagonal().sqrt()
+    ess = effective_sample_size(chains)
+    assert bool(((flat.mean(0) - grid.mean).abs() < 5 * sd / ess.sqrt()).all())
+    sq = (chains - grid.mean) ** 2
+    se_var = sq.reshape(-1, 2).std(0) / effective_sample_size(sq).sqrt()
+    assert bool(((sq.reshape(-1, 2).mean(0) - sd**2).abs() < 5 * se_var).all())
+
+
+def test_family_satisfies_protocol():
+    assert isinstance(GaussianFamily(), ExponentialFamily)
+
+
+def test_exchange_mala_reproduces_exact_posterior(task):
+    y_obs, grid, refs, floor = task
+    result = exchange_mcmc(
+        GaussianFamily(), log_prior, y_obs, prior_draws(200, 0), num_samples=300, burn_in=250,
+        seed=1,
+    )  # fmt: skip
+    assert result.chains.shape == (200, 300, 2)
+    assert result.outer_acceptance.shape == (200,)
+    assert result.proposal_scale.shape == (2, 2)
+    # Robbins–Monro brought the rates near their targets (0.25 outer, 0.8 inner MALA).
+    assert 0.1 < float(result.outer_acceptance.mean()) < 0.4
+    assert abs(result.inner_acceptance - 0.8) < 0.1
+    check_against_grid(result, grid, refs, floor, "mala")
+
+
+def test_wrong_auxiliary_draw_is_detected(task):
+    # Sanity check of the test's power: with y' = y_obs (one inner step of size ~0) the
+    # likelihood cancels and the chains sample the prior, far from the posterior.
+    y_obs, grid, refs, floor = task
+    result = exchange_mcmc(
+        GaussianFamily(), log_prior, y_obs, prior_draws(50, 0), num_samples=40, burn_in=40,
+        inner_steps=1, inner_step_size=1e-12, seed=1,
+    )  # fmt: skip
+    assert w2(subset(result.chains, 0), refs[0]) > 3 * floor
+
+
+def test_fixed_scales_seed_and_validation(task):
+    y_obs, *_ = task
+    prior = BoxUniform(LOW, HIGH, dtype=DT)
+    kwargs = dict(num_samples=20, burn_in=10, inner_steps=5, seed=3)
+    a = exchange_mcmc(
+        GaussianFamily(), prior, y_obs, prior_draws(8, 1), proposal_scale=torch.tensor([0.5, 0.3]),
+        inner_step_size=0.7, **kwargs,
+    )  # fmt: skip
+    b = exchange_mcmc(
+        GaussianFamily(), prior, y_obs, prior_draws(8, 1), proposal_scale=torch.tensor([0.5, 0.3]),
+        inner_step_size=0.7, **kwargs,
+    )  # fmt: skip
+    assert torch.equal(a.chains, b.chains)
+    torch.testing.assert_close(a.proposal_scale, torch.diag(torch.tensor([0.5, 0.3], dtype=DT)))
+    assert a.inner_step_size == pytest.approx(0.7)
+    assert bool(((a.chains >= LOW) & (a.chains <= HIGH)).all())
+    with pytest.raises(ValueError, match=r"\(chains, p\)"):
+        exchange_mcmc(GaussianFamily(), prior, y_obs, torch.zeros(2), **kwargs)
+    with pytest.raises(ValueError, match="finite"):
+        exchange_mcmc(GaussianFamily(), prior, y_obs, torch.zeros(3, 2, dtype=DT), **kwargs)
+    with pytest.raises(ValueError, match="inner_kernel"):
+        exchange_mcmc(
+            GaussianFamily(), prior, y_obs, prior_draws(3, 0), inner_kernel="hmc", **kwargs
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["bridging", "rw"])
+def test_exchange_variants_reproduce_exact_posterior(task, variant):
+    y_obs, grid, refs, floor = task
+    options = {"bridging": {"bridging": 4}, "rw": {"inner_kernel": "rw", "inner_steps": 150}}
+    result = exchange_mcmc(
+        GaussianFamily(), log_prior, y_obs, prior_draws(200, 0), num_samples=300, burn_in=250,
+        seed=2, **options[variant],
+    )  # fmt: skip
+    check_against_grid(result, grid, refs, floor, variant)
+
+
+@pytest.mark.slow
+def test_neural_family_timing():
+    # Run time of the product's target case: an MLP family on 100-dimensional y, 100
+    # chains x 200 kept draws after 200 burn-in steps, 30 MALA inner steps. Printed only.
+    class NeuralFamily(torch.nn.Module):
+        def __init__(self, d: int, p: int, k: int = 4, width: int = 64):
+            super().__init__()
+            act = torch.nn.SiLU
+            self.s = torch.nn.Sequential(
+                torch.nn.Linear(d, width), act(), torch.nn.Linear(width, width), act(),
+                torch.nn.Linear(width, k),
+            )  # fmt: skip
+            self.eta = torch.nn.Sequential(
+                torch.nn.Linear(p, width), act(), torch.nn.Linear(width, k)
+            )
+
+        def natural_parameters(self, theta):
+            return self.eta(theta)
+
+        def statistics_y(self, y):
+            return self.s(y)
+
+        def log_unnormalized_y(self, y, theta):
+            return (self.eta(theta) * self.s(y)).sum(-1) - 0.5 * (y**2).sum(-1)
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        family = NeuralFamily(100, 2).requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    y_obs = torch.randn(100, generator=g)
+    theta0 = torch.rand((100, 2), generator=g)
+
+    def box(theta):
+        inside = ((theta >= 0) & (theta <= 1)).all(-1)
+        return torch.where(inside, 0.0, -torch.inf)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: one thread avoids contention on shared cores
+    try:
+        start = time.perf_counter()
+        result = exchange_mcmc(family, box, y_obs, theta0, num_samples=200, burn_in=200, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    print(
+        f"\n[neural d=100] {time.perf_counter() - start:.2f} s on 1 thread; outer acceptance "
+        f"{float(result.outer_acceptance.mean()):.3f}; ESS {result.ess.round().tolist()}"
+    )
+    assert torch.isfinite(result.chains).all()
