@@ -212,7 +212,6 @@ def test_smc_abc_small_budget_and_validation():
     assert calls["n"] == res.simulations <= 1234
     assert res.stop_reason == "budget"
     assert res.particles.shape == (200, 1)
-    assert res.num_simulations == res.simulations and res.epsilons is res.epsilon
     with pytest.raises(ValueError, match="max_simulations"):
         smc_abc(simulate, normal_prior(), obs, num_particles=200, max_simulations=100)
     with pytest.raises(ValueError, match=r"\(k,\)"):
