@@ -15,12 +15,12 @@ empirical measure :math:`\sum_i w_i \delta_{\theta_i}` (uniform weights when unw
 * Kish's effective sample size :math:`1 / \sum_i w_i^2`.
 
 It converts to a :class:`pandas.DataFrame` and an :class:`arviz.InferenceData`, draws pair
-plots, and saves to a ``.npz`` file with JSON metadata that loads without pickle.
+plots (:mod:`ebm_lfi.plotting`), and saves to a ``.npz`` file with JSON metadata that loads
+without pickle (:mod:`ebm_lfi.posterior_io`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -32,12 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .plotting import pair_plot
+from .posterior_io import read_npz, write_npz
+
 __all__ = ["Posterior"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = "ebm_lfi.Posterior"
-_FORMAT_VERSION = 1
 _RESERVED_COLUMNS = ("chain", "draw", "weight")
 
 
@@ -423,6 +424,7 @@ class Posterior:
     ) -> Any:
         r"""Pair plot: weighted histograms on the diagonal, scatter plots below it.
 
+        A thin wrapper of :func:`ebm_lfi.plotting.pair_plot` (see there for what is drawn).
         The figure is built with :class:`matplotlib.figure.Figure` directly (no ``pyplot``),
         so it neither needs a display nor changes matplotlib's global state; it renders with
         the Agg canvas when saved.
@@ -444,123 +446,44 @@ class Posterior:
         Returns:
             The :class:`matplotlib.figure.Figure`.
         """
-        from matplotlib.figure import Figure
-
-        p = self.num_parameters
-        if labels is None:
-            labels = self._names
-        labels = [str(s) for s in labels]
-        if len(labels) != p:
-            raise ValueError(f"{len(labels)} labels for {p} parameters")
-        label = label or self.method or "posterior"
-
-        sets = [(self._samples.cpu().double().numpy(), self._weights, label, "C0")]
-        if reference is not None:
-            if isinstance(reference, Posterior):
-                ref_x, ref_w = reference.samples, reference.weights
-            else:
-                ref_x, ref_w = _as_tensor(reference, "reference"), None
-            ref_x = ref_x.reshape(-1, 1) if ref_x.ndim == 1 else ref_x
-            if ref_x.ndim != 2 or ref_x.shape[1] != p:
-                raise ValueError(f"reference must have shape (m, {p}), got {tuple(ref_x.shape)}")
-            sets.append((ref_x.cpu().double().numpy(), ref_w, reference_label, "C1"))
-        truth_np = None
-        if truth is not None:
-            truth_np = _as_tensor(truth, "truth").cpu().double().numpy().reshape(-1)
-            if truth_np.shape != (p,):
-                raise ValueError(f"truth must have shape ({p},), got {truth_np.shape}")
-
-        size = figsize or (2.2 * p + 0.6, 2.2 * p + 0.6)
-        fig = Figure(figsize=size, layout="constrained")
-        axes = np.atleast_2d(fig.subplots(p, p, squeeze=False))
-        rng = np.random.default_rng(seed)
-        for values, weights, name, colour in sets:
-            w = None if weights is None else weights.cpu().double().numpy()
-            w = None if w is None else w / w.sum()
-            n = values.shape[0]
-            if w is not None or n > max_points:
-                idx = rng.choice(n, size=min(n, max_points), replace=w is not None, p=w)
-                points = values[idx]
-            else:
-                points = values
-            for i in range(p):
-                axes[i, i].hist(
-                    values[:, i],
-                    bins=bins,
-                    weights=w,
-                    density=True,
-                    histtype="stepfilled" if colour == "C0" else "step",
-                    alpha=0.6 if colour == "C0" else 1.0,
-                    color=colour,
-                    linewidth=1.5,
-                    label=name,
-                )
-                for j in range(i):
-                    axes[i, j].scatter(
-                        points[:, j], points[:, i], s=2, alpha=0.3, color=colour, rasterized=True
-                    )
-        for i in range(p):
-            for j in range(p):
-                ax = axes[i, j]
-                if j > i:
-                    ax.set_axis_off()
-                    continue
-                if truth_np is not None:
-                    ax.axvline(truth_np[j], color="k", linewidth=1)
-                    if j < i:
-                        ax.axhline(truth_np[i], color="k", linewidth=1)
-                if i == p - 1:
-                    ax.set_xlabel(labels[j])
-                if j == 0 and i > 0:
-                    ax.set_ylabel(labels[i])
-                if i == j:
-                    ax.set_yticks([])
-        handles, names = axes[0, 0].get_legend_handles_labels()
-        if len(sets) > 1 or truth_np is not None:
-            fig.legend(handles, names, loc="outside upper right")
-        if path is not None:
-            fig.savefig(os.fspath(path), dpi=100)
-        return fig
+        reference_weights = None
+        if isinstance(reference, Posterior):
+            reference, reference_weights = reference.samples, reference.weights
+        return pair_plot(
+            self._samples,
+            self._weights,
+            self._names if labels is None else labels,
+            reference=reference,
+            truth=truth,
+            path=path,
+            reference_weights=reference_weights,
+            bins=bins,
+            label=label or self.method or "posterior",
+            reference_label=reference_label,
+            max_points=max_points,
+            seed=seed,
+            figsize=figsize,
+        )
 
     # --------------------------------------------------------------- storage
     def save(self, path: str | os.PathLike) -> None:
         r"""Save to a ``.npz`` file (exactly at ``path``) that :meth:`load` reads back.
 
         Arrays (samples, weights, array-valued diagnostics) are stored in their dtype; names,
-        method, chain shape and the other diagnostics go to a JSON string. Diagnostics may be
-        numbers, strings, ``None``, lists / dicts of those, numpy arrays, torch tensors or
-        pandas DataFrames of numeric columns; any other value is skipped with a warning.
+        method, chain shape and the other diagnostics go to a JSON string (the format is
+        described in :mod:`ebm_lfi.posterior_io`). Diagnostics may be numbers, strings,
+        ``None``, lists / dicts of those, numpy arrays, torch tensors or pandas DataFrames of
+        numeric columns; any other value is skipped with a warning.
         """
-        arrays: dict[str, np.ndarray] = {"samples": self._samples.cpu().numpy()}
-        if self._weights is not None:
-            arrays["weights"] = self._weights.cpu().numpy()
-        diag_json: dict[str, Any] = {}
-        diag_arrays: dict[str, str] = {}
-        for key, value in self.diagnostics.items():
-            key = str(key)
-            encoded = _encode_diagnostic(key, value, arrays, len(diag_arrays))
-            if encoded is None:
-                continue
-            kind, payload = encoded
-            if kind == "json":
-                diag_json[key] = payload
-            else:
-                diag_arrays[key] = payload
-        meta = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "parameter_names": self._names,
-            "method": self.method,
-            "chains_shape": None if self._chains is None else list(self._chains.shape),
-            "diagnostics": diag_json,
-            "diagnostic_arrays": diag_arrays,
-            "diagnostic_order": [
-                k for k in map(str, self.diagnostics) if k in diag_json or k in diag_arrays
-            ],
-        }
-        arrays["metadata"] = np.array(json.dumps(meta))
-        with open(os.fspath(path), "wb") as f:
-            np.savez(f, **arrays)
+        write_npz(
+            path,
+            samples=self._samples,
+            weights=self._weights,
+            parameter_names=self._names,
+            method=self.method,
+            chains_shape=None if self._chains is None else list(self._chains.shape),
+            diagnostics=self.diagnostics,
+        )
 
     @classmethod
     def load(
@@ -575,40 +498,9 @@ class Posterior:
         Returns:
             The :class:`Posterior`.
         """
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            if "metadata" not in data.files:
-                raise ValueError(f"{os.fspath(path)} is not a saved ebm_lfi Posterior")
-            meta = json.loads(str(data["metadata"]))
-            if meta.get("format") != _FORMAT:
-                raise ValueError(f"{os.fspath(path)} is not a saved ebm_lfi Posterior")
-            if int(meta.get("version", 0)) > _FORMAT_VERSION:
-                raise ValueError(
-                    f"file format version {meta['version']} is newer than this library's "
-                    f"{_FORMAT_VERSION}"
-                )
-            samples = torch.from_numpy(data["samples"].copy())
-            weights = torch.from_numpy(data["weights"].copy()) if "weights" in data.files else None
-            diagnostics = dict(meta["diagnostics"])
-            for key, spec in meta["diagnostic_arrays"].items():
-                diagnostics[key] = _decode_diagnostic(spec, data)
-            order = meta.get("diagnostic_order", list(diagnostics))
-            diagnostics = {key: diagnostics[key] for key in order}
-        if device is not None:
-            samples = samples.to(device)
-            weights = None if weights is None else weights.to(device)
-        chains = None
-        if meta["chains_shape"] is not None:
-            chains = samples.reshape(meta["chains_shape"])
-            samples = None
-        post = cls(
-            samples,
-            weights=weights,
-            parameter_names=meta["parameter_names"],
-            chains=chains,
-            diagnostics=diagnostics,
-            method=meta["method"],
-        )
-        post._weights = weights  # validated above; keep the stored values bit for bit
+        fields = read_npz(path, device=device)
+        post = cls(**fields)
+        post._weights = fields["weights"]  # validated by cls(); keep the stored values bit for bit
         return post
 
     def __repr__(self) -> str:
@@ -622,56 +514,3 @@ class Posterior:
         if len(lines) > 12:
             lines = lines[:10] + [f"  ... ({len(lines) - 10} more parameters)"]
         return f"Posterior({', '.join(head)},\n" + "\n".join(lines) + "\n)"
-
-
-def _encode_diagnostic(
-    key: str, value: Any, arrays: dict[str, np.ndarray], index: int
-) -> tuple[str, Any] | None:
-    r"""Encode one diagnostic as JSON or as arrays added to ``arrays``; ``None`` to skip."""
-    prefix = f"diagnostic_{index}"
-    if isinstance(value, Tensor):
-        arrays[prefix] = value.detach().cpu().numpy()
-        return "array", {"type": "tensor", "arrays": [prefix]}
-    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
-        arrays[prefix] = value
-        return "array", {"type": "ndarray", "arrays": [prefix]}
-    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
-        return "json", value.item()
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pd = None
-    if pd is not None and isinstance(value, pd.DataFrame):
-        if all(value[c].dtype.kind in "biuf" for c in value.columns):
-            names = []
-            for j, column in enumerate(value.columns):
-                arrays[f"{prefix}_{j}"] = value[column].to_numpy()
-                names.append(f"{prefix}_{j}")
-            columns = [str(c) for c in value.columns]
-            return "array", {"type": "dataframe", "arrays": names, "columns": columns}
-    try:
-        text = json.dumps(value)
-        if json.dumps(json.loads(text)) == text:  # tuples come back as lists
-            return "json", json.loads(text)
-    except (TypeError, ValueError):
-        pass
-    warnings.warn(
-        f"diagnostic {key!r} of type {type(value).__name__} cannot be saved and is skipped",
-        UserWarning,
-        stacklevel=3,
-    )
-    return None
-
-
-def _decode_diagnostic(spec: dict[str, Any], data: Any) -> Any:
-    kind = spec["type"]
-    if kind == "tensor":
-        return torch.from_numpy(data[spec["arrays"][0]].copy())
-    if kind == "ndarray":
-        return data[spec["arrays"][0]].copy()
-    if kind == "dataframe":
-        import pandas as pd
-
-        columns = {c: data[a].copy() for c, a in zip(spec["columns"], spec["arrays"])}
-        return pd.DataFrame(columns)
-    raise ValueError(f"unknown diagnostic encoding {kind!r}")

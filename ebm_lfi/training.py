@@ -16,15 +16,14 @@ enabled: score-matching losses differentiate the energy with respect to its inpu
 
 Randomness (validation split, shuffling, and any stochastic loss drawing from torch's global
 generator) is reproducible from ``seed``: the loop runs inside :func:`torch.random.fork_rng`,
-so the caller's global RNG is left as it was. Checkpoints hold the model, optimiser,
-scheduler, early-stopping state, history and RNG states as plain tensors and containers
-(loadable with ``torch.load(..., weights_only=True)``); resuming from the checkpoint of epoch
-:math:`N` reproduces an uninterrupted run bit for bit.
+so the caller's global RNG is left as it was. Checkpoints (:mod:`ebm_lfi.checkpoints`) hold
+the model, optimiser, scheduler, early-stopping state, history and RNG states as plain tensors
+and containers (loadable with ``torch.load(..., weights_only=True)``); resuming from the
+checkpoint of epoch :math:`N` reproduces an uninterrupted run bit for bit.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -32,7 +31,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,13 +40,11 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import ExponentialLR, ReduceLROnPlateau
 from tqdm.auto import tqdm
 
+from .checkpoints import HISTORY_COLUMNS, RunState, copy_state, load_checkpoint, save_checkpoint
+
 __all__ = ["TrainConfig", "TrainingError", "train"]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "ebm_lfi.training.checkpoint"
-CHECKPOINT_VERSION = 1
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 
 ParamGroups = (
     Mapping[str, float] | Sequence[tuple[nn.Module | nn.Parameter | Iterable[nn.Parameter], float]]
@@ -253,7 +249,7 @@ def train(
     data = tuple(t.to(device) for t in _check_data(data, "data"))
     if validation is not None:
         validation = tuple(t.to(device) for t in _check_validation(validation, data))
-    checkpoint = _load_checkpoint(resume_from, device) if resume_from is not None else None
+    checkpoint = load_checkpoint(resume_from, device) if resume_from is not None else None
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
     split_seed, torch_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
@@ -272,7 +268,7 @@ def train(
             lr=config.lr,
             weight_decay=config.weight_decay,
         )
-        run = _Run(
+        run = RunState(
             model=model,
             optimizer=opt,
             scheduler=_make_scheduler(opt, config),
@@ -355,7 +351,8 @@ def train(
                 due = checkpoint_every is not None and epoch % checkpoint_every == 0
                 last = epoch == config.epochs or stopped_early
                 if checkpoint_dir is not None and (due or last):
-                    written.append(_save_checkpoint(run.state_dict(device, config), checkpoint_dir))
+                    state = run.state_dict(device, config.as_kwargs())
+                    written.append(save_checkpoint(state, checkpoint_dir))
         finally:
             bar.close()
         stopped_early = stopped_early and len(run.history["epoch"]) < config.epochs
@@ -376,84 +373,18 @@ def train(
     return frame
 
 
-@dataclass
-class _Run:
-    r"""Everything a checkpoint holds: the state of one run of the loop."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    stopper: _EarlyStopping
-    generator: torch.Generator
-    train_idx: Tensor
-    val_idx: Tensor | None
-    shapes: dict[str, Any]
-    history: dict[str, list] = dataclasses.field(
-        default_factory=lambda: {c: [] for c in HISTORY_COLUMNS}
-    )
-
-    def state_dict(self, device: torch.device, config: TrainConfig) -> dict[str, Any]:
-        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "epoch": len(self.history["epoch"]),
-            "model": _copy_state(self.model.state_dict()),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else _plain(self.scheduler.state_dict()),
-            "early_stopping": self.stopper.state_dict(),
-            "history": {k: list(v) for k, v in self.history.items()},
-            "rng": rng,
-            "split": {"train": self.train_idx, "val": self.val_idx},
-            "shapes": self.shapes,
-            "config": _plain_config(config),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state["shapes"] != self.shapes:
-            raise ValueError(
-                f"the checkpoint was written for data of shapes {state['shapes']}, "
-                f"got {self.shapes}"
-            )
-        if (self.scheduler is None) != (state["scheduler"] is None):
-            raise ValueError("the scheduler setting differs from the checkpoint's")
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise ValueError(
-                f"the checkpoint does not match the model or settings: {error}"
-            ) from error
-        self.stopper.load_state_dict(state["early_stopping"])
-        for key in HISTORY_COLUMNS:
-            self.history[key] = list(state["history"][key])
-        rng = state["rng"]
-        self.generator.set_state(rng["generator"].cpu())
-        torch.set_rng_state(rng["torch"].cpu())
-        if "cuda" in rng:
-            device = next(iter(self.model.parameters())).device
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
-        split = state["split"]
-        self.train_idx = split["train"].cpu()
-        self.val_idx = None if split["val"] is None else split["val"].cpu()
-
-
 class _EarlyStopping:
     r"""Tracks the best monitored loss and a deep copy of the corresponding weights."""
 
     def __init__(self, patience: int | None, min_delta: float, model: nn.Module):
         self.patience, self.min_delta = patience, min_delta
         self.best_loss, self.best_epoch, self.bad_epochs = math.inf, 0, 0
-        self.best_state = _copy_state(model.state_dict())
+        self.best_state = copy_state(model.state_dict())
 
     def update(self, loss: float, epoch: int, model: nn.Module) -> None:
         if loss < self.best_loss - self.min_delta:
             self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
-            self.best_state = _copy_state(model.state_dict())
+            self.best_state = copy_state(model.state_dict())
         else:
             self.bad_epochs += 1
 
@@ -461,7 +392,7 @@ class _EarlyStopping:
         return self.patience is not None and self.bad_epochs >= self.patience
 
     def restore(self, model: nn.Module) -> None:
-        model.load_state_dict(_copy_state(self.best_state))
+        model.load_state_dict(copy_state(self.best_state))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -475,14 +406,7 @@ class _EarlyStopping:
         self.best_loss = float(state["best_loss"])
         self.best_epoch = int(state["best_epoch"])
         self.bad_epochs = int(state["bad_epochs"])
-        self.best_state = _copy_state(state["best_state"])
-
-
-def _copy_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)
-        for k, v in state.items()
-    }
+        self.best_state = copy_state(state["best_state"])
 
 
 def _scalar(value: Any) -> Tensor:
@@ -638,63 +562,6 @@ def _make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> Any:
     if config.scheduler is None:
         return None
     return config.scheduler(opt)
-
-
-def _save_checkpoint(state: dict[str, Any], directory: str | os.PathLike) -> str:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"epoch_{state['epoch']:05d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return str(path)
-
-
-def _plain_config(config: TrainConfig) -> dict[str, Any]:
-    r"""The configuration as numbers and strings, for the record."""
-    out = {}
-    for key, value in config.as_kwargs().items():
-        if value is None or isinstance(value, bool | int | float | str):
-            out[key] = value
-        elif key == "param_groups" and isinstance(value, Mapping):
-            out[key] = {str(k): float(v) for k, v in value.items()}
-        else:
-            out[key] = getattr(value, "__name__", type(value).__name__)
-    return out
-
-
-def _plain(obj: Any) -> Any:
-    r"""Keeps only what ``weights_only`` loading accepts (drops callables of custom schedules)."""
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items() if not callable(v)}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_plain(v) for v in obj)
-    return obj
-
-
-def _load_checkpoint(path: str | os.PathLike, device: torch.device) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"cannot read checkpoint {str(path)!r}: the file is corrupt or not a checkpoint "
-            f"written by ebm_lfi.training.train ({type(error).__name__}: {error})"
-        ) from error
-    required = (
-        *("epoch", "model", "optimizer", "scheduler", "early_stopping"),
-        *("history", "rng", "split", "shapes"),
-    )
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a checkpoint written by ebm_lfi.training.train")
-    if state.get("version") != CHECKPOINT_VERSION or any(k not in state for k in required):
-        raise ValueError(
-            f"checkpoint {str(path)!r} has version {state.get('version')!r} or misses entries; "
-            f"expected version {CHECKPOINT_VERSION} with {list(required)}"
-        )
-    return state
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
