@@ -106,7 +106,7 @@ class ExpFamEBM(nn.Module):
         *,
         hidden: Sequence[int] = (64, 64),
         natural_hidden: Sequence[int] | None = None,
-        activation: str = "softplus",
+        activation: str = "silu",
         embedding: int = 32,
         order: int = 1,
         pool: str = "mean",
@@ -124,7 +124,9 @@ class ExpFamEBM(nn.Module):
             x_support: ``(lower, upper)`` bounds of :math:`x`, or ``None``.
             hidden: Hidden widths of the statistics network(s).
             natural_hidden: Hidden widths of :math:`\eta(\theta)` (default ``hidden``).
-            activation: Smooth activation name (see :data:`ebm_lfi.nets.ACTIVATIONS`).
+            activation: Smooth activation name (see :data:`ebm_lfi.nets.ACTIVATIONS`). SiLU by
+                default: with softplus, sliced score matching stalled on a plateau for some
+                seeds (Gaussian recovery test; MA(2): median W2 0.70 against 0.26 with SiLU).
             embedding: Embedding size of the exchangeable / Markov networks.
             order: Markov order :math:`r` (``structure="markov"``).
             pool: ``"mean"`` or ``"sum"`` pooling (``"iid"`` / ``"markov"``).

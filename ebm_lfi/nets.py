@@ -280,7 +280,7 @@ def statistics_network(
     structure: str = "mlp",
     *,
     hidden: Sequence[int] = (64, 64),
-    activation: str = "softplus",
+    activation: str = "silu",
     embedding: int = 32,
     order: int = 1,
     pool: str = "mean",

@@ -1,0 +1,352 @@
+r"""Methods built on a score-matched exponential family.
+
+A method composes a loss that fits the energy model
+:math:`\log \tilde p(x \mid \theta) = \eta(\theta)^\top s(x) + b(x)` and a way to draw the
+posterior from the fit (Pacchiardi & Dutta 2022, arXiv:2012.10903):
+
+* ``*-abc``: ABC on the learned statistics :math:`s(x)` (:class:`EnergyABC`). With denoising
+  score matching at noise :math:`\sigma` (``dsm-abc``), the model is the ABC likelihood with a
+  Gaussian kernel of bandwidth :math:`\sigma` on the transformed data, and its statistics
+  summarise that likelihood.
+* ``*-exchange``: exchange MCMC with the model as the likelihood (:class:`EnergyExchange`);
+  the unknown normaliser :math:`Z(\theta)` cancels, and so does the Jacobian of the data
+  transform, as the inner chain runs on the transformed data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..energy import ExpFamEBM
+from ..losses import DenoisingScoreMatching, ScoreMatching, SlicedScoreMatching
+from ..posterior import Posterior
+from ..priors import parameter_names, prior_dim, validate_prior
+from ..samplers.abc import StatisticScaler, rejection_abc
+from ..samplers.exchange import exchange_mcmc
+from ..simulation import Simulator
+from ..training import TrainConfig, train
+from .common import NotFittedError, batched, check_observation, check_training_data
+from .statistics_abc import ABCConfig, StatisticsABC
+
+__all__ = ["EnergyABC", "EnergyExchange", "ExchangeConfig", "make_loss"]
+
+
+def make_loss(loss: str | Callable, sigma: float | list[float] = 0.1) -> Callable:
+    """The training loss named ``"sm"``, ``"ssm"`` or ``"dsm"`` (or a callable, kept)."""
+    if callable(loss):
+        return loss
+    if loss == "sm":
+        return ScoreMatching()
+    if loss == "ssm":
+        return SlicedScoreMatching()
+    if loss == "dsm":
+        return DenoisingScoreMatching(sigma)
+    raise ValueError(f"loss must be 'sm', 'ssm', 'dsm' or a callable, got {loss!r}")
+
+
+def _options(value: Any, cls: type, name: str) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        try:
+            return cls(**value)
+        except TypeError as err:
+            raise TypeError(f"bad {name} options: {err}") from err
+    raise TypeError(f"{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+@contextmanager
+def _frozen(model: torch.nn.Module):
+    """Temporarily stop tracking gradients of the model's parameters (sampling only)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class _EnergyMethod:
+    r"""Fits the energy model; subclasses say how the posterior is drawn.
+
+    Arguments:
+        prior: The prior over :math:`\theta` (a torch distribution over :math:`(p,)`).
+        loss: ``"sm"``, ``"ssm"``, ``"dsm"`` or a callable ``loss(model, y, theta)``.
+        simulator: The simulator (used by ABC for its reference table or SMC-ABC).
+        model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one.
+        structure: Default network family: ``"mlp"``, ``"iid"`` (exchangeable draws) or
+            ``"markov"`` (time series).
+        num_statistics: Number :math:`k` of statistics (default :math:`p`).
+        x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
+        network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
+        training: A :class:`~ebm_lfi.training.TrainConfig` or a dict of its fields.
+        sigma: Noise scale(s) of denoising score matching, in the standardised space.
+        device: ``"cpu"`` (default) or ``"cuda"``.
+        progress: Show progress bars.
+    """
+
+    name = "energy"
+
+    def __init__(
+        self,
+        prior: Distribution,
+        *,
+        loss: str | Callable = "ssm",
+        simulator: Simulator | Callable | None = None,
+        model: ExpFamEBM | None = None,
+        structure: str = "mlp",
+        num_statistics: int | None = None,
+        x_support: tuple | None = None,
+        network: dict | None = None,
+        training: TrainConfig | dict | None = None,
+        sigma: float | list[float] = 0.1,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ):
+        self.prior = validate_prior(prior)
+        self.num_parameters = prior_dim(prior)
+        self.parameter_names = parameter_names(prior, self.num_parameters)
+        self.loss = make_loss(loss, sigma)
+        self.simulator = simulator
+        self.model = model
+        self.structure = structure
+        self.num_statistics = num_statistics
+        self.x_support = x_support
+        self.network = dict(network or {})
+        self.training = _options(training, TrainConfig, "training")
+        self.device = torch.device(device)
+        self.progress = progress
+        self.history = None
+        self._fitted = model is not None and getattr(model, "_prepared", False)
+        self._train_data: tuple[Tensor, Tensor] | None = None
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, theta, x, *, seed: int | None = None) -> _EnergyMethod:
+        r"""Fit the energy model on simulated pairs.
+
+        Arguments:
+            theta: Parameters, shape :math:`(n, p)`, drawn from the prior.
+            x: Simulations, shape :math:`(n, *x_{shape})`.
+            seed: Seed of the initialisation, the validation split and the training noise.
+
+        Returns:
+            The method itself (fitted).
+        """
+        theta, x = check_training_data(theta, x, self.num_parameters)
+        theta, x = theta.to(self.device), x.to(self.device)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            if self.model is None:
+                self.model = ExpFamEBM.default(
+                    tuple(x.shape[1:]),
+                    self.num_parameters,
+                    num_statistics=self.num_statistics,
+                    structure=self.structure,
+                    x_support=self.x_support,
+                    **self.network,
+                )
+        model = self.model.to(device=self.device, dtype=theta.dtype)
+        model.prepare(theta, x)
+        y = model.transform_x(x)
+        self.history = train(
+            model,
+            self.loss,
+            y,
+            theta,
+            **self.training.as_kwargs(),
+            seed=seed,
+            device=self.device,
+            progress=self.progress,
+        )
+        model.eval()
+        self._fitted = True
+        self._train_data = (theta, x)
+        self._after_fit(theta, x, seed)
+        return self
+
+    def _after_fit(self, theta: Tensor, x: Tensor, seed: int | None) -> None:
+        """Hook for the posterior stage (reference tables, initial points)."""
+
+    def _check_fitted(self) -> None:
+        if not self._fitted or self.model is None:
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted: call .fit(theta, x) before .posterior()"
+            )
+
+    def statistics(self, x) -> Tensor:
+        r"""The learned statistics :math:`s(x)`, shape :math:`(n, k)` (e.g. for pyabc)."""
+        self._check_fitted()
+        x = torch.as_tensor(x, dtype=self.model.dtype, device=self.model.device)
+        return batched(self.model.statistics, x)
+
+    def _posterior(self, samples, *, chains=None, weights=None, diagnostics) -> Posterior:
+        diagnostics.setdefault("loss", type(self.loss).__name__)
+        if self.history is not None and len(self.history):
+            diagnostics.setdefault("training_epochs", int(len(self.history)))
+            diagnostics.setdefault("training_seconds", float(self.history["seconds"].sum()))
+        return Posterior(
+            samples,
+            weights=weights,
+            parameter_names=self.parameter_names,
+            chains=chains,
+            diagnostics=diagnostics,
+            method=self.name,
+        )
+
+
+class EnergyABC(_EnergyMethod):
+    r"""ABC on the statistics of a score-matched exponential family (``sm-abc``, ``ssm-abc``,
+    ``dsm-abc``).
+
+    Takes the arguments of the energy fit (see :class:`_EnergyMethod`) plus ``abc``: an
+    :class:`~ebm_lfi.methods.ABCConfig` or a dict of its fields, and ``reference``: an optional
+    ``(theta, x)`` table of prior-predictive simulations to use instead of simulating one.
+    """
+
+    name = "energy-abc"
+
+    def __init__(self, prior, *, abc: ABCConfig | dict | None = None, reference=None, **kw):
+        super().__init__(prior, **kw)
+        self.abc_config = _options(abc, ABCConfig, "abc")
+        self.reference = reference
+        self._abc: StatisticsABC | None = None
+
+    def _after_fit(self, theta, x, seed):
+        self._abc = StatisticsABC(
+            self.prior, self.model.statistics, self.simulator, self.abc_config
+        ).prepare(theta, x, seed=seed, reference=self.reference, progress=self.progress)
+
+    def posterior(self, x_o, num_samples: int = 1000, *, seed: int | None = None) -> Posterior:
+        r"""ABC posterior of :math:`\theta` given ``x_o`` (shaped like one simulation)."""
+        self._check_fitted()
+        x_o = check_observation(x_o, self.model.x_shape, self.model.dtype).to(self.device)
+        samples, weights, diag = self._abc.sample(
+            x_o, num_samples, seed=seed, progress=self.progress
+        )
+        return self._posterior(samples, weights=weights, diagnostics=diag)
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    r"""Settings of the exchange sampler (see :func:`~ebm_lfi.samplers.exchange_mcmc`).
+
+    Arguments:
+        num_chains: Chains run as one batch; they start at the training parameters whose
+            learned statistics are closest to the observation's.
+        burn_in: Outer tuning steps per chain (discarded).
+        inner_steps: Inner MCMC steps drawing the auxiliary data.
+        inner_kernel: ``"mala"`` (uses the model's score) or ``"rw"``.
+        bridging: Geometric bridge steps between :math:`\theta` and :math:`\theta'`.
+        thin: Keep every ``thin``-th outer draw.
+    """
+
+    num_chains: int = 100
+    burn_in: int = 200
+    inner_steps: int = 30
+    inner_kernel: str = "mala"
+    bridging: int = 0
+    thin: int = 2
+
+    def __post_init__(self):
+        if self.num_chains < 1 or self.burn_in < 0 or self.inner_steps < 1 or self.thin < 1:
+            raise ValueError(
+                "num_chains, inner_steps and thin must be >= 1 and burn_in >= 0, got "
+                f"{self.num_chains}, {self.inner_steps}, {self.thin}, {self.burn_in}"
+            )
+
+
+class EnergyExchange(_EnergyMethod):
+    r"""Exchange MCMC with the score-matched exponential family as the likelihood
+    (``sm-exchange``, ``ssm-exchange``).
+
+    Takes the arguments of the energy fit (see :class:`_EnergyMethod`) plus ``exchange``: an
+    :class:`ExchangeConfig` or a dict of its fields.
+    """
+
+    name = "energy-exchange"
+
+    def __init__(self, prior, *, exchange: ExchangeConfig | dict | None = None, **kw):
+        super().__init__(prior, **kw)
+        self.exchange_config = _options(exchange, ExchangeConfig, "exchange")
+        self._init_table: tuple[Tensor, Tensor, StatisticScaler] | None = None
+
+    def _after_fit(self, theta, x, seed):
+        stats = batched(self.model.statistics, x)
+        self._init_table = (theta, stats, StatisticScaler().fit(stats))
+
+    def _initial_points(self, x_o: Tensor, num_chains: int) -> Tensor:
+        theta, stats, scaler = self._init_table
+        s_o = self.model.statistics(x_o[None])
+        num = min(num_chains, theta.shape[0])
+        start = rejection_abc(theta, stats, s_o, num_samples=num, scale=scaler).samples[0]
+        return start[torch.arange(num_chains, device=start.device) % num]
+
+    def posterior(self, x_o, num_samples: int = 1000, *, seed: int | None = None) -> Posterior:
+        r"""Exchange-MCMC posterior of :math:`\theta` given ``x_o``; chains are kept."""
+        self._check_fitted()
+        cfg = self.exchange_config
+        x_o = check_observation(x_o, self.model.x_shape, self.model.dtype).to(self.device)
+        start = time.perf_counter()
+        draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
+        prior = self.prior
+
+        def log_prior(theta: Tensor) -> Tensor:
+            return prior.log_prob(theta.cpu()).to(theta.device)
+
+        with _frozen(self.model):
+            with torch.no_grad():
+                y_o = self.model.transform_x(x_o[None])[0]
+                theta0 = self._initial_points(x_o, cfg.num_chains)
+            result = exchange_mcmc(
+                self.model,
+                log_prior,
+                y_o,
+                theta0,
+                num_samples=draws,
+                burn_in=cfg.burn_in,
+                inner_steps=cfg.inner_steps,
+                inner_kernel=cfg.inner_kernel,
+                bridging=cfg.bridging,
+                seed=seed,
+                progress=self.progress,
+            )
+        chains = result.chains[:, cfg.thin - 1 :: cfg.thin]
+        diagnostics = {
+            "sampler": "exchange",
+            "simulations": 0,
+            "outer_acceptance": float(torch.as_tensor(result.outer_acceptance).mean()),
+            "inner_acceptance": float(torch.as_tensor(result.inner_acceptance).mean()),
+            "ess": torch.as_tensor(result.ess).tolist(),
+            "rhat": torch.as_tensor(result.rhat).tolist(),
+            "num_chains": cfg.num_chains,
+            "inner_steps": cfg.inner_steps,
+            "seconds": time.perf_counter() - start,
+        }
+        return self._posterior(None, chains=chains, diagnostics=diagnostics)
+
+    @classmethod
+    def from_fitted(cls, method: _EnergyMethod, **options) -> EnergyExchange:
+        """An exchange sampler reusing the fitted model of another energy method."""
+        method._check_fitted()
+        new = cls(method.prior, model=method.model, simulator=method.simulator, **options)
+        new.loss, new.history = method.loss, method.history
+        if method.name.endswith("-abc"):
+            new.name = method.name[: -len("-abc")] + "-exchange"
+        new._fitted = True
+        new._after_fit(*method._train_data, None)
+        new._train_data = method._train_data
+        return new

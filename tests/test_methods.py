@@ -1,0 +1,212 @@
+"""The common inference interface: registry, fit/posterior, validation, and end-to-end quality."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import ebm_lfi as el
+from ebm_lfi.methods import ABCConfig, EnergyExchange, ExchangeConfig, NotFittedError
+
+FAST_TRAINING = {"epochs": 3, "batch_size": 128, "patience": None}
+
+
+@pytest.fixture(scope="module")
+def gaussian_data():
+    task = el.benchmarks.get("gaussian")
+    theta, x = el.simulate(task.simulator, task.prior, 2_000, seed=0)
+    return task, theta, x
+
+
+def test_available_lists_every_method_with_a_description():
+    names = el.methods.available()
+    expected = {"sm-abc", "ssm-abc", "dsm-abc", "sm-exchange", "ssm-exchange"}
+    assert expected | {"rejection-abc", "fp-abc"} <= set(names)
+    assert all(isinstance(d, str) and len(d) > 10 for d in names.values())
+
+
+def test_unknown_method_name_is_a_clear_error():
+    prior = el.BoxUniform([0.0], [1.0])
+    with pytest.raises(ValueError, match="available methods: .*ssm-abc"):
+        el.methods.get("ssm-abd", prior=prior)
+
+
+def test_fixed_options_cannot_be_overridden():
+    prior = el.BoxUniform([0.0], [1.0])
+    with pytest.raises(TypeError, match="fixes loss"):
+        el.methods.get("ssm-abc", prior=prior, loss="sm")
+
+
+def test_bad_prior_and_options():
+    with pytest.raises(TypeError, match="torch.distributions"):
+        el.methods.get("ssm-abc", prior=[0.0, 1.0])
+    prior = el.BoxUniform([0.0], [1.0])
+    with pytest.raises(ValueError, match="sampler"):
+        el.methods.get("ssm-abc", prior=prior, abc={"sampler": "mcmc"})
+    with pytest.raises(TypeError, match="training"):
+        el.methods.get("ssm-abc", prior=prior, training={"epoch": 3})
+    with pytest.raises(ValueError, match="loss"):
+        el.methods.EnergyABC(prior, loss="nce")
+
+
+@pytest.mark.parametrize("name", ["ssm-abc", "sm-exchange", "fp-abc", "rejection-abc"])
+def test_posterior_before_fit_is_refused(name):
+    method = el.methods.get(name, prior=el.BoxUniform([0.0], [1.0]))
+    with pytest.raises(NotFittedError, match="fit"):
+        method.posterior(torch.zeros(3))
+
+
+def test_training_data_shapes_are_checked(gaussian_data):
+    task, theta, x = gaussian_data
+    method = el.methods.get("ssm-abc", prior=task.prior, training=FAST_TRAINING)
+    with pytest.raises(ValueError, match=r"theta must have shape \(n, 2\)"):
+        method.fit(theta[:, :1], x)
+    with pytest.raises(ValueError, match="rows like theta"):
+        method.fit(theta, x[:-1])
+    bad = x.clone()
+    bad[3, 2] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        method.fit(theta, bad)
+
+
+def test_observation_shape_is_checked(gaussian_data):
+    task, theta, x = gaussian_data
+    method = el.methods.get(
+        "rejection-abc", prior=task.prior, statistics=task.sufficient_statistics
+    ).fit(theta, x)
+    with pytest.raises(ValueError, match=r"shape of one simulation \(10,\), got \(9,\)"):
+        method.posterior(torch.zeros(9))
+    with pytest.raises(ValueError, match="NaN"):
+        method.posterior(torch.full((10,), math.nan))
+    # a leading batch axis of one is accepted
+    post = method.posterior(task.observation(0)[None], num_samples=10)
+    assert post.samples.shape == (10, 2)
+
+
+def test_rejection_abc_on_true_statistics_is_close_to_the_reference(gaussian_data):
+    task, theta, x = gaussian_data
+    reference = el.simulate(task.simulator, task.prior, 50_000, seed=1)
+    method = el.methods.get(
+        "rejection-abc",
+        prior=task.prior,
+        statistics=task.sufficient_statistics,
+        reference=reference,
+    ).fit(theta, x)
+    post = method.posterior(task.observation(0), num_samples=500)
+    ref = task.reference_posterior(0)
+    w2 = el.metrics.wasserstein2(post.samples, ref[:1000])
+    w2_prior = el.metrics.wasserstein2(task.prior.sample((500,)), ref[:1000])
+    assert post.parameter_names == ["mu", "sigma"]
+    assert post.diagnostics["simulations"] == 50_000
+    assert w2 < 0.3 * w2_prior
+
+
+def test_energy_abc_fit_posterior_and_statistics(gaussian_data):
+    task, theta, x = gaussian_data
+    method = el.methods.get(
+        "ssm-abc", prior=task.prior, structure="iid", training=FAST_TRAINING
+    ).fit(theta, x, seed=0)
+    assert method.history.shape[0] == 3
+    stats = method.statistics(x[:5])
+    assert stats.shape == (5, 2) and torch.isfinite(stats).all()
+    post = method.posterior(task.observation(1), num_samples=100, seed=0)
+    assert post.samples.shape == (100, 2) and post.method == "ssm-abc"
+    assert bool((task.prior.log_prob(post.samples) > -math.inf).all())
+    # the training pairs served as the reference table (no simulator was given)
+    assert post.diagnostics["table_size"] == theta.shape[0]
+
+
+def test_same_seed_same_posterior(gaussian_data):
+    task, theta, x = gaussian_data
+    posts = []
+    for _ in range(2):
+        m = el.methods.get("ssm-abc", prior=task.prior, training=FAST_TRAINING)
+        posts.append(m.fit(theta, x, seed=3).posterior(task.observation(0), 50, seed=1))
+    assert torch.equal(posts[0].samples, posts[1].samples)
+
+
+def test_smc_sampler_counts_its_simulations(gaussian_data):
+    task, theta, x = gaussian_data
+    method = el.methods.get(
+        "rejection-abc",
+        prior=task.prior,
+        simulator=task.simulator,
+        statistics=task.sufficient_statistics,
+        abc=ABCConfig(sampler="smc", num_particles=200, max_simulations=3_000),
+    ).fit(theta, x)
+    post = method.posterior(task.observation(0), num_samples=200, seed=0)
+    assert post.weights is not None and post.samples.shape == (200, 2)
+    assert 200 < post.diagnostics["simulations"] <= 3_000
+
+
+def test_smc_without_simulator_is_refused(gaussian_data):
+    task, theta, x = gaussian_data
+    method = el.methods.get("rejection-abc", prior=task.prior, abc={"sampler": "smc"}).fit(theta, x)
+    with pytest.raises(ValueError, match="simulator"):
+        method.posterior(task.observation(0), num_samples=100)
+
+
+def test_exchange_keeps_chains_and_diagnostics(gaussian_data):
+    task, theta, x = gaussian_data
+    abc = el.methods.get("ssm-abc", prior=task.prior, training=FAST_TRAINING).fit(theta, x, seed=0)
+    ex = EnergyExchange.from_fitted(
+        abc, exchange=ExchangeConfig(num_chains=8, burn_in=10, inner_steps=3, thin=1)
+    )
+    assert ex.name == "ssm-exchange"
+    post = ex.posterior(task.observation(0), num_samples=40, seed=0)
+    assert post.chains.shape == (8, 5, 2)
+    for key in ("outer_acceptance", "inner_acceptance", "ess", "rhat"):
+        assert key in post.diagnostics
+    idata = post.to_arviz()
+    assert idata.posterior.sizes["chain"] == 8 and idata.posterior.sizes["draw"] == 5
+
+
+def test_fp_abc_learns_the_posterior_mean(gaussian_data):
+    task, theta, x = gaussian_data
+    method = el.methods.get(
+        "fp-abc",
+        prior=task.prior,
+        structure="iid",
+        training={"epochs": 30, "batch_size": 128, "lr": 3e-3},
+    ).fit(theta, x, seed=0)
+    stats = method.statistics(x[:500])
+    # the regression of mu on x should track the true mu closely (sample mean has sd sigma/sqrt(10))
+    corr = torch.corrcoef(torch.stack([stats[:, 0], theta[:500, 0]]))[0, 1]
+    assert corr > 0.9
+
+
+def test_infer_runs_end_to_end_and_counts_simulations():
+    task = el.benchmarks.get("beta")
+    post = el.infer(
+        task.simulator,
+        task.prior,
+        task.observation(0),
+        method="rejection-abc",
+        num_simulations=2_000,
+        seed=0,
+        statistics=task.sufficient_statistics,
+        abc={"num_reference": 3_000},
+    )
+    assert post.diagnostics["simulations"] == 5_000
+    assert post.diagnostics["training_simulations"] == 2_000
+    again = el.infer(
+        task.simulator,
+        task.prior,
+        task.observation(0),
+        method="rejection-abc",
+        num_simulations=2_000,
+        seed=0,
+        statistics=task.sufficient_statistics,
+        abc={"num_reference": 3_000},
+    )
+    assert torch.equal(post.samples, again.samples)
+    with pytest.raises(TypeError, match="method options"):
+        el.infer(
+            task.simulator,
+            task.prior,
+            task.observation(0),
+            method=el.methods.get("rejection-abc", prior=task.prior),
+            hidden=3,
+        )
