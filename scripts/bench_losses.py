@@ -2,8 +2,9 @@ r"""Benchmark the score-matching losses: time per training step (forward, backwa
 
 Compares, on the same :class:`~ebm_lfi.energy.ExpFamEBM` and batch:
 
-* exact score matching (:class:`~ebm_lfi.losses.ScoreMatching`, batched ``torch.func``
-  Hessian-vector products) against two naive nested-autograd versions of the same loss:
+* exact score matching (:class:`~ebm_lfi.losses.ScoreMatching`, ``torch.func``
+  Hessian-vector products ``vmap``-ed over the basis vectors) against two naive
+  nested-autograd versions of the same loss:
   ``naive-kxd`` (for each of the :math:`k + 1` network outputs and each of the :math:`d`
   coordinates one backward pass, as in the reference implementation) and ``naive-d`` (one
   backward pass per coordinate of the scalar energy);
@@ -12,7 +13,7 @@ Compares, on the same :class:`~ebm_lfi.energy.ExpFamEBM` and batch:
 
 Usage::
 
-    python scripts/bench_losses.py [--dims 10 50 100] [--batch 128] [--repeats 5]
+    python scripts/bench_losses.py [--dims 10 50 100] [--batch 128] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def main() -> None:
     parser.add_argument("--naive-repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     gen = torch.Generator().manual_seed(args.seed)
     rows = []

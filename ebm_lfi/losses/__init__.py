@@ -8,6 +8,7 @@ from .score_matching import (
     DenoisingScoreMatching,
     ScoreMatching,
     SlicedScoreMatching,
+    batched_score_and_hessian_diagonal,
     hessian_diagonal,
     sample_projections,
     score_and_hessian_diagonal,
@@ -18,6 +19,7 @@ __all__ = [
     "SlicedScoreMatching",
     "DenoisingScoreMatching",
     "score_and_hessian_diagonal",
+    "batched_score_and_hessian_diagonal",
     "hessian_diagonal",
     "sample_projections",
 ]

@@ -11,8 +11,10 @@ Hyvärinen (2005) objective
 which does not involve :math:`p` nor the normaliser of :math:`\tilde p`.
 
 * :class:`ScoreMatching` evaluates :math:`J` exactly. The Hessian diagonal of the *scalar*
-  :math:`f` costs :math:`d` Hessian-vector products, computed at once with ``torch.func``
-  (``vmap`` over the basis vectors :math:`e_i` of ``jvp(grad f)``, and ``vmap`` over the batch).
+  :math:`f` costs :math:`d` Hessian-vector products :math:`\nabla^2 f\, e_i`, computed with
+  ``torch.func`` as ``jvp(grad f)`` ``vmap``-ed (in chunks) over the basis vectors, the model
+  running at batch level (rows are independent, so the gradient of :math:`\sum_j f(y_j)` holds
+  the per-row gradients).
 * :class:`SlicedScoreMatching` (Song et al., 2019, https://arxiv.org/abs/1905.07088) replaces the
   trace by :math:`v^\top \nabla^2 f\, v` with :math:`\mathbb{E}[v v^\top] = I`:
   :math:`\frac12\|\nabla f\|^2 + v^\top \nabla^2 f\, v` (variance-reduced) or
@@ -43,6 +45,7 @@ from ..nets import piecewise_linear_modules
 
 __all__ = [
     "ScoreMatching",
+    "batched_score_and_hessian_diagonal",
     "SlicedScoreMatching",
     "DenoisingScoreMatching",
     "score_and_hessian_diagonal",
@@ -50,21 +53,65 @@ __all__ = [
     "sample_projections",
 ]
 
+_TANGENT_BUDGET = 2**19  # tangent entries per vmap chunk of Hessian-vector products
+
+
+def batched_score_and_hessian_diagonal(
+    f: Callable[[Tensor], Tensor], y: Tensor, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""Gradient and Hessian diagonal of a batched function whose rows are independent.
+
+    With :math:`F(y) = \sum_j f(y)_j`, the gradient of :math:`F` holds the per-row gradients
+    and :math:`\nabla^2 F\, e_i` the per-row Hessian columns. The :math:`d` Hessian-vector
+    products are forward-over-reverse (``jvp`` of ``grad``), ``vmap``-ed over the basis vectors
+    only: the network runs at batch level, and what does not depend on :math:`y` (e.g. the
+    natural parameters :math:`\eta(\theta)`) is computed once. The result is differentiable
+    w.r.t. tensors captured by ``f`` (e.g. network weights).
+
+    Arguments:
+        f: Batched function ``f(y) -> (n,)`` of shape :math:`(n, *event)`, row :math:`j` of the
+            output depending on row :math:`j` of the input only; traceable by ``torch.func``.
+        y: Points, shape :math:`(n, *event)`.
+        chunk_size: Basis vectors per ``vmap`` chunk (fewer: less memory, more passes);
+            ``None`` chooses about :math:`2^{19} / (n d)` to keep the tangents cache-sized.
+
+    Returns:
+        :math:`\nabla f(y)` and :math:`\operatorname{diag} \nabla^2 f(y)`, both of shape
+        :math:`(n, *event)`.
+
+    Example:
+        >>> f = lambda y: (y**3).sum(-1)
+        >>> g, h = batched_score_and_hessian_diagonal(f, torch.tensor([[1.0, 2.0]]))
+        >>> g, h
+        (tensor([[ 3., 12.]]), tensor([[ 6., 12.]]))
+    """
+    n, d = y.shape[0], y[0].numel()
+    if chunk_size is None:
+        chunk_size = max(1, _TANGENT_BUDGET // max(1, n * d))
+    basis = torch.eye(d, dtype=y.dtype, device=y.device).reshape(d, 1, *y.shape[1:])
+    grad_sum = grad(lambda z: f(z).sum())
+
+    def hvp(v: Tensor) -> tuple[Tensor, Tensor]:
+        return jvp(grad_sum, (y,), (v.expand_as(y),))
+
+    gs, hv = vmap(hvp, chunk_size=min(chunk_size, d))(basis)  # (d, n, *event) each
+    diag = hv.reshape(d, n, d).diagonal(dim1=0, dim2=2)  # (n, d): entry (j, i) = H_j[i, i]
+    return gs[0], diag.reshape(y.shape)
+
 
 def score_and_hessian_diagonal(
-    f: Callable[..., Tensor], y: Tensor, *args: Tensor
+    f: Callable[..., Tensor], y: Tensor, *args: Tensor, chunk_size: int | None = None
 ) -> tuple[Tensor, Tensor]:
     r"""Gradient and Hessian diagonal of a per-sample scalar function, for a batch.
 
-    Uses :math:`d` forward-over-reverse Hessian-vector products :math:`\nabla^2 f\, e_i`
-    (``jvp`` of ``grad``), vectorised with ``vmap`` over the basis vectors and over the batch.
-    The result is differentiable w.r.t. tensors captured by ``f`` (e.g. network weights).
+    ``vmap``-s ``f`` over the batch and calls :func:`batched_score_and_hessian_diagonal`.
 
     Arguments:
         f: Function of one sample ``f(y_i, *args_i) -> ()``, shapes :math:`(*event)` and the
             per-sample slices of ``args``; it must be traceable by ``torch.func.vmap``.
         y: Points, shape :math:`(n, *event)`.
         args: Extra per-sample inputs, each of shape :math:`(n, *)` (not differentiated).
+        chunk_size: See :func:`batched_score_and_hessian_diagonal`.
 
     Returns:
         :math:`\nabla f(y)` and :math:`\operatorname{diag} \nabla^2 f(y)`, both of shape
@@ -76,21 +123,7 @@ def score_and_hessian_diagonal(
         >>> g, h
         (tensor([[ 3., 12.]]), tensor([[ 6., 12.]]))
     """
-    event = tuple(y.shape[1:])
-    d = math.prod(event)
-    basis = torch.eye(d, dtype=y.dtype, device=y.device).reshape(d, *event)
-
-    def one(yi: Tensor, *ai: Tensor) -> tuple[Tensor, Tensor]:
-        def g(z: Tensor) -> Tensor:
-            return grad(f)(z, *ai)
-
-        def hvp(v: Tensor) -> tuple[Tensor, Tensor]:
-            return jvp(g, (yi,), (v,))
-
-        gs, hv = vmap(hvp)(basis)  # (d, *event) each; every row of gs is the same gradient
-        return gs[0], hv.reshape(d, d).diagonal().reshape(event)
-
-    return vmap(one)(y, *args)
+    return batched_score_and_hessian_diagonal(lambda z: vmap(f)(z, *args), y, chunk_size=chunk_size)
 
 
 def hessian_diagonal(f: Callable[..., Tensor], y: Tensor, *args: Tensor) -> Tensor:
@@ -159,7 +192,11 @@ class ScoreMatching(nn.Module):
     :math:`\mathbb{E}\big[\sum_i \frac12 (\partial_i f)^2 + \partial_i^2 f\big]`.
 
     Costs :math:`d` batched Hessian-vector products per sample; see
-    :func:`score_and_hessian_diagonal`. Refuses models with piecewise-linear activations.
+    :func:`batched_score_and_hessian_diagonal`. Refuses models with piecewise-linear
+    activations.
+
+    Arguments:
+        chunk_size: Basis vectors per ``vmap`` chunk (``None``: automatic).
 
     Example:
         >>> from ebm_lfi.energy import ExpFamEBM
@@ -167,6 +204,12 @@ class ScoreMatching(nn.Module):
         >>> ScoreMatching()(model, torch.randn(5, 3), torch.rand(5, 2)).shape
         torch.Size([])
     """
+
+    def __init__(self, chunk_size: int | None = None):
+        super().__init__()
+        if chunk_size is not None and int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
 
     def forward(self, model: nn.Module, y: Tensor, theta: Tensor) -> Tensor:
         r"""
@@ -181,10 +224,9 @@ class ScoreMatching(nn.Module):
         _require_smooth(model, "ScoreMatching")
         y, theta = _check_batch(y, theta)
 
-        def f(yi: Tensor, ti: Tensor) -> Tensor:
-            return model.log_unnormalized_y(yi.unsqueeze(0), ti.unsqueeze(0)).squeeze(0)
-
-        g, h = score_and_hessian_diagonal(f, y, theta)
+        g, h = batched_score_and_hessian_diagonal(
+            lambda z: model.log_unnormalized_y(z, theta), y, self.chunk_size
+        )
         return (0.5 * g.square() + h).reshape(y.shape[0], -1).sum(-1).mean()
 
 
