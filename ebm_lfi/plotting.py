@@ -29,7 +29,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["pair_plot"]
+__all__ = ["pair_plot", "as_real_tensor"]
 
 
 def pair_plot(
@@ -154,8 +154,9 @@ def pair_plot(
     return fig
 
 
-def _as_array(a: Any, name: str) -> np.ndarray:
-    r"""``a`` as a float64 numpy array on the CPU; real numbers only."""
+def as_real_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
+    r"""``a`` (array-like or tensor) as a detached real floating tensor; integers become the
+    default float type. Raises ``TypeError`` naming ``name`` for anything else."""
     if isinstance(a, Tensor):
         t = a.detach()
     else:
@@ -169,7 +170,12 @@ def _as_array(a: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
-    return t.cpu().double().numpy()
+    return t if device is None else t.to(device)
+
+
+def _as_array(a: Any, name: str) -> np.ndarray:
+    r"""``a`` as a float64 numpy array on the CPU; real numbers only."""
+    return as_real_tensor(a, name).cpu().double().numpy()
 
 
 def _as_matrix(a: Any, name: str, p: int | None = None) -> np.ndarray:

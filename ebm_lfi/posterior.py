@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .plotting import pair_plot
+from .plotting import as_real_tensor, pair_plot
 from .posterior_io import read_npz, write_npz
 
 __all__ = ["Posterior"]
@@ -40,25 +40,6 @@ __all__ = ["Posterior"]
 logger = logging.getLogger(__name__)
 
 _RESERVED_COLUMNS = ("chain", "draw", "weight")
-
-
-def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
-    if isinstance(a, Tensor):
-        t = a.detach()
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(a))
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(
-                f"{name} must be a numeric array or tensor, got {type(a).__name__}"
-            ) from e
-    if t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
-    if not t.is_floating_point():
-        t = t.to(torch.get_default_dtype())
-    if device is not None:
-        t = t.to(device)
-    return t
 
 
 class Posterior:
@@ -98,7 +79,7 @@ class Posterior:
             raise ValueError("give samples of shape (n, p) or chains of shape (c, d, p)")
         chain_t = None
         if chains is not None:
-            chain_t = _as_tensor(chains, "chains")
+            chain_t = as_real_tensor(chains, "chains")
             if chain_t.ndim != 3 or 0 in chain_t.shape:
                 raise ValueError(
                     f"chains must have shape (c, d, p) with c, d, p >= 1, got "
@@ -106,7 +87,7 @@ class Posterior:
                 )
             flat = chain_t.reshape(-1, chain_t.shape[-1])
             if samples is not None:
-                samples_t = _as_tensor(samples, "samples", device=chain_t.device)
+                samples_t = as_real_tensor(samples, "samples", device=chain_t.device)
                 if samples_t.shape != flat.shape or not torch.equal(samples_t.to(flat.dtype), flat):
                     raise ValueError(
                         f"samples {tuple(samples_t.shape)} must equal chains "
@@ -115,7 +96,7 @@ class Posterior:
                     )
             samples_t = flat
         else:
-            samples_t = _as_tensor(samples, "samples")
+            samples_t = as_real_tensor(samples, "samples")
             if samples_t.ndim != 2 or 0 in samples_t.shape:
                 raise ValueError(
                     f"samples must have shape (n, p) with n, p >= 1, got {tuple(samples_t.shape)}"
@@ -127,7 +108,7 @@ class Posterior:
 
         weights_t = None
         if weights is not None:
-            weights_t = _as_tensor(weights, "weights", device=samples_t.device)
+            weights_t = as_real_tensor(weights, "weights", device=samples_t.device)
             weights_t = weights_t.to(samples_t.dtype)
             if chain_t is not None and tuple(weights_t.shape) == tuple(chain_t.shape[:2]):
                 weights_t = weights_t.reshape(-1)
