@@ -210,3 +210,14 @@ def test_infer_runs_end_to_end_and_counts_simulations():
             method=el.methods.get("rejection-abc", prior=task.prior),
             hidden=3,
         )
+
+
+def test_dsm_abc_uses_the_denoising_loss_at_the_given_sigma(gaussian_data):
+    task, theta, x = gaussian_data
+    method = el.methods.get(
+        "dsm-abc", prior=task.prior, sigma=[0.1, 0.3], training=FAST_TRAINING
+    ).fit(theta, x, seed=0)
+    assert isinstance(method.loss, el.losses.DenoisingScoreMatching)
+    assert method.loss.sigmas == [0.1, 0.3]
+    post = method.posterior(task.observation(0), num_samples=20, seed=0)
+    assert post.method == "dsm-abc" and post.samples.shape == (20, 2)
