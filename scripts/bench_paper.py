@@ -105,7 +105,8 @@ def run_task(name: str, args) -> list[dict]:
             fits[f"{loss}-exchange"] = (exchange, fits[f"{loss}-abc"][1])
     if "fp-abc" in wanted:
         start = time.perf_counter()
-        fp = el.methods.get("fp-abc", **{k: v for k, v in common.items()}).fit(theta, x, seed=seed)
+        options = {k: v for k, v in common.items() if k != "num_statistics"}
+        fp = el.methods.get("fp-abc", **options).fit(theta, x, seed=seed)
         fits["fp-abc"] = (fp, time.perf_counter() - start)
     if "true-stats-abc" in wanted and task.sufficient_statistics(x[:2]) is not None:
         start = time.perf_counter()
