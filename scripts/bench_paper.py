@@ -75,7 +75,7 @@ def run_task(name: str, args) -> list[dict]:
     reference = (
         None if smc else el.simulate(task.simulator, task.prior, args.num_reference, seed=seed + 1)
     )
-    abc = {"sampler": "smc", "max_simulations": args.num_reference} if smc else None
+    abc_options = {"sampler": "smc", "max_simulations": args.num_reference} if smc else None
     training = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -87,7 +87,7 @@ def run_task(name: str, args) -> list[dict]:
         prior=task.prior,
         simulator=task.simulator,
         reference=reference,
-        abc=abc,
+        abc=abc_options,
         num_statistics=args.num_statistics.get(name),
         structure=STRUCTURE[task.structure],
         x_support=task.x_support,
@@ -115,7 +115,7 @@ def run_task(name: str, args) -> list[dict]:
             prior=task.prior,
             simulator=task.simulator,
             reference=reference,
-            abc=abc,
+            abc=abc_options,
             statistics=task.sufficient_statistics,
         ).fit(theta, x, seed=seed)
         fits["true-stats-abc"] = (rej, time.perf_counter() - start)
@@ -214,7 +214,7 @@ def main() -> None:
     )
     table["paper_w2"] = [PAPER.get(t, {}).get(m) for t, m in zip(table.task, table.method)]
     table["at_or_below_paper"] = [
-        None if p is None else bool(w <= p) for w, p in zip(table.w2_median, table.paper_w2)
+        None if pd.isna(p) else bool(w <= p) for w, p in zip(table.w2_median, table.paper_w2)
     ]
     table.to_csv(out / "summary.csv", index=False)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
