@@ -179,28 +179,23 @@ def test_fp_abc_learns_the_posterior_mean(gaussian_data):
 
 def test_infer_runs_end_to_end_and_counts_simulations():
     task = el.benchmarks.get("beta")
-    post = el.infer(
-        task.simulator,
-        task.prior,
-        task.observation(0),
-        method="rejection-abc",
-        num_simulations=2_000,
-        seed=0,
-        statistics=task.sufficient_statistics,
-        abc={"num_reference": 3_000},
-    )
+
+    def run():
+        return el.infer(
+            task.simulator,
+            task.prior,
+            task.observation(0),
+            method="rejection-abc",
+            num_simulations=2_000,
+            seed=0,
+            statistics=task.sufficient_statistics,
+            abc={"num_reference": 3_000},
+        )
+
+    post = run()
     assert post.diagnostics["simulations"] == 5_000
     assert post.diagnostics["training_simulations"] == 2_000
-    again = el.infer(
-        task.simulator,
-        task.prior,
-        task.observation(0),
-        method="rejection-abc",
-        num_simulations=2_000,
-        seed=0,
-        statistics=task.sufficient_statistics,
-        abc={"num_reference": 3_000},
-    )
+    again = run()
     assert torch.equal(post.samples, again.samples)
     with pytest.raises(TypeError, match="method options"):
         el.infer(

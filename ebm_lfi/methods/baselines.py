@@ -23,8 +23,7 @@ from ..priors import parameter_names, prior_dim, validate_prior
 from ..simulation import Simulator
 from ..training import TrainConfig, train
 from ..transforms import DataTransform, Standardize
-from .common import NotFittedError, batched, check_observation, check_training_data
-from .energy_methods import _options
+from .common import NotFittedError, as_config, batched, check_observation, check_training_data
 from .statistics_abc import ABCConfig, StatisticsABC
 
 __all__ = ["RejectionABC", "RegressionABC", "PosteriorMeanRegressor"]
@@ -49,7 +48,7 @@ class _ABCMethod:
         self.num_parameters = prior_dim(prior)
         self.parameter_names = parameter_names(prior, self.num_parameters)
         self.simulator = simulator
-        self.abc_config = _options(abc, ABCConfig, "abc")
+        self.abc_config = as_config(abc, ABCConfig, "abc")
         self.reference = reference
         self.device = torch.device(device)
         self.progress = progress
@@ -170,7 +169,7 @@ class RegressionABC(_ABCMethod):
         super().__init__(prior, **kw)
         self.structure, self.x_support = structure, x_support
         self.network = dict(network or {})
-        self.training = _options(training, TrainConfig, "training")
+        self.training = as_config(training, TrainConfig, "training")
         self.model: PosteriorMeanRegressor | None = None
         self.history = None
 

@@ -3,11 +3,19 @@ r"""Pieces shared by every method: input checks at the public boundary and batch
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["NotFittedError", "as_tensor", "check_training_data", "check_observation", "batched"]
+__all__ = [
+    "NotFittedError",
+    "as_config",
+    "as_tensor",
+    "check_training_data",
+    "check_observation",
+    "batched",
+]
 
 
 class NotFittedError(RuntimeError):
@@ -66,3 +74,17 @@ def check_observation(x_o, x_shape: tuple[int, ...], dtype: torch.dtype) -> Tens
 def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 8192) -> Tensor:
     """Apply ``fn`` to ``x`` in chunks along the first axis and concatenate."""
     return torch.cat([fn(chunk) for chunk in x.split(batch_size)], dim=0)
+
+
+def as_config(value: Any, cls: type, name: str) -> Any:
+    """``value`` as a ``cls`` configuration: ``None`` gives the defaults, a dict its fields."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        try:
+            return cls(**value)
+        except TypeError as err:
+            raise TypeError(f"bad {name} options: {err}") from err
+    raise TypeError(f"{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")

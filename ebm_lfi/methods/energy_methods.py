@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +33,7 @@ from ..samplers.abc import StatisticScaler, rejection_abc
 from ..samplers.exchange import exchange_mcmc
 from ..simulation import Simulator
 from ..training import TrainConfig, train
-from .common import NotFittedError, batched, check_observation, check_training_data
+from .common import NotFittedError, as_config, batched, check_observation, check_training_data
 from .statistics_abc import ABCConfig, StatisticsABC
 
 __all__ = ["EnergyABC", "EnergyExchange", "ExchangeConfig", "make_loss"]
@@ -51,19 +50,6 @@ def make_loss(loss: str | Callable, sigma: float | list[float] = 0.1) -> Callabl
     if loss == "dsm":
         return DenoisingScoreMatching(sigma)
     raise ValueError(f"loss must be 'sm', 'ssm', 'dsm' or a callable, got {loss!r}")
-
-
-def _options(value: Any, cls: type, name: str) -> Any:
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        try:
-            return cls(**value)
-        except TypeError as err:
-            raise TypeError(f"bad {name} options: {err}") from err
-    raise TypeError(f"{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
 
 
 @contextmanager
@@ -126,7 +112,7 @@ class _EnergyMethod:
         self.num_statistics = num_statistics
         self.x_support = x_support
         self.network = dict(network or {})
-        self.training = _options(training, TrainConfig, "training")
+        self.training = as_config(training, TrainConfig, "training")
         self.device = torch.device(device)
         self.progress = progress
         self.history = None
@@ -221,7 +207,7 @@ class EnergyABC(_EnergyMethod):
 
     def __init__(self, prior, *, abc: ABCConfig | dict | None = None, reference=None, **kw):
         super().__init__(prior, **kw)
-        self.abc_config = _options(abc, ABCConfig, "abc")
+        self.abc_config = as_config(abc, ABCConfig, "abc")
         self.reference = reference
         self._abc: StatisticsABC | None = None
 
@@ -281,7 +267,7 @@ class EnergyExchange(_EnergyMethod):
 
     def __init__(self, prior, *, exchange: ExchangeConfig | dict | None = None, **kw):
         super().__init__(prior, **kw)
-        self.exchange_config = _options(exchange, ExchangeConfig, "exchange")
+        self.exchange_config = as_config(exchange, ExchangeConfig, "exchange")
         self._init_table: tuple[Tensor, Tensor, StatisticScaler] | None = None
 
     def _after_fit(self, theta, x, seed):
