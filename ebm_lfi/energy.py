@@ -104,12 +104,15 @@ class ExpFamEBM(nn.Module):
         structure: str = "mlp",
         x_support: tuple[Bound, Bound] | None = None,
         *,
-        hidden: Sequence[int] = (64, 64),
+        hidden: Sequence[int] | None = None,
         natural_hidden: Sequence[int] | None = None,
         activation: str = "silu",
-        embedding: int = 32,
+        embedding: int | None = None,
         order: int = 1,
         pool: str = "mean",
+        quadratic: bool = True,
+        window_hidden: Sequence[int] = (16,),
+        shared_dims: Sequence[int] | None = None,
     ) -> ExpFamEBM:
         r"""A model with built-in networks (saveable with :meth:`save`).
 
@@ -122,14 +125,22 @@ class ExpFamEBM(nn.Module):
                 :class:`~ebm_lfi.nets.ExchangeableNet`) or ``"markov"`` (a series of shape
                 :math:`(T,)` or :math:`(T, d)`, :class:`~ebm_lfi.nets.MarkovNet`).
             x_support: ``(lower, upper)`` bounds of :math:`x`, or ``None``.
-            hidden: Hidden widths of the statistics network(s).
-            natural_hidden: Hidden widths of :math:`\eta(\theta)` (default ``hidden``).
+            hidden: Hidden widths of the statistics network (default: see
+                :func:`~ebm_lfi.nets.statistics_network`; ``(64, 64)`` except a linear read-out
+                for ``"markov"``).
+            natural_hidden: Hidden widths of :math:`\eta(\theta)` (default ``hidden`` when
+                given, else ``(64, 64)``).
             activation: Smooth activation name (see :data:`ebm_lfi.nets.ACTIVATIONS`). SiLU by
                 default: with softplus, sliced score matching stalled on a plateau for some
                 seeds (Gaussian recovery test; MA(2): median W2 0.70 against 0.26 with SiLU).
-            embedding: Embedding size of the exchangeable / Markov networks.
+            embedding: Embedding size of the exchangeable network (default 32) / of the
+                learned window features of the Markov network (default 8).
             order: Markov order :math:`r` (``structure="markov"``).
             pool: ``"mean"`` or ``"sum"`` pooling (``"iid"`` / ``"markov"``).
+            quadratic, window_hidden: Window features of :class:`~ebm_lfi.nets.MarkovNet`.
+            shared_dims: Event axes over which the standardisation pools (default: the time
+                or draw axis for ``"iid"`` / ``"markov"``, none for ``"mlp"``). Models compared
+                by their score-matching loss must share the same data transform.
         """
         x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(int(s) for s in x_shape)
         k = int(theta_dim) if num_statistics is None else int(num_statistics)
@@ -142,8 +153,14 @@ class ExpFamEBM(nn.Module):
             embedding=embedding,
             order=order,
             pool=pool,
+            quadratic=quadratic,
+            window_hidden=window_hidden,
         )
-        nat_hidden = hidden if natural_hidden is None else natural_hidden
+        if shared_dims is not None:
+            shared = tuple(int(d) for d in shared_dims)
+        nat_hidden = natural_hidden
+        if nat_hidden is None:
+            nat_hidden = (64, 64) if hidden is None else hidden
         natural = MLP(int(theta_dim), k, nat_hidden, activation)
         return cls(
             stats,

@@ -206,20 +206,39 @@ class MarkovNet(nn.Module):
     r"""Partially exchangeable network for a Markov time series of order :math:`r`.
 
     .. math:: g(x_{1:T}) = \rho\Big(x_{1:r},\ \operatorname{pool}_{t=1}^{T-r}
-        \phi(x_{t:t+r})\Big)
+        \phi(w_t)\Big), \qquad w_t = x_{t:t+r},
+
+    over the overlapping windows :math:`w_t` of :math:`r + 1` steps. The window features
+    :math:`\phi(w) = \big(w,\ \{w_a w_b\}_{a \le b},\ \phi_{\text{net}}(w)\big)` join the
+    first- and second-order monomials of the window (optional) and a small learned network
+    (optional). A stationary Gaussian Markov series of order :math:`r` is an exponential family
+    whose sufficient statistics are exactly the pooled monomials (for AR(2): the lagged
+    products :math:`\sum_t x_{t-i} x_{t-j}`), so with them the network can represent the true
+    family; the learned part covers non-Gaussian dynamics. The monomials cost a batched matrix
+    product per series, the learned part a small MLP per window, which is why it is kept narrow
+    by default.
 
     Arguments:
         in_features: Size :math:`d` of one time step (``1`` for scalar series).
         out_features: Output size.
         order: Markov order :math:`r \geq 1`; :math:`\phi` sees windows of :math:`r + 1` steps.
-        hidden: Hidden widths of both :math:`\phi` and :math:`\rho`.
-        embedding: Output size of :math:`\phi`.
+        hidden: Hidden widths of :math:`\rho` (default ``()``: a linear read-out, so the
+            outputs are sums of window features, the exponential-family form).
+        embedding: Output size of the learned window network :math:`\phi_{\text{net}}`
+            (``0``: no learned window features).
         activation: Activation name (see :class:`MLP`).
-        pool: ``"mean"`` (default) or ``"sum"``.
+        pool: ``"mean"`` (default) or ``"sum"`` over the windows.
+        quadratic: Include the first- and second-order window monomials.
+        window_hidden: Hidden widths of :math:`\phi_{\text{net}}`.
 
     Shapes:
         Input :math:`(n, T)` (``in_features=1``) or :math:`(n, T, d)` with :math:`T > r`;
         output :math:`(n, D_{out})`.
+
+    References:
+        | Partially Exchangeable Networks and Architectures for Learning Summary Statistics
+          in Approximate Bayesian Computation (Wiqvist et al., 2019)
+        | https://arxiv.org/abs/1901.10230
 
     Example:
         >>> net = MarkovNet(1, 2, order=2, hidden=(8,), embedding=4)
@@ -232,17 +251,21 @@ class MarkovNet(nn.Module):
         in_features: int,
         out_features: int,
         order: int = 1,
-        hidden: Sequence[int] = (64, 64),
-        embedding: int = 32,
+        hidden: Sequence[int] = (),
+        embedding: int = 8,
         activation: str = "softplus",
         pool: str = "mean",
+        quadratic: bool = True,
+        window_hidden: Sequence[int] = (16,),
     ):
         super().__init__()
         if int(order) < 1:
             raise ValueError(f"order must be >= 1, got {order}")
         if pool not in ("mean", "sum"):
             raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
-        hidden = [int(h) for h in hidden]
+        if not quadratic and int(embedding) < 1:
+            raise ValueError("MarkovNet needs window features: quadratic=True or embedding >= 1")
+        hidden, window_hidden = [int(h) for h in hidden], [int(h) for h in window_hidden]
         self.config = {
             "in_features": int(in_features),
             "out_features": int(out_features),
@@ -251,11 +274,17 @@ class MarkovNet(nn.Module):
             "embedding": int(embedding),
             "activation": str(activation),
             "pool": pool,
+            "quadratic": bool(quadratic),
+            "window_hidden": window_hidden,
         }
         self.in_features, self.order, self.pool = int(in_features), int(order), pool
-        d, r = self.in_features, self.order
-        self.phi = MLP((r + 1) * d, embedding, hidden, activation)
-        self.rho = MLP(embedding + r * d, out_features, hidden, activation)
+        self.quadratic = bool(quadratic)
+        q = (self.order + 1) * self.in_features  # window size
+        self.phi = MLP(q, int(embedding), window_hidden, activation) if embedding else None
+        rows, cols = torch.triu_indices(q, q)
+        self.register_buffer("_triu", rows * q + cols, persistent=False)
+        features = (q + q * (q + 1) // 2 if self.quadratic else 0) + int(embedding)
+        self.rho = MLP(features + self.order * self.in_features, out_features, hidden, activation)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 2 and self.in_features == 1:
@@ -269,9 +298,15 @@ class MarkovNet(nn.Module):
         # overlapping windows x[t : t + r + 1], (n, T - r, (r + 1) d); slices instead of
         # Tensor.unfold so that torch.func.vmap has batching rules for the double backward
         windows = torch.cat([x[:, i : T - r + i] for i in range(r + 1)], dim=-1)
-        pooled = _pool(self.phi(windows), self.pool, 1)
+        scale = 1.0 / (T - r) if self.pool == "mean" else 1.0
+        features = []
+        if self.quadratic:
+            second = torch.einsum("ntq,ntr->nqr", windows, windows).reshape(n, -1)
+            features += [windows.sum(1) * scale, second[:, self._triu] * scale]
+        if self.phi is not None:
+            features.append(_pool(self.phi(windows), self.pool, 1))
         head = x[:, :r].reshape(n, r * self.in_features)
-        return self.rho(torch.cat([head, pooled], dim=-1))
+        return self.rho(torch.cat([head, *features], dim=-1))
 
 
 def statistics_network(
@@ -279,11 +314,13 @@ def statistics_network(
     out_features: int,
     structure: str = "mlp",
     *,
-    hidden: Sequence[int] = (64, 64),
+    hidden: Sequence[int] | None = None,
     activation: str = "silu",
-    embedding: int = 32,
+    embedding: int | None = None,
     order: int = 1,
     pool: str = "mean",
+    quadratic: bool = True,
+    window_hidden: Sequence[int] = (16,),
 ) -> tuple[nn.Module, tuple[int, ...]]:
     r"""A network :math:`(n, *x_{shape}) \to (n, D_{out})` suited to the data's structure.
 
@@ -293,13 +330,22 @@ def statistics_network(
         structure: ``"mlp"`` (any shape, flattened), ``"iid"`` (:math:`(m,)` or :math:`(m, d)`
             exchangeable draws, :class:`ExchangeableNet`) or ``"markov"`` (a series of shape
             :math:`(T,)` or :math:`(T, d)`, :class:`MarkovNet` of order ``order``).
-        hidden, activation, embedding, order, pool: Passed to the network.
+        hidden: Hidden widths of the network (of :math:`\rho` for ``"iid"`` / ``"markov"``);
+            default ``(64, 64)``, and ``()`` for ``"markov"``: a linear read-out of the pooled
+            window features, the form of a Markov exponential family, whose log-likelihood
+            :math:`\sum_t \log p(x_{t+r} \mid x_{t:t+r-1})` is a sum over windows.
+        activation, order, pool: Passed to the network.
+        embedding: Embedding size of :math:`\phi` (default 32 for ``"iid"``, 8 for the
+            learned window features of ``"markov"``).
+        quadratic, window_hidden: Window features of :class:`MarkovNet`.
 
     Returns:
         The network and the event axes over which standardisation should pool (``(0,)``
         for draws or time steps, so that it commutes with the structure).
     """
     x_shape = tuple(int(s) for s in x_shape)
+    if hidden is None:
+        hidden = () if structure == "markov" else (64, 64)
     if structure == "mlp":
         return MLP(math.prod(x_shape), out_features, hidden, activation, flatten=True), ()
     if structure not in ("iid", "markov"):
@@ -308,10 +354,13 @@ def statistics_network(
         raise ValueError(f"structure={structure!r} needs x_shape (m,) or (m, d), got {x_shape}")
     d = 1 if len(x_shape) == 1 else x_shape[1]
     if structure == "iid":
-        return ExchangeableNet(d, out_features, hidden, embedding, activation, pool), (0,)
+        emb = 32 if embedding is None else embedding
+        return ExchangeableNet(d, out_features, hidden, emb, activation, pool), (0,)
     if x_shape[0] <= order:
         raise ValueError(f"a series of length {x_shape[0]} is too short for order {order}")
-    return MarkovNet(d, out_features, order, hidden, embedding, activation, pool), (0,)
+    emb = 8 if embedding is None else embedding
+    net = MarkovNet(d, out_features, order, hidden, emb, activation, pool, quadratic, window_hidden)
+    return net, (0,)
 
 
 _REGISTRY: dict[str, type[nn.Module]] = {

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/demo", help="output folder")
     parser.add_argument("--num-simulations", type=int, default=20_000)
     parser.add_argument("--observations", type=int, default=5, help="how many to evaluate")
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (small batches: 1 is fastest)"

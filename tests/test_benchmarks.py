@@ -210,9 +210,33 @@ def test_sufficient_statistics_factorise_likelihood(name):
     assert np.abs(wrong @ coef - diff).max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["ar2", "ma2"])
-def test_no_sufficient_statistics_for_timeseries(name):
-    assert get(name).sufficient_statistics(torch.zeros(3, 100)) is None
+def test_ar2_sufficient_statistics_factorise_likelihood():
+    r"""AR(2) with :math:`x_0 = x_{-1} = 0`: :math:`\ell(\theta_1, x) - \ell(\theta_0, x)` is
+    linear in the five lagged products, and fails to be with any one of them left out."""
+    task = get("ar2")
+    x = torch.tensor(task.simulate_fn(interior(task, 200, 2), rngs(3, 200)), dtype=torch.float64)
+    s = task.sufficient_statistics(x)
+    assert s.shape == (200, 5) and s.dtype == torch.float64
+    design = s.numpy()
+    for t0 in interior(task, 3, 4):
+        t1 = 0.8 * t0
+        diff = (
+            task.log_likelihood(torch.tensor(t1).expand(200, 2), x)
+            - task.log_likelihood(torch.tensor(t0).expand(200, 2), x)
+        ).numpy()
+        coef, *_ = np.linalg.lstsq(design, diff, rcond=None)
+        assert np.abs(design @ coef - diff).max() < 1e-8 * (1 + np.abs(diff).max())
+        # the natural parameters are known: (t1, t2, -t1^2/2, -t1 t2, -t2^2/2)
+        eta = lambda t: np.array([t[0], t[1], -(t[0] ** 2) / 2, -t[0] * t[1], -(t[1] ** 2) / 2])
+        np.testing.assert_allclose(coef, eta(t1) - eta(t0), rtol=1e-6, atol=1e-8)
+        for drop in range(5):
+            part = np.delete(design, drop, axis=1)
+            c, *_ = np.linalg.lstsq(part, diff, rcond=None)
+            assert np.abs(part @ c - diff).max() > 1e-4
+
+
+def test_no_sufficient_statistics_for_ma2():
+    assert get("ma2").sufficient_statistics(torch.zeros(3, 100)) is None
 
 
 # ----------------------------------------------------------------------------- simulators

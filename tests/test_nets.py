@@ -70,9 +70,29 @@ def test_markov_net_shapes_and_definition(order, d):
     out = net(inp)
     assert out.shape == (6, 3)
     windows = [x[:, t : t + order + 1].reshape(6, -1) for t in range(T - order)]
-    pooled = torch.stack([net.phi(w) for w in windows], 1).mean(1)
+    q = (order + 1) * d
+    rows, cols = torch.triu_indices(q, q)
+    monomials = [
+        torch.cat([w, (w[:, :, None] * w[:, None, :])[:, rows, cols]], -1) for w in windows
+    ]
+    pooled = torch.stack(
+        [torch.cat([m, net.phi(w)], -1) for m, w in zip(monomials, windows)], 1
+    ).mean(1)
     manual = net.rho(torch.cat([x[:, :order].reshape(6, -1), pooled], -1))
     torch.testing.assert_close(out, manual, rtol=1e-12, atol=1e-12)
+    # without monomials, the pooled part is the learned window features alone
+    net = make(
+        MarkovNet,
+        in_features=d,
+        out_features=3,
+        order=order,
+        hidden=(8,),
+        embedding=4,
+        quadratic=False,
+    )
+    pooled = torch.stack([net.phi(w) for w in windows], 1).mean(1)
+    manual = net.rho(torch.cat([x[:, :order].reshape(6, -1), pooled], -1))
+    torch.testing.assert_close(net(inp), manual, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=f"T > {order}"):
         net(torch.randn(2, order, d, dtype=DT))
 

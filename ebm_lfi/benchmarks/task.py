@@ -209,7 +209,7 @@ class Task:
 
         Returns:
             Statistics, shape :math:`(*, k)`, in ``x``'s floating dtype; ``None`` for tasks
-            that are not exponential families in :math:`\theta` (AR(2), MA(2)).
+            that are not exponential families in :math:`\theta` (MA(2)).
         """
         if self.statistics_fn is None:
             return None

@@ -52,6 +52,7 @@ __all__ = [
     "simulate_ar2",
     "simulate_ma2",
     "ar2_log_likelihood",
+    "ar2_sufficient_statistics",
     "ma2_log_likelihood",
     "ar2_task",
     "ma2_task",
@@ -161,6 +162,27 @@ def ma2_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:
     return torch.where(torch.isfinite(ll), ll, torch.full_like(ll, -torch.inf))
 
 
+def ar2_sufficient_statistics(x: Tensor) -> Tensor:
+    r"""The five lagged products of AR(2) that pair with :math:`\theta`.
+
+    With :math:`x_0 = x_{-1} = 0`, :math:`\log p(x \mid \theta) = -\frac T2 \log 2\pi
+    - \frac12 S_{00} + \theta_1 S_{01} + \theta_2 S_{02} - \frac12 \theta_1^2 S_{11}
+    - \theta_1 \theta_2 S_{12} - \frac12 \theta_2^2 S_{22}` with
+    :math:`S_{ij} = \sum_{t=1}^T x_{t-i} x_{t-j}`: an exponential family with statistics
+    :math:`(S_{01}, S_{02}, S_{11}, S_{12}, S_{22})` and base measure :math:`-\frac12 S_{00}`.
+
+    Arguments:
+        x: Series, shape :math:`(n, T)`.
+
+    Returns:
+        Shape :math:`(n, 5)`.
+    """
+    xp = torch.nn.functional.pad(torch.as_tensor(x), (2, 0))
+    lag = [xp[:, 2 - i : xp.shape[1] - i] for i in range(3)]  # x_{t-i}, t = 1..T
+    pairs = ((0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    return torch.stack([(lag[i] * lag[j]).sum(-1) for i, j in pairs], dim=-1)
+
+
 def ar2_task() -> Task:
     r"""AR(2) task: :math:`T = 100`, :math:`\theta_1 \in [-1, 1]`, :math:`\theta_2 \in [-1, 0]`."""
     return Task(
@@ -173,7 +195,7 @@ def ar2_task() -> Task:
         structure="markov",
         simulate_fn=simulate_ar2,
         log_likelihood_fn=ar2_log_likelihood,
-        statistics_fn=None,
+        statistics_fn=ar2_sufficient_statistics,
         seed=1004,
         description="AR(2), length 100, N(0,1) innovations, x_0 = x_-1 = 0",
     )

@@ -19,8 +19,9 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import pandas as pd
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
@@ -31,6 +32,7 @@ from ..posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
 from ..samplers.abc import StatisticScaler, rejection_abc
 from ..samplers.exchange import exchange_mcmc
+from ..selection import Candidate, SelectionConfig, select_model
 from ..simulation import Simulator
 from ..training import TrainConfig, train
 from .common import NotFittedError, as_config, batched, check_observation, check_training_data
@@ -73,9 +75,15 @@ class _EnergyMethod:
         loss: ``"sm"``, ``"ssm"``, ``"dsm"`` or a callable ``loss(model, y, theta)``.
         simulator: The simulator (used by ABC for its reference table or SMC-ABC).
         model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one.
-        structure: Default network family: ``"mlp"``, ``"iid"`` (exchangeable draws) or
+        structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
+            loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1–3, see
+            :mod:`ebm_lfi.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
             ``"markov"`` (time series).
-        num_statistics: Number :math:`k` of statistics (default :math:`p`).
+        num_statistics: Number :math:`k` of statistics: ``"auto"`` (default: chosen among
+            :math:`p, 2p, 3p` by held-out loss), an int, or ``None`` for :math:`p`.
+        selection: A :class:`~ebm_lfi.selection.SelectionConfig` or a dict of its fields (the
+            budget of the ``"auto"`` search); the table of candidates is kept in
+            :attr:`selection_table` and in ``diagnostics``.
         x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
         network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
         training: A :class:`~ebm_lfi.training.TrainConfig` or a dict of its fields.
@@ -93,11 +101,12 @@ class _EnergyMethod:
         loss: str | Callable = "ssm",
         simulator: Simulator | Callable | None = None,
         model: ExpFamEBM | None = None,
-        structure: str = "mlp",
-        num_statistics: int | None = None,
+        structure: str = "auto",
+        num_statistics: int | str | None = "auto",
         x_support: tuple | None = None,
         network: dict | None = None,
         training: TrainConfig | dict | None = None,
+        selection: SelectionConfig | dict | None = None,
         sigma: float | list[float] = 0.1,
         device: str | torch.device = "cpu",
         progress: bool = False,
@@ -113,6 +122,11 @@ class _EnergyMethod:
         self.x_support = x_support
         self.network = dict(network or {})
         self.training = as_config(training, TrainConfig, "training")
+        self.selection = as_config(selection, SelectionConfig, "selection")
+        if "order" in self.network:
+            order = int(self.network.pop("order"))
+            self.selection = replace(self.selection, orders=(order,))
+        self.selection_table: pd.DataFrame | None = None
         self.device = torch.device(device)
         self.progress = progress
         self.history = None
@@ -133,18 +147,27 @@ class _EnergyMethod:
         """
         theta, x = check_training_data(theta, x, self.num_parameters)
         theta, x = theta.to(self.device), x.to(self.device)
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            if self.model is None:
-                self.model = ExpFamEBM.default(
-                    tuple(x.shape[1:]),
-                    self.num_parameters,
-                    num_statistics=self.num_statistics,
-                    structure=self.structure,
-                    x_support=self.x_support,
-                    **self.network,
-                )
+        self._x_shape = tuple(x.shape[1:])
+        if self.model is None and "auto" in (self.structure, self.num_statistics):
+            self.model, self.selection_table = select_model(
+                theta,
+                x,
+                self._build,
+                structure=self.structure,
+                num_statistics=self.num_statistics,
+                loss=self.loss,
+                config=self.selection,
+                training=self.training,
+                seed=seed,
+                progress=self.progress,
+            )
+        elif self.model is None:
+            k = self.num_parameters if self.num_statistics is None else self.num_statistics
+            order = self.selection.orders[0] if len(self.selection.orders) == 1 else 1
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                self.model = self._build(Candidate(self.structure, int(k), order), None)
         model = self.model.to(device=self.device, dtype=theta.dtype)
         model.prepare(theta, x)
         y = model.transform_x(x)
@@ -164,6 +187,37 @@ class _EnergyMethod:
         self._after_fit(theta, x, seed)
         return self
 
+    def _build(self, candidate: Candidate, shared_dims: tuple[int, ...] | None) -> ExpFamEBM:
+        """An untrained default model for one candidate architecture."""
+        network = dict(self.network)
+        if candidate.structure == "markov":
+            network["order"] = candidate.order
+        return ExpFamEBM.default(
+            tuple(self._x_shape),
+            self.num_parameters,
+            num_statistics=candidate.num_statistics,
+            structure=candidate.structure,
+            x_support=self.x_support,
+            shared_dims=shared_dims,
+            **network,
+        )
+
+    @property
+    def diagnostics(self) -> dict:
+        """What the fit chose and measured: the selected architecture and the search table."""
+        out: dict = {}
+        if self.model is not None:
+            net = self.model.statistics_net
+            out["structure"] = {"MarkovNet": "markov", "ExchangeableNet": "iid"}.get(
+                type(net).__name__, "mlp"
+            )
+            if out["structure"] == "markov":
+                out["order"] = int(net.order)
+            out["num_statistics"] = int(self.model.num_statistics)
+        if self.selection_table is not None:
+            out["selection"] = self.selection_table
+        return out
+
     def _after_fit(self, theta: Tensor, x: Tensor, seed: int | None) -> None:
         """Hook for the posterior stage (reference tables, initial points)."""
 
@@ -181,6 +235,9 @@ class _EnergyMethod:
 
     def _posterior(self, samples, *, chains=None, weights=None, diagnostics) -> Posterior:
         diagnostics.setdefault("loss", type(self.loss).__name__)
+        for key, value in self.diagnostics.items():
+            if key != "selection":
+                diagnostics.setdefault(key, value)
         if self.history is not None and len(self.history):
             diagnostics.setdefault("training_epochs", int(len(self.history)))
             diagnostics.setdefault("training_seconds", float(self.history["seconds"].sum()))
