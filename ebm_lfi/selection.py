@@ -23,7 +23,12 @@ The search (:func:`select_model`) is a pilot: each candidate is trained for a fe
 subset, scored, and the winner is returned warm for the full training. It runs in two stages:
 structures at the largest :math:`k`, then the number of statistics for the winning structure,
 taking the smallest :math:`k` whose loss is within ``tolerance`` standard errors of the best
-(more statistics cost ABC efficiency, so a larger :math:`k` must earn its place).
+(more statistics cost ABC efficiency, so a larger :math:`k` must earn its place). The same
+parsimony rule picks the structure: the candidates are ordered from the most constrained
+(exchangeable draws, then Markov of increasing order) to the generic MLP, and the first one within
+``tolerance`` standard errors of the best wins. A Markov network contains the exchangeable
+family (window features that ignore all but one step), so on iid data it ties, and the rule
+keeps the exchangeable one.
 
 References:
     | Estimation of Non-Normalized Statistical Models by Score Matching (Hyvärinen, 2005)
@@ -287,7 +292,7 @@ def select_model(
     # stage 1: structures at the largest k
     k_max = max(ks)
     stage1 = []
-    for s in structures:
+    for s in sorted(structures, key=["iid", "markov", "mlp"].index):
         for r in orders if s == "markov" else [None]:
             stage1.append(Candidate(s, k_max, r))
     total = len(stage1) + len([k for k in ks if k != k_max])
@@ -295,6 +300,13 @@ def select_model(
     for cand in stage1:
         run(cand, "structure")
     best = min(stage1, key=lambda c: float(scores[c].mean()))
+    # parsimony: the simplest structure within `tolerance` standard errors of the best one
+    # (stage1 is ordered from the most to the least constrained family)
+    for cand in stage1:
+        gap = float(scores[cand].mean() - scores[best].mean())
+        if gap <= config.tolerance * paired_se(cand, best):
+            best = cand
+            break
     # stage 2: the number of statistics for the winning structure
     stage2 = [Candidate(best.structure, k, best.order) for k in ks if k != k_max]
     for cand in stage2:

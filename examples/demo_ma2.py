@@ -58,7 +58,7 @@ def main() -> None:
     for i in range(args.observations):
         post = method.posterior(task.observation(i), num_samples=1_000, seed=i)
         reference = task.reference_posterior(i)
-        w2 = el.metrics.wasserstein2(post.samples, reference)
+        w2 = el.metrics.wasserstein2(post.samples, reference, post.weights)
         with torch.random.fork_rng():  # a seeded prior sample, global RNG untouched
             torch.manual_seed(i)
             prior_sample = task.prior.sample((1_000,))

@@ -17,8 +17,16 @@ import torch
 from scipy import stats as sps
 from torch.distributions import Independent, Normal
 
+from ebm_lfi.methods.statistics_abc import ABCConfig, StatisticsABC
 from ebm_lfi.priors import BoxUniform
-from ebm_lfi.samplers.abc import StatisticScaler, rejection_abc, smc_abc
+from ebm_lfi.samplers.abc import (
+    StatisticScaler,
+    auto_num_accepted,
+    rejection_abc,
+    smc_abc,
+    systematic_resample,
+)
+from ebm_lfi.simulation import Simulator, simulate
 
 N_OBS = 10
 PRIOR_SD = 3.0
@@ -229,3 +237,169 @@ def test_smc_abc_is_reproducible():
                             max_simulations=5000, seed=7))  # fmt: skip
     torch.testing.assert_close(runs[0].particles, runs[1].particles)
     torch.testing.assert_close(runs[0].weights, runs[1].weights)
+
+
+def test_auto_num_accepted_follows_the_rate_and_clips():
+    # m = 2 N^(4 / (p + 4)) inside [min(N, 100), max(min(N, 100), N // 10)].
+    assert auto_num_accepted(100_000, 2) == round(2 * 100_000 ** (2 / 3))
+    assert auto_num_accepted(1_000_000, 3) == round(2 * 1_000_000 ** (4 / 7))
+    assert auto_num_accepted(10_000, 1) == 1_000  # the rate (3170) is above N / 10
+    assert auto_num_accepted(100_000, 5) == round(2 * 100_000 ** (4 / 9))
+    assert auto_num_accepted(500, 5) == 100  # the floor
+    assert auto_num_accepted(40, 2) == 40  # never more than the table
+    sizes = [10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6]
+    for p in range(1, 6):
+        values = [auto_num_accepted(n, p) for n in sizes]
+        assert values == sorted(values), "more simulations never keep fewer entries"
+        fractions = [m / n for m, n in zip(values, sizes, strict=True)]
+        assert fractions == sorted(fractions, reverse=True), "the kept fraction shrinks"
+        assert all(100 <= m <= n // 10 for m, n in zip(values, sizes, strict=True))
+    for n in sizes:
+        values = [auto_num_accepted(n, p) for p in range(1, 6)]
+        assert values == sorted(values, reverse=True), "more parameters keep fewer entries"
+    with pytest.raises(ValueError):
+        auto_num_accepted(0, 2)
+
+
+def test_systematic_resample_takes_floor_or_ceil_copies():
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(50, generator=g, dtype=torch.float64)
+    w[::7] = 0.0
+    w = w / w.sum()
+    for n in (10, 37, 1000):
+        idx = systematic_resample(w, n, generator=g)
+        assert idx.shape == (n,) and bool((idx[1:] >= idx[:-1]).all())
+        counts = torch.bincount(idx, minlength=50).double()
+        assert bool(((counts - n * w).abs() < 1).all())
+        assert counts[::7].sum() == 0
+    with pytest.raises(ValueError):
+        systematic_resample(torch.zeros(3), 5)
+
+
+# ---- the ABC stage of the methods (StatisticsABC) ----
+
+
+def xbar_statistic(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=1, keepdim=True)
+
+
+def draws(theta, rng):
+    noise = np.stack([r.standard_normal(N_OBS) for r in rng])
+    return theta.numpy() + noise
+
+
+XBAR_SIMULATOR = Simulator(draws, batched=True)
+
+
+@pytest.fixture(scope="module")
+def abc_stage():
+    train = simulate(XBAR_SIMULATOR, normal_prior(), 2_000, seed=0)
+    reference = simulate(XBAR_SIMULATOR, normal_prior(), 20_000, seed=1)
+    x_o = torch.full((N_OBS,), XBAR_O, dtype=torch.float64)
+
+    def stage(**config):
+        abc = StatisticsABC(normal_prior(), xbar_statistic, XBAR_SIMULATOR, ABCConfig(**config))
+        return abc.prepare(*train, reference=reference)
+
+    return stage, reference, x_o
+
+
+def test_statistics_abc_old_behaviour_is_reproducible(abc_stage):
+    stage, (theta_ref, x_ref), x_o = abc_stage
+    abc = stage(regression_adjustment=False, num_accepted=300)
+    samples, weights, diag = abc.sample(x_o, 300, seed=0)
+    expected = rejection_abc(
+        theta_ref, xbar_statistic(x_ref), torch.tensor([XBAR_O], dtype=torch.float64),
+        num_samples=300, scale=abc.scaler.scale,
+    )  # fmt: skip
+    assert weights is None and torch.equal(samples, expected.samples[0])
+    assert diag["regression_adjustment"] is False and diag["num_accepted"] == 300
+    assert diag["acceptance_rate"] == 300 / 20_000
+    assert diag["epsilon"] == pytest.approx(float(expected.epsilon[0]))
+
+
+def test_statistics_abc_adjusts_a_wide_acceptance(abc_stage):
+    stage, _, x_o = abc_stage
+    # auto: min(2 N^0.8, N / 10) = 2000 of 20000 kept for p = 1.
+    samples, weights, diag = stage(resample=False).sample(x_o, 500, seed=0)
+    assert diag["num_accepted"] == 2_000 and diag["acceptance_rate"] == 0.1
+    assert diag["regression_adjustment"] is True and diag["num_samples"] == 500
+    assert samples.shape == (2_000, 1) and weights.shape == (2_000,)
+    mean, var = weighted_moments(samples, weights)
+    ess = float(1 / (weights**2).sum())
+    # The model is linear-Gaussian, so the adjusted sample is exact at any tolerance; the
+    # same kept entries unadjusted are far too wide.
+    assert abs(mean - POST_M) < 4 * math.sqrt(POST_V / ess)
+    assert abs(var - POST_V) < 4 * POST_V * math.sqrt(2 / ess)
+    plain, _, _ = stage(regression_adjustment=False, resample=False).sample(x_o, 500, seed=0)
+    assert plain.shape == (2_000, 1)
+    assert float(plain.var()) - POST_V > 10 * POST_V * math.sqrt(2 / 2_000)
+
+    resampled, none, diag2 = stage().sample(x_o, 500, seed=0)
+    assert resampled.shape == (500, 1) and none is None
+    assert diag2["num_accepted"] == 2_000 and diag2["epsilon"] == pytest.approx(diag["epsilon"])
+    assert abs(float(resampled.mean()) - POST_M) < 4 * math.sqrt(POST_V / 500)
+    # Resampled draws are adjusted kept samples, in no particular order.
+    assert bool(torch.isin(resampled[:, 0], samples[:, 0]).all())
+    again, _, _ = stage().sample(x_o, 500, seed=0)
+    assert torch.equal(again, resampled)
+
+
+def test_statistics_abc_config_validation():
+    with pytest.raises(ValueError, match="num_accepted"):
+        ABCConfig(num_accepted="some")
+    with pytest.raises(ValueError, match="num_accepted"):
+        ABCConfig(num_accepted=0)
+    with pytest.raises(ValueError, match="max_rounds"):
+        ABCConfig(max_rounds=0)
+
+
+class RecordingSimulator(Simulator):
+    """Remembers the seed of every batch of simulations."""
+
+    def __init__(self):
+        super().__init__(draws, batched=True)
+        self.seeds = []
+
+    def __call__(self, theta, *, seed=None):
+        self.seeds.append(seed)
+        return super().__call__(theta, seed=seed)
+
+
+def test_statistics_smc_fresh_randomness_unless_seeded(abc_stage):
+    stage, _, x_o = abc_stage
+    abc = stage(sampler="smc", num_particles=200, max_simulations=2_000)
+    abc.simulator = recorder = RecordingSimulator()
+
+    def run(seed):
+        recorder.seeds.clear()
+        out = abc.sample(x_o, 200, seed=seed)
+        return out, list(recorder.seeds)
+
+    (seeded, seeds_a), (again, seeds_b) = run(5), run(5)
+    torch.testing.assert_close(seeded[0], again[0])
+    torch.testing.assert_close(seeded[1], again[1])
+    assert seeds_a == seeds_b
+    (first, seeds_c), (second, seeds_d) = run(None), run(None)
+    assert not torch.equal(first[0], second[0])
+    # The simulations are seeded afresh too (not from a fixed default seed).
+    assert seeds_c[0] != seeds_d[0]
+    assert first[2]["seed"] != second[2]["seed"]
+    # The reported seed repeats an unseeded call.
+    (repeat, seeds_e) = run(first[2]["seed"])
+    torch.testing.assert_close(repeat[0], first[0])
+    assert seeds_e == seeds_c
+
+
+def test_statistics_smc_rounds_stop_and_adjustment(abc_stage):
+    stage, _, x_o = abc_stage
+    _, _, diag = stage(sampler="smc", num_particles=300, max_rounds=2).sample(x_o, 300, seed=1)
+    assert diag["rounds"] == 2 and diag["stop_reason"] == "max_rounds"
+    abc = stage(sampler="smc", num_particles=1000, max_simulations=10_000)
+    samples, weights, diag = abc.sample(x_o, 1000, seed=2)
+    assert diag["regression_adjustment"] is True and diag["simulations"] <= 10_000
+    assert samples.shape == (1000, 1) and weights.shape == (1000,)
+    mean, var = weighted_moments(samples, weights)
+    ess = float(1 / (weights**2).sum())
+    assert abs(mean - POST_M) < 4.5 * math.sqrt(POST_V / ess)
+    assert abs(var - POST_V) < 4.5 * POST_V * math.sqrt(2 / ess)

@@ -1,12 +1,28 @@
 r"""Samplers: ABC on learned statistics, MCMC kernels and exchange MCMC.
 
-``abc``: :class:`StatisticScaler`, :func:`rejection_abc`, :func:`smc_abc`. ``mcmc``:
+``abc``: :class:`StatisticScaler`, :func:`rejection_abc`, :func:`smc_abc`,
+:func:`auto_num_accepted`, :func:`systematic_resample`. ``adjustment``: the local-linear
+:func:`regression_adjustment` of accepted ABC samples. ``mcmc``:
 random-walk and MALA kernels as pure ``init`` / ``step`` pairs and the :func:`sample_mcmc`
 driver. ``exchange``: :func:`exchange_mcmc`. ``diagnostics``: :func:`effective_sample_size`
 and split :func:`rhat`.
 """
 
-from .abc import RejectionABCResult, SMCABCResult, StatisticScaler, rejection_abc, smc_abc
+from .abc import (
+    RejectionABCResult,
+    SMCABCResult,
+    StatisticScaler,
+    auto_num_accepted,
+    rejection_abc,
+    smc_abc,
+    systematic_resample,
+)
+from .adjustment import (
+    AdjustmentResult,
+    epanechnikov_weights,
+    regression_adjustment,
+    support_bounds,
+)
 from .diagnostics import effective_sample_size, rhat
 from .exchange import ExchangeResult, ExponentialFamily, exchange_mcmc
 from .mcmc import (
@@ -22,6 +38,7 @@ from .mcmc import (
 )
 
 __all__ = [
+    "AdjustmentResult",
     "ExchangeResult",
     "ExponentialFamily",
     "MALAState",
@@ -31,14 +48,19 @@ __all__ = [
     "RejectionABCResult",
     "SMCABCResult",
     "StatisticScaler",
+    "auto_num_accepted",
     "effective_sample_size",
+    "epanechnikov_weights",
     "exchange_mcmc",
     "mala_init",
     "mala_step",
     "random_walk_init",
     "random_walk_step",
+    "regression_adjustment",
     "rejection_abc",
     "rhat",
     "sample_mcmc",
     "smc_abc",
+    "support_bounds",
+    "systematic_resample",
 ]

@@ -25,12 +25,34 @@ Sampling stops when a round's acceptance rate falls below ``min_acceptance_rate`
 simulation budget is spent (a round cut short by the budget is discarded; the budget is never
 exceeded).
 
+**How many table entries to keep** (:func:`auto_num_accepted`). With a kernel of bandwidth
+:math:`\epsilon` on :math:`d`-dimensional statistics, the ABC estimate has a bias of order
+:math:`\epsilon^2` and, from :math:`m \approx N \epsilon^d` kept entries, a variance of order
+:math:`1/m`; balancing the two gives :math:`\epsilon \propto N^{-1/(d+4)}` and
+:math:`m \propto N^{4/(d+4)}` (Blum, 2010). We take :math:`d = p`, the number of parameters:
+ideal statistics (the posterior mean, Fearnhead & Prangle 2012) have :math:`p` dimensions and
+the learned ones are of that order, while the rate in the raw statistic dimension would keep
+almost nothing for raw-data statistics. The constant and the clipping are explained at
+:func:`auto_num_accepted`.
+
+**Resampling** (:func:`systematic_resample`): a weighted sample of :math:`m` draws becomes
+:math:`n` equally weighted ones with one uniform number, draw :math:`i` taking the row whose
+cumulative weight first reaches :math:`(i + U)/n`; each row is taken
+:math:`\lfloor n w_i \rfloor` or :math:`\lceil n w_i \rceil` times, the least noise an
+unbiased resampler can add (Kitagawa, 1996).
+
 References:
     | Adaptive approximate Bayesian computation (Beaumont et al., 2009)
     | https://arxiv.org/abs/0805.2256
 
     | An adaptive sequential Monte Carlo method for approximate Bayesian computation
       (Del Moral et al., 2012) https://doi.org/10.1007/s11222-011-9271-y
+
+    | Approximate Bayesian computation: a nonparametric perspective (Blum, 2010)
+      https://arxiv.org/abs/0904.0635
+
+    | Monte Carlo filter and smoother for non-Gaussian nonlinear state space models
+      (Kitagawa, 1996) https://doi.org/10.1080/10618600.1996.10474692
 """
 
 from __future__ import annotations
@@ -54,6 +76,8 @@ __all__ = [
     "rejection_abc",
     "SMCABCResult",
     "smc_abc",
+    "auto_num_accepted",
+    "systematic_resample",
 ]
 
 logger = logging.getLogger(__name__)
@@ -227,6 +251,90 @@ def rejection_abc(
     )
 
 
+def auto_num_accepted(
+    table_size: int, num_parameters: int, *, constant: float = 2.0, minimum: int = 100
+) -> int:
+    r"""Number of reference-table entries to keep: :math:`m = c\, N^{4/(p+4)}`, clipped.
+
+    The rate is the bias–variance balance of kernel ABC (module docstring). The result is
+    clipped to :math:`[\min(N, 100), \max(\min(N, 100), \lfloor N/10 \rfloor)]`: fewer
+    than about a hundred draws give a noisy posterior whatever the tolerance, and beyond 10 %
+    of the table the tolerance is so wide that even the regression adjustment (which removes
+    the first-order effect of the tolerance) leaves a visible bias. :math:`c = 2` keeps about
+    4 % of :math:`10^5` simulations for :math:`p = 2`; on the beta, gamma, gaussian and
+    MA(2) benchmarks, adjusted samples from 3–10 % of a :math:`10^5` table were as close to the
+    reference posterior as, or closer than, the 1 % nearest unadjusted.
+
+    ================  ========  ========  ========
+    :math:`p`         N = 1e4   N = 1e5   N = 1e6
+    ================  ========  ========  ========
+    1                 1000      10000     100000
+    2                 928       4309      20000
+    3                 386       1439      5365
+    5                 120       334       928
+    ================  ========  ========  ========
+
+    Arguments:
+        table_size: Reference-table size :math:`N \geq 1`.
+        num_parameters: Parameter dimension :math:`p \geq 1`.
+        constant: The constant :math:`c`.
+        minimum: The lower clip (100).
+
+    Returns:
+        :math:`m`, between 1 and :math:`N`.
+
+    Example:
+        >>> auto_num_accepted(100_000, 2)
+        4309
+    """
+    if table_size < 1 or num_parameters < 1:
+        raise ValueError(
+            f"table_size and num_parameters must be positive, got {table_size}, {num_parameters}"
+        )
+    if not constant > 0 or minimum < 1:
+        raise ValueError(f"need constant > 0 and minimum >= 1, got {constant}, {minimum}")
+    rate = constant * table_size ** (4.0 / (num_parameters + 4.0))
+    low = min(table_size, minimum)
+    high = max(low, table_size // 10)
+    return int(min(max(round(rate), low), high))
+
+
+def systematic_resample(
+    weights: Tensor, num_samples: int, *, generator: torch.Generator | None = None
+) -> Tensor:
+    r"""Indices of a systematic resample of a weighted sample.
+
+    Arguments:
+        weights: Non-negative weights, shape :math:`(m,)`, not all zero (normalised here).
+        num_samples: Number :math:`n` of indices to draw.
+        generator: Source of the one uniform number (torch's global generator if ``None``).
+
+    Returns:
+        Indices into the weighted sample, shape :math:`(n,)`, in increasing order: row
+        :math:`i` appears :math:`\lfloor n w_i \rfloor` or :math:`\lceil n w_i \rceil` times.
+
+    Example:
+        >>> systematic_resample(torch.tensor([0.5, 0.25, 0.25]), 4).tolist()
+        [0, 0, 1, 2]
+    """
+    weights = torch.as_tensor(weights)
+    if weights.ndim != 1 or weights.numel() == 0:
+        raise ValueError(f"weights must have shape (m,), got {tuple(weights.shape)}")
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be non-negative, got {num_samples}")
+    w = weights.detach().to(torch.float64)
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool(w.sum() > 0):
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    cum = torch.cumsum(w, 0)
+    cum = cum / cum[-1]  # ends at exactly 1: trailing zero-weight rows are never drawn
+    device = generator.device if generator is not None else w.device
+    u = torch.rand((), generator=generator, dtype=torch.float64, device=device).to(w.device)
+    positions = (torch.arange(num_samples, dtype=torch.float64, device=w.device) + u) / max(
+        num_samples, 1
+    )
+    return torch.searchsorted(cum, positions, right=True).clamp_(max=w.numel() - 1)
+
+
 @dataclass(frozen=True)
 class SMCABCResult:
     r"""Output of :func:`smc_abc`.
@@ -240,6 +348,7 @@ class SMCABCResult:
         simulations_per_round: Simulations of each completed round, shape :math:`(T,)`.
         simulations: All simulations run, a discarded last round included.
         stop_reason: ``"acceptance"``, ``"budget"`` or ``"max_rounds"``.
+        statistics: Unscaled statistics of the final population, shape :math:`(N, k)`.
     """
 
     particles: Tensor
@@ -250,6 +359,7 @@ class SMCABCResult:
     simulations_per_round: Tensor
     simulations: int
     stop_reason: str
+    statistics: Tensor | None = None
 
     @property
     def ess(self) -> float:
@@ -348,6 +458,7 @@ def smc_abc(
         generator = make_generator(derived, device)
     p = theta.shape[1]
     stats = _simulate(simulate_stats, theta, k)
+    raw = stats
     used = num_particles
     scaler = _scaler(scale, stats)
     obs = scaler(stats_obs.to(device=device, dtype=stats.dtype))
@@ -367,7 +478,7 @@ def smc_abc(
         scale_tril = torch.linalg.cholesky(cov)
         log_w = torch.log(weights)
 
-        new_theta, new_dist, round_sims, accepted = [], [], 0, 0
+        new_theta, new_dist, new_raw, round_sims, accepted = [], [], [], 0, 0
         rate_guess, empty_batches = alpha, 0
         while accepted < num_particles:
             remaining = max_simulations - used
@@ -386,14 +497,14 @@ def smc_abc(
                 empty_batches += 1
                 continue
             empty_batches = 0
-            d = torch.linalg.vector_norm(
-                scaler(_simulate(simulate_stats, proposal, k)) - obs, dim=-1
-            )
+            proposal_stats = _simulate(simulate_stats, proposal, k)
+            d = torch.linalg.vector_norm(scaler(proposal_stats) - obs, dim=-1)
             used += proposal.shape[0]
             round_sims += proposal.shape[0]
             ok = d <= eps
             new_theta.append(proposal[ok])
             new_dist.append(d[ok])
+            new_raw.append(proposal_stats[ok])
             accepted += int(ok.sum())
             rate_guess = max(accepted, 1) / round_sims
         if accepted < num_particles:
@@ -401,6 +512,7 @@ def smc_abc(
             break
         new_theta_t = torch.cat(new_theta)[:num_particles]
         dist = torch.cat(new_dist)[:num_particles]
+        raw = torch.cat(new_raw)[:num_particles]
         log_new = prior_log_prob(prior, new_theta_t) - _log_kernel_mixture(
             new_theta_t, theta, log_w, scale_tril
         )
@@ -426,4 +538,5 @@ def smc_abc(
         simulations_per_round=torch.tensor(sims),
         simulations=used,
         stop_reason=stop_reason,
+        statistics=raw,
     )
