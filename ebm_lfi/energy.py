@@ -40,7 +40,7 @@ from .transforms import Bound, DataTransform, Standardize
 __all__ = ["ExpFamEBM"]
 
 FORMAT = "ebm_lfi.ExpFamEBM"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: heavy-tail stage in the data transform, pooled-feature nets
 
 
 class ExpFamEBM(nn.Module):
@@ -58,6 +58,9 @@ class ExpFamEBM(nn.Module):
         shared_dims: Event axes over which the standardisation of :math:`y` is pooled
             (``(0,)`` for iid draws or time steps, so that it commutes with permutations).
         base_net: Optional separate base-measure module :math:`(n, *x_{shape}) \to (n,)`.
+        tails: Heavy-tail stage of the data transform (``"auto"``: decided from the training
+            data by :meth:`prepare`; ``"none"``; ``"asinh"``), see
+            :class:`~ebm_lfi.transforms.DataTransform`.
 
     Example:
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(16,))
@@ -78,6 +81,7 @@ class ExpFamEBM(nn.Module):
         x_support: tuple[Bound, Bound] | None = None,
         shared_dims: Sequence[int] = (),
         base_net: nn.Module | None = None,
+        tails: str = "auto",
     ):
         super().__init__()
         self.x_shape = tuple(int(s) for s in x_shape)
@@ -91,7 +95,7 @@ class ExpFamEBM(nn.Module):
         self.statistics_net = statistics_net
         self.natural_net = natural_net
         self.base_net = base_net
-        self.x_transform = DataTransform(self.x_shape, x_support, self.shared_dims)
+        self.x_transform = DataTransform(self.x_shape, x_support, self.shared_dims, tails=tails)
         self.theta_transform = Standardize((self.theta_dim,))
 
     # ------------------------------------------------------------------ construction
@@ -109,10 +113,11 @@ class ExpFamEBM(nn.Module):
         activation: str = "silu",
         embedding: int | None = None,
         order: int = 1,
-        pool: str = "mean",
+        pool: str = "sum",
         quadratic: bool = True,
         window_hidden: Sequence[int] = (16,),
         shared_dims: Sequence[int] | None = None,
+        tails: str = "auto",
     ) -> ExpFamEBM:
         r"""A model with built-in networks (saveable with :meth:`save`).
 
@@ -133,11 +138,15 @@ class ExpFamEBM(nn.Module):
             activation: Smooth activation name (see :data:`ebm_lfi.nets.ACTIVATIONS`). SiLU by
                 default: with softplus, sliced score matching stalled on a plateau for some
                 seeds (Gaussian recovery test; MA(2): median W2 0.70 against 0.26 with SiLU).
-            embedding: Embedding size of the exchangeable network (default 32) / of the
-                learned window features of the Markov network (default 8).
+            embedding: Size of the learned draw / window features of the exchangeable and
+                Markov networks (default 8).
             order: Markov order :math:`r` (``structure="markov"``).
-            pool: ``"mean"`` or ``"sum"`` pooling (``"iid"`` / ``"markov"``).
-            quadratic, window_hidden: Window features of :class:`~ebm_lfi.nets.MarkovNet`.
+            pool: ``"sum"`` (default) or ``"mean"`` pooling (``"iid"`` / ``"markov"``); sum
+                pooling keeps the score of each coordinate of order one.
+            quadratic, window_hidden: Draw / window features of the structured networks (see
+                :class:`~ebm_lfi.nets.PooledFeatures`).
+            tails: Heavy-tail stage of the data transform, ``"auto"``, ``"none"`` or
+                ``"asinh"`` (see :class:`~ebm_lfi.transforms.DataTransform`).
             shared_dims: Event axes over which the standardisation pools (default: the time
                 or draw axis for ``"iid"`` / ``"markov"``, none for ``"mlp"``). Models compared
                 by their score-matching loss must share the same data transform.
@@ -170,6 +179,7 @@ class ExpFamEBM(nn.Module):
             num_statistics=k,
             x_support=x_support,
             shared_dims=shared,
+            tails=tails,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -13,6 +13,10 @@ everywhere, so the Hessian diagonal it yields is the zero function):
   :math:`\rho\big(x_{1:r}, \operatorname{pool}_{t} \phi(x_{t:t+r})\big)` over the overlapping
   windows of length :math:`r + 1`.
 
+Both structured networks share :class:`PooledFeatures`: monomials up to degree two of each draw or
+window plus a small learned network, sum-pooled, read out linearly by default, so that their
+outputs have the form of the statistics of an iid / Markov exponential family.
+
 Any user :class:`torch.nn.Module` with the right input and output shapes works in their place;
 built-in networks carry a JSON-able :attr:`config` so that models made of them can be saved.
 """
@@ -28,6 +32,7 @@ from torch import Tensor, nn
 __all__ = [
     "statistics_network",
     "MLP",
+    "PooledFeatures",
     "ExchangeableNet",
     "MarkovNet",
     "ACTIVATIONS",
@@ -142,18 +147,83 @@ def _pool(h: Tensor, pool: str, dim: int) -> Tensor:
     return h.mean(dim) if pool == "mean" else h.sum(dim)
 
 
+class PooledFeatures(nn.Module):
+    r"""Pooled features of a set of windows: :math:`\operatorname{pool}_t \phi(w_t)`.
+
+    .. math:: \phi(w) = \big(w,\ \{w_a w_b\}_{a \le b},\ \phi_{\text{net}}(w)\big)
+
+    joins the first- and second-order monomials of a window :math:`w \in \mathbb{R}^q`
+    (optional) and a small learned network (optional). With sum pooling, a linear function of
+    these features is the natural form of the statistics of an iid or Markov exponential family,
+    whose log-likelihood is a sum of per-draw or per-transition terms; the monomials alone give
+    the sufficient statistics of Gaussian models (for AR(2), the lagged products
+    :math:`\sum_t x_{t-i} x_{t-j}`) at the cost of one batched matrix product.
+
+    Arguments:
+        window: Window size :math:`q`.
+        embedding: Output size of :math:`\phi_{\text{net}}` (``0``: none).
+        hidden: Hidden widths of :math:`\phi_{\text{net}}`.
+        activation: Activation name (see :class:`MLP`).
+        pool: ``"sum"`` or ``"mean"`` over the windows.
+        quadratic: Include the monomials.
+
+    Shapes:
+        Input :math:`(n, W, q)`; output :math:`(n, F)` with
+        :math:`F = q + q(q+1)/2 + \text{embedding}` (without monomials: ``embedding``).
+    """
+
+    def __init__(
+        self,
+        window: int,
+        embedding: int,
+        hidden: Sequence[int],
+        activation: str,
+        pool: str,
+        quadratic: bool,
+    ):
+        super().__init__()
+        if pool not in ("mean", "sum"):
+            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
+        if not quadratic and int(embedding) < 1:
+            raise ValueError("no window features: set quadratic=True or embedding >= 1")
+        q = int(window)
+        self.pool, self.quadratic = pool, bool(quadratic)
+        self.phi = MLP(q, int(embedding), hidden, activation) if int(embedding) else None
+        rows, cols = torch.triu_indices(q, q)
+        self.register_buffer("_triu", rows * q + cols, persistent=False)
+        self.out_features = (q + q * (q + 1) // 2 if self.quadratic else 0) + int(embedding)
+
+    def forward(self, windows: Tensor) -> Tensor:
+        n, num = windows.shape[0], windows.shape[1]
+        scale = 1.0 / num if self.pool == "mean" else 1.0
+        features = []
+        if self.quadratic:
+            second = torch.einsum("ntq,ntr->nqr", windows, windows).reshape(n, -1)
+            features += [windows.sum(1) * scale, second[:, self._triu] * scale]
+        if self.phi is not None:
+            features.append(_pool(self.phi(windows), self.pool, 1))
+        return torch.cat(features, dim=-1)
+
+
 class ExchangeableNet(nn.Module):
     r"""Permutation-invariant network for an iid sample :math:`x_{1:m}`.
 
     .. math:: g(x_{1:m}) = \rho\Big(\operatorname{pool}_{j=1}^m \phi(x_j)\Big)
 
+    with the draw features :math:`\phi` of :class:`PooledFeatures` (monomials up to degree two
+    and a small learned network). By default :math:`\rho` is linear and the pooling a sum, so
+    the outputs are sums of per-draw features: the statistics of an iid exponential family
+    (Zaheer et al., 2017, https://arxiv.org/abs/1703.06114, for the deep-sets form).
+
     Arguments:
         in_features: Size :math:`d` of one draw (``1`` for scalar draws).
         out_features: Output size.
-        hidden: Hidden widths of both :math:`\phi` and :math:`\rho`.
-        embedding: Output size of :math:`\phi`.
+        hidden: Hidden widths of :math:`\rho` (default ``()``: linear).
+        embedding: Output size of the learned draw network (``0``: none).
         activation: Activation name (see :class:`MLP`).
-        pool: ``"mean"`` (default; independent of :math:`m`) or ``"sum"``.
+        pool: ``"sum"`` (default) or ``"mean"``.
+        quadratic: Include the draw monomials :math:`x_j` and :math:`x_j x_j^\top`.
+        window_hidden: Hidden widths of the learned draw network.
 
     Shapes:
         Input :math:`(n, m)` (scalar draws, ``in_features=1``) or :math:`(n, m, d)`; output
@@ -170,15 +240,15 @@ class ExchangeableNet(nn.Module):
         self,
         in_features: int,
         out_features: int,
-        hidden: Sequence[int] = (64, 64),
-        embedding: int = 32,
+        hidden: Sequence[int] = (),
+        embedding: int = 8,
         activation: str = "softplus",
-        pool: str = "mean",
+        pool: str = "sum",
+        quadratic: bool = True,
+        window_hidden: Sequence[int] = (16,),
     ):
         super().__init__()
-        if pool not in ("mean", "sum"):
-            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
-        hidden = [int(h) for h in hidden]
+        hidden, window_hidden = [int(h) for h in hidden], [int(h) for h in window_hidden]
         self.config = {
             "in_features": int(in_features),
             "out_features": int(out_features),
@@ -186,10 +256,14 @@ class ExchangeableNet(nn.Module):
             "embedding": int(embedding),
             "activation": str(activation),
             "pool": pool,
+            "quadratic": bool(quadratic),
+            "window_hidden": window_hidden,
         }
         self.in_features, self.pool = int(in_features), pool
-        self.phi = MLP(in_features, embedding, hidden, activation)
-        self.rho = MLP(embedding, out_features, hidden, activation)
+        self.features = PooledFeatures(
+            self.in_features, embedding, window_hidden, activation, pool, quadratic
+        )
+        self.rho = MLP(self.features.out_features, out_features, hidden, activation)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 2 and self.in_features == 1:
@@ -199,7 +273,7 @@ class ExchangeableNet(nn.Module):
                 f"ExchangeableNet expects (n, m) or (n, m, {self.in_features}) inputs, got "
                 f"{tuple(x.shape)}"
             )
-        return self.rho(_pool(self.phi(x), self.pool, 1))
+        return self.rho(self.features(x))
 
 
 class MarkovNet(nn.Module):
@@ -208,28 +282,24 @@ class MarkovNet(nn.Module):
     .. math:: g(x_{1:T}) = \rho\Big(x_{1:r},\ \operatorname{pool}_{t=1}^{T-r}
         \phi(w_t)\Big), \qquad w_t = x_{t:t+r},
 
-    over the overlapping windows :math:`w_t` of :math:`r + 1` steps. The window features
-    :math:`\phi(w) = \big(w,\ \{w_a w_b\}_{a \le b},\ \phi_{\text{net}}(w)\big)` join the
-    first- and second-order monomials of the window (optional) and a small learned network
-    (optional). A stationary Gaussian Markov series of order :math:`r` is an exponential family
-    whose sufficient statistics are exactly the pooled monomials (for AR(2): the lagged
-    products :math:`\sum_t x_{t-i} x_{t-j}`), so with them the network can represent the true
-    family; the learned part covers non-Gaussian dynamics. The monomials cost a batched matrix
-    product per series, the learned part a small MLP per window, which is why it is kept narrow
-    by default.
+    over the overlapping windows :math:`w_t` of :math:`r + 1` steps, with the window features
+    :math:`\phi` of :class:`PooledFeatures` (monomials up to degree two and a small learned
+    network). The log-likelihood of a Markov chain of order :math:`r`,
+    :math:`\log p(x_{1:r}) + \sum_t \log p(x_{t+r} \mid x_{t:t+r-1})`, is a sum over windows plus
+    a head term, so with sum pooling and a linear :math:`\rho` (the defaults) the outputs have
+    the form of its statistics; for a stationary Gaussian chain the pooled monomials are exactly
+    the sufficient statistics.
 
     Arguments:
         in_features: Size :math:`d` of one time step (``1`` for scalar series).
         out_features: Output size.
         order: Markov order :math:`r \geq 1`; :math:`\phi` sees windows of :math:`r + 1` steps.
-        hidden: Hidden widths of :math:`\rho` (default ``()``: a linear read-out, so the
-            outputs are sums of window features, the exponential-family form).
-        embedding: Output size of the learned window network :math:`\phi_{\text{net}}`
-            (``0``: no learned window features).
+        hidden: Hidden widths of :math:`\rho` (default ``()``: linear).
+        embedding: Output size of the learned window network (``0``: none).
         activation: Activation name (see :class:`MLP`).
-        pool: ``"mean"`` (default) or ``"sum"`` over the windows.
-        quadratic: Include the first- and second-order window monomials.
-        window_hidden: Hidden widths of :math:`\phi_{\text{net}}`.
+        pool: ``"sum"`` (default) or ``"mean"`` over the windows.
+        quadratic: Include the window monomials.
+        window_hidden: Hidden widths of the learned window network.
 
     Shapes:
         Input :math:`(n, T)` (``in_features=1``) or :math:`(n, T, d)` with :math:`T > r`;
@@ -254,17 +324,13 @@ class MarkovNet(nn.Module):
         hidden: Sequence[int] = (),
         embedding: int = 8,
         activation: str = "softplus",
-        pool: str = "mean",
+        pool: str = "sum",
         quadratic: bool = True,
         window_hidden: Sequence[int] = (16,),
     ):
         super().__init__()
         if int(order) < 1:
             raise ValueError(f"order must be >= 1, got {order}")
-        if pool not in ("mean", "sum"):
-            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
-        if not quadratic and int(embedding) < 1:
-            raise ValueError("MarkovNet needs window features: quadratic=True or embedding >= 1")
         hidden, window_hidden = [int(h) for h in hidden], [int(h) for h in window_hidden]
         self.config = {
             "in_features": int(in_features),
@@ -278,13 +344,14 @@ class MarkovNet(nn.Module):
             "window_hidden": window_hidden,
         }
         self.in_features, self.order, self.pool = int(in_features), int(order), pool
-        self.quadratic = bool(quadratic)
-        q = (self.order + 1) * self.in_features  # window size
-        self.phi = MLP(q, int(embedding), window_hidden, activation) if embedding else None
-        rows, cols = torch.triu_indices(q, q)
-        self.register_buffer("_triu", rows * q + cols, persistent=False)
-        features = (q + q * (q + 1) // 2 if self.quadratic else 0) + int(embedding)
-        self.rho = MLP(features + self.order * self.in_features, out_features, hidden, activation)
+        q = (self.order + 1) * self.in_features
+        self.features = PooledFeatures(q, embedding, window_hidden, activation, pool, quadratic)
+        self.rho = MLP(
+            self.features.out_features + self.order * self.in_features,
+            out_features,
+            hidden,
+            activation,
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 2 and self.in_features == 1:
@@ -298,15 +365,8 @@ class MarkovNet(nn.Module):
         # overlapping windows x[t : t + r + 1], (n, T - r, (r + 1) d); slices instead of
         # Tensor.unfold so that torch.func.vmap has batching rules for the double backward
         windows = torch.cat([x[:, i : T - r + i] for i in range(r + 1)], dim=-1)
-        scale = 1.0 / (T - r) if self.pool == "mean" else 1.0
-        features = []
-        if self.quadratic:
-            second = torch.einsum("ntq,ntr->nqr", windows, windows).reshape(n, -1)
-            features += [windows.sum(1) * scale, second[:, self._triu] * scale]
-        if self.phi is not None:
-            features.append(_pool(self.phi(windows), self.pool, 1))
         head = x[:, :r].reshape(n, r * self.in_features)
-        return self.rho(torch.cat([head, *features], dim=-1))
+        return self.rho(torch.cat([head, self.features(windows)], dim=-1))
 
 
 def statistics_network(
@@ -318,7 +378,7 @@ def statistics_network(
     activation: str = "silu",
     embedding: int | None = None,
     order: int = 1,
-    pool: str = "mean",
+    pool: str = "sum",
     quadratic: bool = True,
     window_hidden: Sequence[int] = (16,),
 ) -> tuple[nn.Module, tuple[int, ...]]:
@@ -331,13 +391,12 @@ def statistics_network(
             exchangeable draws, :class:`ExchangeableNet`) or ``"markov"`` (a series of shape
             :math:`(T,)` or :math:`(T, d)`, :class:`MarkovNet` of order ``order``).
         hidden: Hidden widths of the network (of :math:`\rho` for ``"iid"`` / ``"markov"``);
-            default ``(64, 64)``, and ``()`` for ``"markov"``: a linear read-out of the pooled
-            window features, the form of a Markov exponential family, whose log-likelihood
-            :math:`\sum_t \log p(x_{t+r} \mid x_{t:t+r-1})` is a sum over windows.
+            default ``(64, 64)`` for ``"mlp"`` and ``()`` otherwise: a linear read-out of the
+            sum-pooled draw / window features, the form of the statistics of an iid or Markov
+            exponential family, whose log-likelihood is a sum over draws / windows.
         activation, order, pool: Passed to the network.
-        embedding: Embedding size of :math:`\phi` (default 32 for ``"iid"``, 8 for the
-            learned window features of ``"markov"``).
-        quadratic, window_hidden: Window features of :class:`MarkovNet`.
+        embedding: Size of the learned draw / window features (default 8).
+        quadratic, window_hidden: Draw / window features (see :class:`PooledFeatures`).
 
     Returns:
         The network and the event axes over which standardisation should pool (``(0,)``
@@ -345,7 +404,7 @@ def statistics_network(
     """
     x_shape = tuple(int(s) for s in x_shape)
     if hidden is None:
-        hidden = () if structure == "markov" else (64, 64)
+        hidden = (64, 64) if structure == "mlp" else ()
     if structure == "mlp":
         return MLP(math.prod(x_shape), out_features, hidden, activation, flatten=True), ()
     if structure not in ("iid", "markov"):
@@ -353,12 +412,14 @@ def statistics_network(
     if len(x_shape) not in (1, 2):
         raise ValueError(f"structure={structure!r} needs x_shape (m,) or (m, d), got {x_shape}")
     d = 1 if len(x_shape) == 1 else x_shape[1]
+    emb = 8 if embedding is None else int(embedding)
     if structure == "iid":
-        emb = 32 if embedding is None else embedding
-        return ExchangeableNet(d, out_features, hidden, emb, activation, pool), (0,)
+        net = ExchangeableNet(
+            d, out_features, hidden, emb, activation, pool, quadratic, window_hidden
+        )
+        return net, (0,)
     if x_shape[0] <= order:
         raise ValueError(f"a series of length {x_shape[0]} is too short for order {order}")
-    emb = 8 if embedding is None else embedding
     net = MarkovNet(d, out_features, order, hidden, emb, activation, pool, quadratic, window_hidden)
     return net, (0,)
 

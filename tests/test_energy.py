@@ -6,7 +6,7 @@ import torch
 from scipy import integrate
 from torch import nn
 
-from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy import FORMAT_VERSION, ExpFamEBM
 from ebm_lfi.nets import MLP
 
 DT = torch.float64
@@ -203,7 +203,7 @@ def test_save_load_bit_identical(tmp_path, kwargs, x_shape, dtype):
     assert torch.equal(loaded.natural_parameters(theta), model.natural_parameters(theta))
     # the file loads with weights_only (no pickled code) and carries a JSON config
     blob = torch.load(path, weights_only=True)
-    assert blob["format_version"] == 1 and json.loads(blob["config"])["theta_dim"] == 2
+    assert blob["format_version"] == FORMAT_VERSION and json.loads(blob["config"])["theta_dim"] == 2
 
 
 def test_load_errors(tmp_path):

@@ -52,35 +52,52 @@ def test_exchangeable_permutation_invariance(pool, shape):
     assert (net(x2) - out).abs().max() > 1e-3
 
 
-def test_exchangeable_matches_definition():
-    net = make(ExchangeableNet, in_features=2, out_features=3, hidden=(8,), embedding=4, pool="sum")
+def manual_features(windows, features, quadratic=True, pool="sum"):
+    """Pooled draw / window features written out window by window."""
+    parts = []
+    for w in windows:  # each (n, q)
+        q = w.shape[1]
+        rows, cols = torch.triu_indices(q, q)
+        f = [w, (w[:, :, None] * w[:, None, :])[:, rows, cols]] if quadratic else []
+        if features.phi is not None:
+            f.append(features.phi(w))
+        parts.append(torch.cat(f, -1))
+    stacked = torch.stack(parts, 1)
+    return stacked.sum(1) if pool == "sum" else stacked.mean(1)
+
+
+@pytest.mark.parametrize("quadratic, embedding", [(True, 4), (False, 4), (True, 0)])
+def test_exchangeable_matches_definition(quadratic, embedding):
+    net = make(
+        ExchangeableNet,
+        in_features=2,
+        out_features=3,
+        hidden=(8,),
+        embedding=embedding,
+        quadratic=quadratic,
+    )
     x = torch.randn(5, 6, 2, dtype=DT)
-    manual = net.rho(sum(net.phi(x[:, j]) for j in range(6)))
-    torch.testing.assert_close(net(x), manual, rtol=1e-12, atol=1e-12)
+    pooled = manual_features([x[:, j] for j in range(6)], net.features, quadratic)
+    torch.testing.assert_close(net(x), net.rho(pooled), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=r"\(n, m, 2\)"):
         net(torch.randn(5, 6, 3, dtype=DT))
+    with pytest.raises(ValueError, match="no window features"):
+        ExchangeableNet(2, 3, embedding=0, quadratic=False)
+
+
+def test_default_read_out_is_linear_in_sum_pooled_features():
+    # the exponential-family form: statistics are sums of per-draw features
+    net = make(ExchangeableNet, in_features=1, out_features=2)
+    assert sum(isinstance(m, nn.Linear) for m in net.rho.modules()) == 1
+    x = torch.randn(4, 10, dtype=DT)
+    bias = net.rho.net[0].bias
+    halves = net(x[:, :5]) + net(x[:, 5:]) - bias
+    torch.testing.assert_close(net(x), halves, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("order, d", [(1, 1), (2, 1), (3, 2)])
-def test_markov_net_shapes_and_definition(order, d):
-    net = make(MarkovNet, in_features=d, out_features=3, order=order, hidden=(8,), embedding=4)
-    T = 20
-    x = torch.randn(6, T, d, dtype=DT)
-    inp = x[..., 0] if d == 1 else x
-    out = net(inp)
-    assert out.shape == (6, 3)
-    windows = [x[:, t : t + order + 1].reshape(6, -1) for t in range(T - order)]
-    q = (order + 1) * d
-    rows, cols = torch.triu_indices(q, q)
-    monomials = [
-        torch.cat([w, (w[:, :, None] * w[:, None, :])[:, rows, cols]], -1) for w in windows
-    ]
-    pooled = torch.stack(
-        [torch.cat([m, net.phi(w)], -1) for m, w in zip(monomials, windows)], 1
-    ).mean(1)
-    manual = net.rho(torch.cat([x[:, :order].reshape(6, -1), pooled], -1))
-    torch.testing.assert_close(out, manual, rtol=1e-12, atol=1e-12)
-    # without monomials, the pooled part is the learned window features alone
+@pytest.mark.parametrize("quadratic, pool", [(True, "sum"), (False, "mean")])
+def test_markov_net_shapes_and_definition(order, d, quadratic, pool):
     net = make(
         MarkovNet,
         in_features=d,
@@ -88,11 +105,18 @@ def test_markov_net_shapes_and_definition(order, d):
         order=order,
         hidden=(8,),
         embedding=4,
-        quadratic=False,
+        quadratic=quadratic,
+        pool=pool,
     )
-    pooled = torch.stack([net.phi(w) for w in windows], 1).mean(1)
+    T = 20
+    x = torch.randn(6, T, d, dtype=DT)
+    inp = x[..., 0] if d == 1 else x
+    out = net(inp)
+    assert out.shape == (6, 3)
+    windows = [x[:, t : t + order + 1].reshape(6, -1) for t in range(T - order)]
+    pooled = manual_features(windows, net.features, quadratic, pool)
     manual = net.rho(torch.cat([x[:, :order].reshape(6, -1), pooled], -1))
-    torch.testing.assert_close(net(inp), manual, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, manual, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=f"T > {order}"):
         net(torch.randn(2, order, d, dtype=DT))
 
