@@ -2,17 +2,10 @@ r"""The result of an inference method: a (weighted) sample from the posterior.
 
 A :class:`Posterior` holds :math:`n` draws :math:`\theta_i \in \mathbb{R}^p`, optionally with
 importance or ABC weights :math:`w_i \ge 0` (normalised, :math:`\sum_i w_i = 1`) or arranged as
-:math:`c` MCMC chains of :math:`d` draws each. Every summary treats the sample as the weighted
-empirical measure :math:`\sum_i w_i \delta_{\theta_i}` (uniform weights when unweighted):
-
-* mean :math:`\bar\theta = \sum_i w_i \theta_i`;
-* covariance with the reliability-weights correction
-  :math:`\sum_i w_i (\theta_i - \bar\theta)(\theta_i - \bar\theta)^\top / (1 - \sum_i w_i^2)`,
-  which is the usual :math:`1/(n-1)` sample covariance for uniform weights;
-* quantiles by the inverted weighted empirical CDF,
-  :math:`Q(q) = \min\{\theta_{(k)} : \sum_{j \le k} w_{(j)} \ge q\}` per coordinate
-  (numpy's ``method="inverted_cdf"``; integer weights act as repeated draws);
-* Kish's effective sample size :math:`1 / \sum_i w_i^2`.
+:math:`c` MCMC chains of :math:`d` draws each. Every summary (mean, covariance, quantiles,
+effective sample size) treats the sample as the weighted empirical measure
+:math:`\sum_i w_i \delta_{\theta_i}` (uniform weights when unweighted); the formulas, and the
+checks of the arguments, are in :mod:`ebm_lfi.posterior_stats`.
 
 It converts to a :class:`pandas.DataFrame` and an :class:`arviz.InferenceData`, draws pair
 plots (:mod:`ebm_lfi.plotting`), and saves to a ``.npz`` file with JSON metadata that loads
@@ -22,7 +15,6 @@ without pickle (:mod:`ebm_lfi.posterior_io`).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -32,8 +24,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .plotting import as_real_tensor, pair_plot
+from .plotting import pair_plot
 from .posterior_io import read_npz, write_npz
+from .posterior_stats import (
+    check_names,
+    check_samples,
+    check_weights,
+    kish_ess,
+    normalised_weights,
+    weighted_cov,
+    weighted_mean,
+    weighted_quantile,
+)
 
 __all__ = ["Posterior"]
 
@@ -75,72 +77,9 @@ class Posterior:
         diagnostics: dict[str, Any] | None = None,
         method: str | None = None,
     ):
-        if samples is None and chains is None:
-            raise ValueError("give samples of shape (n, p) or chains of shape (c, d, p)")
-        chain_t = None
-        if chains is not None:
-            chain_t = as_real_tensor(chains, "chains")
-            if chain_t.ndim != 3 or 0 in chain_t.shape:
-                raise ValueError(
-                    f"chains must have shape (c, d, p) with c, d, p >= 1, got "
-                    f"{tuple(chain_t.shape)}"
-                )
-            flat = chain_t.reshape(-1, chain_t.shape[-1])
-            if samples is not None:
-                samples_t = as_real_tensor(samples, "samples", device=chain_t.device)
-                if samples_t.shape != flat.shape or not torch.equal(samples_t.to(flat.dtype), flat):
-                    raise ValueError(
-                        f"samples {tuple(samples_t.shape)} must equal chains "
-                        f"{tuple(chain_t.shape)} flattened to {tuple(flat.shape)}; "
-                        "pass only one of them"
-                    )
-            samples_t = flat
-        else:
-            samples_t = as_real_tensor(samples, "samples")
-            if samples_t.ndim != 2 or 0 in samples_t.shape:
-                raise ValueError(
-                    f"samples must have shape (n, p) with n, p >= 1, got {tuple(samples_t.shape)}"
-                )
-        if not bool(torch.isfinite(samples_t).all()):
-            bad = int((~torch.isfinite(samples_t)).any(-1).sum())
-            raise ValueError(f"samples contain NaN or infinite values in {bad} rows")
-        n, p = samples_t.shape
-
-        weights_t = None
-        if weights is not None:
-            weights_t = as_real_tensor(weights, "weights", device=samples_t.device)
-            weights_t = weights_t.to(samples_t.dtype)
-            if chain_t is not None and tuple(weights_t.shape) == tuple(chain_t.shape[:2]):
-                weights_t = weights_t.reshape(-1)
-            if tuple(weights_t.shape) != (n,):
-                expected = f"({n},)"
-                if chain_t is not None:
-                    expected += f" or {tuple(chain_t.shape[:2])}"
-                raise ValueError(
-                    f"weights must have shape {expected} for samples of shape {(n, p)}, "
-                    f"got {tuple(weights_t.shape)}"
-                )
-            if not bool(torch.isfinite(weights_t).all()):
-                raise ValueError("weights contain NaN or infinite values")
-            if bool((weights_t < 0).any()):
-                raise ValueError(
-                    f"weights must be non-negative; {int((weights_t < 0).sum())} are negative"
-                )
-            total = weights_t.sum()
-            if not bool(total > 0):
-                raise ValueError("weights are all zero")
-            weights_t = weights_t / total
-
-        if parameter_names is None:
-            names = [f"theta_{i + 1}" for i in range(p)]
-        else:
-            if isinstance(parameter_names, str):
-                raise TypeError("parameter_names must be a sequence of strings, not one string")
-            names = [str(name) for name in parameter_names]
-            if len(names) != p:
-                raise ValueError(f"{len(names)} parameter names for {p} parameters")
-            if len(set(names)) != p:
-                raise ValueError(f"parameter names must be unique, got {names}")
+        samples_t, chain_t = check_samples(samples, chains)
+        weights_t = check_weights(weights, samples_t, chain_t)
+        names = check_names(parameter_names, samples_t.shape[1])
 
         if diagnostics is not None and not isinstance(diagnostics, dict):
             raise TypeError(f"diagnostics must be a dict, got {type(diagnostics).__name__}")
@@ -197,22 +136,15 @@ class Posterior:
         """
         if self._weights is None:
             return float(self.num_samples)
-        return float(1.0 / (self._weights.double() ** 2).sum())
+        return kish_ess(self._weights)
 
     def _normalised_weights(self) -> Tensor:
-        if self._weights is None:
-            return torch.full(
-                (self.num_samples,),
-                1.0 / self.num_samples,
-                dtype=self._samples.dtype,
-                device=self._samples.device,
-            )
-        return self._weights
+        return normalised_weights(self._samples, self._weights)
 
     # ------------------------------------------------------------- summaries
     def mean(self) -> Tensor:
         r"""Weighted mean, shape :math:`(p,)`."""
-        return self._normalised_weights() @ self._samples
+        return weighted_mean(self._samples, self._normalised_weights())
 
     def cov(self) -> Tensor:
         r"""Weighted covariance, shape :math:`(p, p)`.
@@ -220,17 +152,7 @@ class Posterior:
         Uses the unbiased reliability-weights normalisation :math:`1 - \sum_i w_i^2` (equal to
         ``numpy.cov(samples.T, aweights=weights)``); NaN when fewer than two draws carry weight.
         """
-        w = self._normalised_weights()
-        centred = self._samples - w @ self._samples
-        denom = 1.0 - (w * w).sum()
-        if float(denom) <= 0:
-            return torch.full(
-                (self.num_parameters, self.num_parameters),
-                math.nan,
-                dtype=self._samples.dtype,
-                device=self._samples.device,
-            )
-        return (centred * w[:, None]).T @ centred / denom
+        return weighted_cov(self._samples, self._normalised_weights())
 
     def std(self) -> Tensor:
         r"""Weighted standard deviation, shape :math:`(p,)`: the root of ``cov()``'s diagonal."""
@@ -249,25 +171,7 @@ class Posterior:
         Returns:
             Shape :math:`(p,)` for a scalar ``q``, :math:`(k, p)` otherwise.
         """
-        q_t = torch.as_tensor(q, dtype=torch.float64)
-        scalar = q_t.ndim == 0
-        q_t = q_t.reshape(-1)
-        if not bool(((q_t >= 0) & (q_t <= 1)).all()):
-            raise ValueError(f"quantile probabilities must lie in [0, 1], got {q_t.tolist()}")
-        w = self._normalised_weights().double().cpu()
-        x = self._samples.cpu()
-        keep = w > 0
-        w, x = w[keep], x[keep]
-        order = torch.argsort(x, dim=0)
-        cum_w = torch.cumsum(w[order], dim=0)  # (n, p)
-        # relative slack so that q = k/n hits the k-th draw despite rounding in the cumsum
-        target = q_t * (1.0 - 1e-12)
-        idx = torch.searchsorted(cum_w.T.contiguous(), target.expand(x.shape[1], -1).contiguous())
-        idx = idx.clamp_(max=x.shape[0] - 1)  # (p, k)
-        sorted_x = torch.gather(x, 0, order)
-        out = torch.gather(sorted_x.T, 1, idx).T  # (k, p)
-        out = out.to(self._samples.device)
-        return out[0] if scalar else out
+        return weighted_quantile(self._samples, self._normalised_weights(), q)
 
     def sample(
         self,

@@ -20,35 +20,42 @@ so the caller's global RNG is left as it was. Checkpoints (:mod:`ebm_lfi.checkpo
 the model, optimiser, scheduler, early-stopping state, history and RNG states as plain tensors
 and containers (loadable with ``torch.load(..., weights_only=True)``); resuming from the
 checkpoint of epoch :math:`N` reproduces an uninterrupted run bit for bit.
+
+The optimisation settings and the checks of the inputs are in :mod:`ebm_lfi.train_config`, the
+early-stopping tracker in :mod:`ebm_lfi.early_stopping`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import ExponentialLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from tqdm.auto import tqdm
 
-from .checkpoints import HISTORY_COLUMNS, RunState, copy_state, load_checkpoint, save_checkpoint
+from .checkpoints import HISTORY_COLUMNS, RunState, load_checkpoint, save_checkpoint
+from .early_stopping import EarlyStopping
+from .train_config import (
+    ParamGroups,
+    TrainConfig,
+    check_data,
+    check_int,
+    check_validation,
+    make_scheduler,
+    optimizer_groups,
+)
 
 __all__ = ["TrainConfig", "TrainingError", "train"]
 
 logger = logging.getLogger(__name__)
-
-ParamGroups = (
-    Mapping[str, float] | Sequence[tuple[nn.Module | nn.Parameter | Iterable[nn.Parameter], float]]
-)
 
 
 class TrainingError(RuntimeError):
@@ -66,82 +73,6 @@ class TrainingError(RuntimeError):
         super().__init__(message)
         self.epoch = epoch
         self.history = history
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    r"""Optimisation settings of :func:`train`, validated on construction.
-
-    The fields are the keywords of :func:`train` that describe *how* to optimise; pass them on
-    with ``train(model, loss, *data, **config.as_kwargs(), seed=0)``.
-
-    Arguments:
-        epochs: Total number of epochs (passes over the training set).
-        batch_size: Mini-batch size; the last batch of an epoch may be smaller.
-        lr: Learning rate of every parameter not named in ``param_groups``.
-        param_groups: Separate learning rates, either a mapping from submodule names of the
-            model to learning rates (``{"natural_net": 1e-4}``) or a sequence of
-            ``(module_or_parameters, lr)`` pairs. A parameter may belong to one group only.
-        optimizer: Optimiser class (or factory) called as
-            ``optimizer(groups, lr=lr, weight_decay=weight_decay)``.
-        weight_decay: Weight decay passed to the optimiser.
-        scheduler: ``"exponential"`` (multiply the learning rate by ``gamma`` every epoch),
-            ``"plateau"`` (multiply by ``gamma`` after ``scheduler_patience`` epochs without
-            improvement of the monitored loss), ``None``, or a callable
-            ``optimizer -> scheduler``.
-        gamma: Decay factor; ``None`` means 0.99 for ``"exponential"`` and 0.5 for ``"plateau"``.
-        scheduler_patience: Patience of the ``"plateau"`` schedule, in epochs.
-        patience: Early-stopping patience in epochs; ``None`` disables early stopping.
-        min_delta: Smallest decrease of the monitored loss that counts as an improvement.
-        validation_fraction: Fraction of the data held out for validation when no explicit
-            ``validation`` set is given, in :math:`[0, 1)`; 0 monitors the training loss.
-        grad_clip: Maximum norm of the gradient (all trainable parameters together), or ``None``.
-    """
-
-    epochs: int = 200
-    batch_size: int = 256
-    lr: float = 1e-3
-    param_groups: ParamGroups | None = None
-    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam
-    weight_decay: float = 0.0
-    scheduler: str | Callable[[torch.optim.Optimizer], Any] | None = "exponential"
-    gamma: float | None = None
-    scheduler_patience: int = 5
-    patience: int | None = 20
-    min_delta: float = 0.0
-    validation_fraction: float = 0.2
-    grad_clip: float | None = None
-
-    def __post_init__(self):
-        _check_int("epochs", self.epochs, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("scheduler_patience", self.scheduler_patience, minimum=0)
-        if self.patience is not None:
-            _check_int("patience", self.patience, minimum=1)
-        _check_float("lr", self.lr, low=0.0, low_open=True)
-        _check_float("weight_decay", self.weight_decay, low=0.0)
-        _check_float("min_delta", self.min_delta, low=0.0)
-        _check_float("validation_fraction", self.validation_fraction, low=0.0, high=1.0)
-        if self.grad_clip is not None:
-            _check_float("grad_clip", self.grad_clip, low=0.0, low_open=True)
-        if not callable(self.optimizer):
-            raise TypeError(f"optimizer must be callable, got {type(self.optimizer).__name__}")
-        if isinstance(self.scheduler, str):
-            if self.scheduler not in ("exponential", "plateau"):
-                raise ValueError(
-                    f"scheduler must be 'exponential', 'plateau', None or a callable, "
-                    f"got {self.scheduler!r}"
-                )
-        elif self.scheduler is not None and not callable(self.scheduler):
-            raise TypeError(f"scheduler must be a str, None or callable, got {self.scheduler!r}")
-        if self.gamma is not None:
-            _check_float("gamma", self.gamma, low=0.0, low_open=True, high=1.0, high_open=False)
-            if self.scheduler == "plateau" and self.gamma >= 1.0:
-                raise ValueError(f"gamma must be < 1 for the plateau schedule, got {self.gamma}")
-
-    def as_kwargs(self) -> dict[str, Any]:
-        r"""Returns the fields as keyword arguments of :func:`train` (a shallow copy)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def train(
@@ -236,7 +167,7 @@ def train(
     if not callable(loss):
         raise TypeError(f"loss must be callable, got {type(loss).__name__}")
     if checkpoint_every is not None:
-        _check_int("checkpoint_every", checkpoint_every, minimum=1)
+        check_int("checkpoint_every", checkpoint_every, minimum=1)
         if checkpoint_dir is None:
             raise ValueError("checkpoint_every is given but checkpoint_dir is None")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -246,9 +177,9 @@ def train(
     model.to(device)
     if isinstance(loss, nn.Module):
         loss.to(device)
-    data = tuple(t.to(device) for t in _check_data(data, "data"))
+    data = tuple(t.to(device) for t in check_data(data, "data"))
     if validation is not None:
-        validation = tuple(t.to(device) for t in _check_validation(validation, data))
+        validation = tuple(t.to(device) for t in check_validation(validation, data))
     checkpoint = load_checkpoint(resume_from, device) if resume_from is not None else None
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
@@ -264,15 +195,15 @@ def train(
         generator = torch.Generator().manual_seed(split_seed)
         train_idx, val_idx = _split(data[0].shape[0], config, validation, generator)
         opt = config.optimizer(
-            _param_groups(model, config.lr, config.param_groups),
+            optimizer_groups(model, config.lr, config.param_groups),
             lr=config.lr,
             weight_decay=config.weight_decay,
         )
         run = RunState(
             model=model,
             optimizer=opt,
-            scheduler=_make_scheduler(opt, config),
-            stopper=_EarlyStopping(config.patience, config.min_delta, model),
+            scheduler=make_scheduler(opt, config),
+            stopper=EarlyStopping(config.patience, config.min_delta, model),
             generator=generator,
             train_idx=train_idx,
             val_idx=val_idx,
@@ -373,42 +304,6 @@ def train(
     return frame
 
 
-class _EarlyStopping:
-    r"""Tracks the best monitored loss and a deep copy of the corresponding weights."""
-
-    def __init__(self, patience: int | None, min_delta: float, model: nn.Module):
-        self.patience, self.min_delta = patience, min_delta
-        self.best_loss, self.best_epoch, self.bad_epochs = math.inf, 0, 0
-        self.best_state = copy_state(model.state_dict())
-
-    def update(self, loss: float, epoch: int, model: nn.Module) -> None:
-        if loss < self.best_loss - self.min_delta:
-            self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
-            self.best_state = copy_state(model.state_dict())
-        else:
-            self.bad_epochs += 1
-
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.bad_epochs >= self.patience
-
-    def restore(self, model: nn.Module) -> None:
-        model.load_state_dict(copy_state(self.best_state))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "best_loss": self.best_loss,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-            "best_state": self.best_state,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.best_loss = float(state["best_loss"])
-        self.best_epoch = int(state["best_epoch"])
-        self.bad_epochs = int(state["bad_epochs"])
-        self.best_state = copy_state(state["best_state"])
-
-
 def _scalar(value: Any) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"loss must return a tensor, got {type(value).__name__}")
@@ -456,38 +351,6 @@ def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torc
     return torch.device("cpu")
 
 
-def _check_data(data: Sequence[Any], name: str) -> tuple[Tensor, ...]:
-    if len(data) == 0:
-        raise ValueError(f"no {name} tensors given; pass e.g. train(model, loss, y, theta)")
-    tensors = tuple(torch.as_tensor(t) for t in data)
-    for i, t in enumerate(tensors):
-        if t.ndim == 0:
-            raise ValueError(f"{name}[{i}] must have a first (sample) dimension, got a scalar")
-    sizes = [t.shape[0] for t in tensors]
-    if len(set(sizes)) != 1:
-        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-        raise ValueError(f"{name} tensors must share their first dimension, got shapes {shapes}")
-    if sizes[0] == 0:
-        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-        raise ValueError(f"{name} is empty (shapes {shapes})")
-    return tensors
-
-
-def _check_validation(validation: Sequence[Tensor], data: tuple[Tensor, ...]):
-    if isinstance(validation, Tensor) or not isinstance(validation, Sequence):
-        raise TypeError("validation must be a tuple or list of tensors, one per data tensor")
-    validation = _check_data(validation, "validation")
-    if len(validation) != len(data):
-        raise ValueError(f"validation has {len(validation)} tensors, data has {len(data)}")
-    for i, (v, t) in enumerate(zip(validation, data)):
-        if v.shape[1:] != t.shape[1:]:
-            raise ValueError(
-                f"validation[{i}] has shape {tuple(v.shape)}, incompatible with data[{i}] of "
-                f"shape {tuple(t.shape)}"
-            )
-    return validation
-
-
 def _split(
     n: int, config: TrainConfig, validation: Any, generator: torch.Generator
 ) -> tuple[Tensor, Tensor | None]:
@@ -509,88 +372,3 @@ def _shapes(data: tuple[Tensor, ...], validation: tuple[Tensor, ...] | None) -> 
         "data": [list(t.shape) for t in data],
         "validation": None if validation is None else [list(t.shape) for t in validation],
     }
-
-
-def _param_groups(model: nn.Module, lr: float, groups: ParamGroups | None) -> list[dict[str, Any]]:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("model has no trainable parameters")
-    if groups is None:
-        return [{"params": trainable, "lr": lr}]
-    if isinstance(groups, Mapping):
-        pairs = []
-        for name, group_lr in groups.items():
-            try:
-                pairs.append((model.get_submodule(name), group_lr))
-            except AttributeError:
-                children = [c for c, _ in model.named_children()]
-                raise ValueError(
-                    f"param_groups names {name!r}, which is not a submodule of the model "
-                    f"(children: {children})"
-                ) from None
-    else:
-        pairs = list(groups)
-    named: list[dict[str, Any]] = []
-    seen: set[int] = set()
-    for i, (params, group_lr) in enumerate(pairs):
-        _check_float(f"param_groups[{i}] learning rate", group_lr, low=0.0, low_open=True)
-        if isinstance(params, nn.Module):
-            params = params.parameters()
-        elif isinstance(params, Tensor):
-            params = [params]
-        params = [p for p in params if p.requires_grad]
-        if any(id(p) in seen for p in params):
-            raise ValueError(f"param_groups[{i}] shares parameters with an earlier group")
-        seen.update(id(p) for p in params)
-        named.append({"params": params, "lr": float(group_lr)})
-    rest = [p for p in trainable if id(p) not in seen]
-    if len(seen) != len(trainable) - len(rest):
-        raise ValueError("param_groups contains parameters that are not the model's")
-    return ([{"params": rest, "lr": lr}] if rest else []) + named
-
-
-def _make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> Any:
-    if config.scheduler == "exponential":
-        return ExponentialLR(opt, gamma=0.99 if config.gamma is None else config.gamma)
-    if config.scheduler == "plateau":
-        return ReduceLROnPlateau(
-            opt,
-            mode="min",
-            factor=0.5 if config.gamma is None else config.gamma,
-            patience=config.scheduler_patience,
-        )
-    if config.scheduler is None:
-        return None
-    return config.scheduler(opt)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_float(
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = True,
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    bad = not math.isfinite(value)
-    if low is not None:
-        bad |= value <= low if low_open else value < low
-    if high is not None:
-        bad |= value >= high if high_open else value > high
-    if bad:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        interval = (
-            f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
-        )
-        raise ValueError(f"{name} must be finite and in {interval}, got {value}")

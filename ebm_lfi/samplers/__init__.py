@@ -1,22 +1,14 @@
 r"""Samplers: ABC on learned statistics, MCMC kernels and exchange MCMC.
 
-``abc``: :class:`StatisticScaler`, :func:`rejection_abc`, :func:`smc_abc`,
-:func:`auto_num_accepted`, :func:`systematic_resample`. ``adjustment``: the local-linear
-:func:`regression_adjustment` of accepted ABC samples. ``mcmc``:
-random-walk and MALA kernels as pure ``init`` / ``step`` pairs and the :func:`sample_mcmc`
-driver. ``exchange``: :func:`exchange_mcmc`. ``diagnostics``: :func:`effective_sample_size`
-and split :func:`rhat`.
+``scaler``: :class:`StatisticScaler`, the scaling behind the ABC distance. ``abc``:
+:func:`rejection_abc`, :func:`auto_num_accepted`, :func:`systematic_resample` (and re-exports
+of the rest). ``smc``: :func:`smc_abc`. ``adjustment``: the local-linear
+:func:`regression_adjustment` of accepted ABC samples. ``mcmc``: random-walk and MALA kernels
+as pure ``init`` / ``step`` pairs and the :func:`sample_mcmc` driver. ``exchange``:
+:func:`exchange_mcmc`. ``diagnostics``: :func:`effective_sample_size` and split :func:`rhat`.
 """
 
-from .abc import (
-    RejectionABCResult,
-    SMCABCResult,
-    StatisticScaler,
-    auto_num_accepted,
-    rejection_abc,
-    smc_abc,
-    systematic_resample,
-)
+from .abc import RejectionABCResult, auto_num_accepted, rejection_abc, systematic_resample
 from .adjustment import (
     AdjustmentResult,
     epanechnikov_weights,
@@ -36,6 +28,8 @@ from .mcmc import (
     random_walk_step,
     sample_mcmc,
 )
+from .scaler import StatisticScaler
+from .smc import SMCABCResult, smc_abc
 
 __all__ = [
     "AdjustmentResult",
