@@ -210,6 +210,11 @@ def test_sufficient_statistics_factorise_likelihood(name):
     assert np.abs(wrong @ coef - diff).max() > 1e-3
 
 
+def ar2_eta(t):
+    """The natural parameters of AR(2) paired with its five lagged products."""
+    return np.array([t[0], t[1], -(t[0] ** 2) / 2, -t[0] * t[1], -(t[1] ** 2) / 2])
+
+
 def test_ar2_sufficient_statistics_factorise_likelihood():
     r"""AR(2) with :math:`x_0 = x_{-1} = 0`: :math:`\ell(\theta_1, x) - \ell(\theta_0, x)` is
     linear in the five lagged products, and fails to be with any one of them left out."""
@@ -227,8 +232,7 @@ def test_ar2_sufficient_statistics_factorise_likelihood():
         coef, *_ = np.linalg.lstsq(design, diff, rcond=None)
         assert np.abs(design @ coef - diff).max() < 1e-8 * (1 + np.abs(diff).max())
         # the natural parameters are known: (t1, t2, -t1^2/2, -t1 t2, -t2^2/2)
-        eta = lambda t: np.array([t[0], t[1], -(t[0] ** 2) / 2, -t[0] * t[1], -(t[1] ** 2) / 2])
-        np.testing.assert_allclose(coef, eta(t1) - eta(t0), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(coef, ar2_eta(t1) - ar2_eta(t0), rtol=1e-6, atol=1e-8)
         for drop in range(5):
             part = np.delete(design, drop, axis=1)
             c, *_ = np.linalg.lstsq(part, diff, rcond=None)

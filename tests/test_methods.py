@@ -106,7 +106,7 @@ def test_rejection_abc_on_true_statistics_is_close_to_the_reference(gaussian_dat
 def test_energy_abc_fit_posterior_and_statistics(gaussian_data):
     task, theta, x = gaussian_data
     method = el.methods.get(
-        "ssm-abc", prior=task.prior, structure="iid", training=FAST_TRAINING
+        "ssm-abc", prior=task.prior, structure="iid", num_statistics=None, training=FAST_TRAINING
     ).fit(theta, x, seed=0)
     assert method.history.shape[0] == 3
     stats = method.statistics(x[:5])
