@@ -182,6 +182,15 @@ class ExpFamEBM(nn.Module):
             tails=tails,
         )
 
+    @property
+    def hessian_colors(self) -> int | None:
+        r"""Probes that give the Hessian diagonal of :math:`f(y) = \eta^\top s(y) + b(y)` in
+        :math:`y` (declared by the statistics network, see
+        :func:`~ebm_lfi.losses.batched_score_and_hessian_diagonal`), or ``None``."""
+        if self.base_net is not None:
+            return None
+        return getattr(self.statistics_net, "hessian_colors", None)
+
     # ------------------------------------------------------------------ helpers
     @property
     def dtype(self) -> torch.dtype:

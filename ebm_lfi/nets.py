@@ -265,6 +265,14 @@ class ExchangeableNet(nn.Module):
         )
         self.rho = MLP(self.features.out_features, out_features, hidden, activation)
 
+    @property
+    def hessian_colors(self) -> int | None:
+        r"""With a linear :math:`\rho`, any linear functional of the output is a sum of per-draw
+        terms, so two coordinates of the flattened input interact only within one draw: its
+        Hessian needs :math:`d` probes (see
+        :func:`~ebm_lfi.losses.batched_score_and_hessian_diagonal`). ``None`` otherwise."""
+        return None if self.config["hidden"] else self.in_features
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 2 and self.in_features == 1:
             x = x.unsqueeze(-1)
@@ -352,6 +360,15 @@ class MarkovNet(nn.Module):
             hidden,
             activation,
         )
+
+    @property
+    def hessian_colors(self) -> int | None:
+        r"""With a linear :math:`\rho`, any linear functional of the output is a sum of window
+        terms plus a linear head, so coordinates of the flattened series more than
+        :math:`(r + 1) d - 1` apart never interact: :math:`(r + 1) d` probes give the Hessian
+        diagonal (see :func:`~ebm_lfi.losses.batched_score_and_hessian_diagonal`). ``None``
+        otherwise."""
+        return None if self.config["hidden"] else (self.order + 1) * self.in_features
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 2 and self.in_features == 1:

@@ -9,6 +9,7 @@ from ebm_lfi.losses import (
     DenoisingScoreMatching,
     ScoreMatching,
     SlicedScoreMatching,
+    batched_score_and_hessian_diagonal,
     hessian_diagonal,
     sample_projections,
     score_and_hessian_diagonal,
@@ -109,6 +110,52 @@ def test_exact_sm_matches_brute_force(case):
     torch.testing.assert_close(
         param_grads(model, loss), param_grads(model, loss_bf), rtol=1e-10, atol=1e-10
     )
+
+
+@pytest.mark.parametrize(
+    "x_shape, structure, order, colors",
+    [
+        ((12,), "markov", 2, 3),
+        ((9, 2), "markov", 1, 4),
+        ((10, 2), "iid", 1, 2),
+        ((10,), "iid", 1, 1),
+    ],
+)
+def test_structured_exact_sm_matches_brute_force(x_shape, structure, order, colors):
+    # a linear read-out makes f a sum of local terms: K probes replace the d basis vectors
+    torch.manual_seed(0)
+    model = ExpFamEBM.default(
+        x_shape,
+        3,
+        structure=structure,
+        order=order,
+        hidden=(),
+        natural_hidden=(8,),
+        embedding=3,
+        window_hidden=(5,),
+        activation="tanh",
+    ).to(DT)
+    assert model.hessian_colors == colors < math.prod(x_shape)
+    y, theta = random_batch(model, 5, seed=2)
+    g_bf, h_bf, loss_bf = brute_force(model, y, theta)
+    f = lambda z: model.log_unnormalized_y(z, theta)  # noqa: E731
+    g, h = batched_score_and_hessian_diagonal(f, y, colors=colors)
+    torch.testing.assert_close(g, g_bf, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h, h_bf, rtol=1e-10, atol=1e-10)
+    loss = ScoreMatching()(model, y, theta)
+    torch.testing.assert_close(loss, loss_bf, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        param_grads(model, loss), param_grads(model, loss_bf), rtol=1e-10, atol=1e-10
+    )
+    # too few colours for the coupling gives a wrong diagonal: the check has power
+    _, h_wrong = batched_score_and_hessian_diagonal(f, y, colors=colors - 1 or 1)
+    if colors > 1:
+        assert (h_wrong - h_bf).abs().max() > 1e-6
+
+
+def test_nonlinear_read_out_declares_no_structure():
+    for case in CASES:
+        assert random_model(case).hessian_colors is None
 
 
 def test_exact_sm_gaussian_closed_form():

@@ -57,7 +57,10 @@ _TANGENT_BUDGET = 2**19  # tangent entries per vmap chunk of Hessian-vector prod
 
 
 def batched_score_and_hessian_diagonal(
-    f: Callable[[Tensor], Tensor], y: Tensor, chunk_size: int | None = None
+    f: Callable[[Tensor], Tensor],
+    y: Tensor,
+    chunk_size: int | None = None,
+    colors: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Gradient and Hessian diagonal of a batched function whose rows are independent.
 
@@ -74,6 +77,12 @@ def batched_score_and_hessian_diagonal(
         y: Points, shape :math:`(n, *event)`.
         chunk_size: Basis vectors per ``vmap`` chunk (fewer: less memory, more passes);
             ``None`` chooses about :math:`2^{19} / (n d)` to keep the tangents cache-sized.
+        colors: If the Hessian of each row is banded, :math:`H_{ij} = 0` whenever
+            :math:`0 < |i - j|` and :math:`i \equiv j \pmod K` (e.g. :math:`|i - j| \ge K`
+            implies :math:`H_{ij} = 0`), pass :math:`K`: the diagonal is then read off
+            :math:`K` products with the probes :math:`v_c = \sum_{i \equiv c} e_i`, since
+            :math:`(H v_c)_i = H_{ii}` for :math:`i \equiv c` (a colouring of the coordinates
+            such that no two of one colour interact). ``None``: :math:`d` basis vectors.
 
     Returns:
         :math:`\nabla f(y)` and :math:`\operatorname{diag} \nabla^2 f(y)`, both of shape
@@ -88,14 +97,18 @@ def batched_score_and_hessian_diagonal(
     n, d = y.shape[0], y[0].numel()
     if chunk_size is None:
         chunk_size = max(1, _TANGENT_BUDGET // max(1, n * d))
-    basis = torch.eye(d, dtype=y.dtype, device=y.device).reshape(d, 1, *y.shape[1:])
+    num = d if colors is None else min(int(colors), d)
+    coordinate = torch.arange(d, device=y.device)
+    probes = (coordinate % num == torch.arange(num, device=y.device)[:, None]).to(y.dtype)
+    basis = probes.reshape(num, 1, *y.shape[1:])  # the identity when num = d
     grad_sum = grad(lambda z: f(z).sum())
 
     def hvp(v: Tensor) -> tuple[Tensor, Tensor]:
         return jvp(grad_sum, (y,), (v.expand_as(y),))
 
-    gs, hv = vmap(hvp, chunk_size=min(chunk_size, d))(basis)  # (d, n, *event) each
-    diag = hv.reshape(d, n, d).diagonal(dim1=0, dim2=2)  # (n, d): entry (j, i) = H_j[i, i]
+    gs, hv = vmap(hvp, chunk_size=min(chunk_size, num))(basis)  # (num, n, *event) each
+    # entry (j, i) = (H_j v_{i mod num})_i = H_j[i, i]
+    diag = hv.reshape(num, n, d)[coordinate % num, :, coordinate].T
     return gs[0], diag.reshape(y.shape)
 
 
@@ -192,11 +205,17 @@ class ScoreMatching(nn.Module):
     :math:`\mathbb{E}\big[\sum_i \frac12 (\partial_i f)^2 + \partial_i^2 f\big]`.
 
     Costs :math:`d` batched Hessian-vector products per sample; see
-    :func:`batched_score_and_hessian_diagonal`. Refuses models with piecewise-linear
+    :func:`batched_score_and_hessian_diagonal`. When the model declares a banded Hessian
+    (``model.hessian_colors``: a sum of local terms, as the exchangeable and Markov networks
+    with a linear read-out are, where coordinate :math:`i` enters only the draw or the
+    :math:`r + 1` windows that contain it), :math:`K` probe products replace the :math:`d` basis
+    vectors: :math:`K = d_{step}` for iid draws, :math:`(r + 1) d_{step}` for a Markov network
+    of order :math:`r`, whatever the length of the series. Refuses models with piecewise-linear
     activations.
 
     Arguments:
         chunk_size: Basis vectors per ``vmap`` chunk (``None``: automatic).
+        structured: Use the model's Hessian structure when it declares one.
 
     Example:
         >>> from ebm_lfi.energy import ExpFamEBM
@@ -205,11 +224,12 @@ class ScoreMatching(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, chunk_size: int | None = None):
+    def __init__(self, chunk_size: int | None = None, structured: bool = True):
         super().__init__()
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         self.chunk_size = None if chunk_size is None else int(chunk_size)
+        self.structured = bool(structured)
 
     def forward(self, model: nn.Module, y: Tensor, theta: Tensor) -> Tensor:
         r"""
@@ -224,8 +244,9 @@ class ScoreMatching(nn.Module):
         _require_smooth(model, "ScoreMatching")
         y, theta = _check_batch(y, theta)
 
+        colors = getattr(model, "hessian_colors", None) if self.structured else None
         g, h = batched_score_and_hessian_diagonal(
-            lambda z: model.log_unnormalized_y(z, theta), y, self.chunk_size
+            lambda z: model.log_unnormalized_y(z, theta), y, self.chunk_size, colors
         )
         return (0.5 * g.square() + h).reshape(y.shape[0], -1).sum(-1).mean()
 
