@@ -138,8 +138,9 @@ class ExpFamEBM(nn.Module):
             activation: Smooth activation name (see :data:`ebm_lfi.nets.ACTIVATIONS`). SiLU by
                 default: with softplus, sliced score matching stalled on a plateau for some
                 seeds (Gaussian recovery test; MA(2): median W2 0.70 against 0.26 with SiLU).
-            embedding: Size of the learned draw / window features of the exchangeable and
-                Markov networks (default 8).
+            embedding: Size of the learned draw / window features (default 8 for the
+                exchangeable network, 0 for the Markov network, see
+                :func:`~ebm_lfi.nets.statistics_network`).
             order: Markov order :math:`r` (``structure="markov"``).
             pool: ``"sum"`` (default) or ``"mean"`` pooling (``"iid"`` / ``"markov"``); sum
                 pooling keeps the score of each coordinate of order one.

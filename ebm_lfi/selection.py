@@ -20,8 +20,11 @@ Two details make the comparison sound:
   largely cancels in the differences, whose standard errors are reported.
 
 The search (:func:`select_model`) is a pilot: each candidate is trained for a few epochs on a
-subset, scored, and the winner is returned warm for the full training. It runs in two stages:
-structures at the largest :math:`k`, then the number of statistics for the winning structure,
+subset, scored, and the winner is returned warm for the full training. It runs in stages:
+structures at the largest :math:`k` (Markov networks with their window monomials only); if a
+Markov network wins, the same with learned window features, kept only if they lower the loss by
+more than ``tolerance`` standard errors (they cost about eight times more per epoch); then the
+number of statistics for the winning structure,
 taking the smallest :math:`k` whose loss is within ``tolerance`` standard errors of the best
 (more statistics cost ABC efficiency, so a larger :math:`k` must earn its place). The same
 parsimony rule picks the structure: the candidates are ordered from the most constrained
@@ -44,7 +47,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -68,16 +71,20 @@ class Candidate:
         structure: ``"mlp"``, ``"iid"`` or ``"markov"``.
         num_statistics: Number :math:`k` of statistics.
         order: Markov order (``"markov"`` only).
+        learned: Add learned window features to the Markov network's monomials.
     """
 
     structure: str
     num_statistics: int
     order: int | None = None
+    learned: bool = False
 
     @property
     def label(self) -> str:
-        """Short name, e.g. ``"markov(2)"``."""
-        return f"markov({self.order})" if self.structure == "markov" else self.structure
+        """Short name, e.g. ``"markov(2)"`` or ``"markov(2)+learned"``."""
+        if self.structure != "markov":
+            return self.structure
+        return f"markov({self.order})" + ("+learned" if self.learned else "")
 
 
 @dataclass(frozen=True)
@@ -86,26 +93,34 @@ class SelectionConfig:
 
     Arguments:
         epochs: Pilot epochs per candidate.
+        batch_size: Pilot mini-batch size (small, for many optimiser steps on a small subset).
         train_size: Training rows used by the pilot (a random subset).
         validation_size: Held-out rows on which candidates are scored.
         num_projections: Sliced-score-matching projections per validation row.
         tolerance: A smaller :math:`k` is kept when its loss is within this many standard errors
             of the best one.
         orders: Markov orders tried.
+        learned_features: When a Markov network wins, also try it with learned window features
+            (kept if they lower the loss by more than ``tolerance`` standard errors).
         k_factors: Numbers of statistics tried, as multiples of the number of parameters.
     """
 
     epochs: int = 10
+    batch_size: int = 64
     train_size: int = 2000
     validation_size: int = 2000
     num_projections: int = 8
     tolerance: float = 2.0
     orders: tuple[int, ...] = (1, 2, 3)
+    learned_features: bool = True
     k_factors: tuple[int, ...] = (1, 2, 3)
 
     def __post_init__(self):
-        if min(self.epochs, self.train_size, self.validation_size, self.num_projections) < 1:
-            raise ValueError("epochs, train_size, validation_size, num_projections must be >= 1")
+        sizes = (self.epochs, self.batch_size, self.train_size, self.validation_size)
+        if min(*sizes, self.num_projections) < 1:
+            raise ValueError(
+                "epochs, batch_size, train_size, validation_size, num_projections must be >= 1"
+            )
         if not self.orders or min(self.orders) < 1 or not self.k_factors:
             raise ValueError("orders must be >= 1 and k_factors non-empty")
 
@@ -239,7 +254,14 @@ def select_model(
     n_val = min(config.validation_size, max(2, n // 5))
     val_idx, train_idx = perm[:n_val].to(theta.device), perm[n_val:].to(theta.device)
     pilot_idx = train_idx[: config.train_size]
-    pilot = TrainConfig(**{**training.as_kwargs(), "epochs": config.epochs, "patience": None})
+    pilot = TrainConfig(
+        **{
+            **training.as_kwargs(),
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "patience": None,
+        }
+    )
     rows: list[dict] = []
     models: dict[Candidate, ExpFamEBM] = {}
     scores: dict[Candidate, Tensor] = {}
@@ -307,8 +329,16 @@ def select_model(
         if gap <= config.tolerance * paired_se(cand, best):
             best = cand
             break
+    stage1b = []
+    if best.structure == "markov" and config.learned_features:
+        stage1b = [replace(best, learned=True)]
+        bar.total += 1
+        run(stage1b[0], "features")
+        gap = float(scores[best].mean() - scores[stage1b[0]].mean())
+        if gap > config.tolerance * paired_se(stage1b[0], best):
+            best = stage1b[0]
     # stage 2: the number of statistics for the winning structure
-    stage2 = [Candidate(best.structure, k, best.order) for k in ks if k != k_max]
+    stage2 = [replace(best, num_statistics=k) for k in ks if k != k_max]
     for cand in stage2:
         run(cand, "statistics")
     chosen = best
@@ -319,6 +349,8 @@ def select_model(
             break
     bar.close()
     table = pd.DataFrame(rows)
-    table["se"] = [paired_se(c, best) if c != best else 0.0 for c in [*stage1, *stage2]]
-    table["selected"] = [c == chosen for c in [*stage1, *stage2]]
+    tried = [*stage1, *stage1b, *stage2]
+    table["learned"] = [c.learned for c in tried]
+    table["se"] = [paired_se(c, best) if c != best else 0.0 for c in tried]
+    table["selected"] = [c == chosen for c in tried]
     return models[chosen], table

@@ -126,6 +126,8 @@ class _EnergyMethod:
         if "order" in self.network:
             order = int(self.network.pop("order"))
             self.selection = replace(self.selection, orders=(order,))
+        if "embedding" in self.network:
+            self.selection = replace(self.selection, learned_features=False)
         self.selection_table: pd.DataFrame | None = None
         self.device = torch.device(device)
         self.progress = progress
@@ -192,6 +194,8 @@ class _EnergyMethod:
         network = dict(self.network)
         if candidate.structure == "markov":
             network["order"] = candidate.order
+            if candidate.learned:
+                network.setdefault("embedding", 8)
         return ExpFamEBM.default(
             tuple(self._x_shape),
             self.num_parameters,
