@@ -111,7 +111,7 @@ class SelectionConfig:
     validation_size: int = 2000
     num_projections: int = 8
     tolerance: float = 2.0
-    orders: tuple[int, ...] = (1, 2, 3)
+    orders: tuple[int, ...] = (1, 2, 3, 4, 6)
     learned_features: bool = True
     k_factors: tuple[int, ...] = (1, 2, 3)
 

@@ -240,11 +240,12 @@ def test_smc_abc_is_reproducible():
 
 
 def test_auto_num_accepted_follows_the_rate_and_clips():
-    # m = 2 N^(4 / (p + 4)) inside [min(N, 100), max(min(N, 100), N // 10)].
-    assert auto_num_accepted(100_000, 2) == round(2 * 100_000 ** (2 / 3))
-    assert auto_num_accepted(1_000_000, 3) == round(2 * 1_000_000 ** (4 / 7))
-    assert auto_num_accepted(10_000, 1) == 1_000  # the rate (3170) is above N / 10
-    assert auto_num_accepted(100_000, 5) == round(2 * 100_000 ** (4 / 9))
+    # m = N^(4 / (p + 4)) / 2 inside [min(N, 100), max(min(N, 100), N // 10)].
+    assert auto_num_accepted(100_000, 2) == round(0.5 * 100_000 ** (2 / 3))
+    assert auto_num_accepted(1_000_000, 3) == round(0.5 * 1_000_000 ** (4 / 7))
+    assert auto_num_accepted(1_000, 1) == 100  # the rate (125) is above N / 10
+    assert auto_num_accepted(100_000, 1, constant=2.0) == 10_000  # clipped at N / 10
+    assert auto_num_accepted(1_000_000, 5) == round(0.5 * 1_000_000 ** (4 / 9))
     assert auto_num_accepted(500, 5) == 100  # the floor
     assert auto_num_accepted(40, 2) == 40  # never more than the table
     sizes = [10**4, 3 * 10**4, 10**5, 3 * 10**5, 10**6]
@@ -320,11 +321,13 @@ def test_statistics_abc_old_behaviour_is_reproducible(abc_stage):
 
 def test_statistics_abc_adjusts_a_wide_acceptance(abc_stage):
     stage, _, x_o = abc_stage
-    # auto: min(2 N^0.8, N / 10) = 2000 of 20000 kept for p = 1.
+    # auto: min(N^0.8 / 2, N / 10) = 1380 of 20000 kept for p = 1.
+    kept = auto_num_accepted(20_000, 1)
     samples, weights, diag = stage(resample=False).sample(x_o, 500, seed=0)
-    assert diag["num_accepted"] == 2_000 and diag["acceptance_rate"] == 0.1
+    assert kept > 500 and diag["num_accepted"] == kept
+    assert diag["acceptance_rate"] == pytest.approx(kept / 20_000)
     assert diag["regression_adjustment"] is True and diag["num_samples"] == 500
-    assert samples.shape == (2_000, 1) and weights.shape == (2_000,)
+    assert samples.shape == (kept, 1) and weights.shape == (kept,)
     mean, var = weighted_moments(samples, weights)
     ess = float(1 / (weights**2).sum())
     # The model is linear-Gaussian, so the adjusted sample is exact at any tolerance; the
@@ -332,12 +335,12 @@ def test_statistics_abc_adjusts_a_wide_acceptance(abc_stage):
     assert abs(mean - POST_M) < 4 * math.sqrt(POST_V / ess)
     assert abs(var - POST_V) < 4 * POST_V * math.sqrt(2 / ess)
     plain, _, _ = stage(regression_adjustment=False, resample=False).sample(x_o, 500, seed=0)
-    assert plain.shape == (2_000, 1)
-    assert float(plain.var()) - POST_V > 10 * POST_V * math.sqrt(2 / 2_000)
+    assert plain.shape == (kept, 1)
+    assert float(plain.var()) - POST_V > 5 * POST_V * math.sqrt(2 / kept)
 
     resampled, none, diag2 = stage().sample(x_o, 500, seed=0)
     assert resampled.shape == (500, 1) and none is None
-    assert diag2["num_accepted"] == 2_000 and diag2["epsilon"] == pytest.approx(diag["epsilon"])
+    assert diag2["num_accepted"] == kept and diag2["epsilon"] == pytest.approx(diag["epsilon"])
     assert abs(float(resampled.mean()) - POST_M) < 4 * math.sqrt(POST_V / 500)
     # Resampled draws are adjusted kept samples, in no particular order.
     assert bool(torch.isin(resampled[:, 0], samples[:, 0]).all())

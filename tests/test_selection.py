@@ -38,10 +38,10 @@ def test_heldout_loss_is_unbiased_for_exact_sm_and_reproducible():
 
 def test_candidates():
     s, orders, ks = candidates((100,), 2)
-    assert s == ["mlp", "iid", "markov"] and orders == [1, 2, 3] and ks == [2, 4, 6]
+    assert s == ["mlp", "iid", "markov"] and orders == [1, 2, 3, 4, 6] and ks == [2, 4, 6]
     assert candidates((3, 4, 5), 2)[0] == ["mlp"]
     assert candidates((2,), 1)[1] == [1]
-    assert candidates((50,), 3, "markov", 4) == (["markov"], [1, 2, 3], [4])
+    assert candidates((5,), 3, "markov", 4) == (["markov"], [1, 2, 3, 4], [4])
     with pytest.raises(ValueError, match="structure"):
         candidates((10,), 1, "transformer")
 

@@ -76,7 +76,7 @@ class _EnergyMethod:
         simulator: The simulator (used by ABC for its reference table or SMC-ABC).
         model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one.
         structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
-            loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1–3, see
+            loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1, 2, 3, 4 and 6, see
             :mod:`ebm_lfi.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
             ``"markov"`` (time series).
         num_statistics: Number :math:`k` of statistics: ``"auto"`` (default: chosen among
