@@ -17,7 +17,7 @@ import torch
 
 from ebm_lfi.priors import BoxUniform
 from ebm_lfi.samplers.diagnostics import effective_sample_size
-from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc
+from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc, inner_chain_check
 
 ot = pytest.importorskip("ot")
 
@@ -234,3 +234,21 @@ def test_neural_family_timing():
         f"{float(result.outer_acceptance.mean()):.3f}; ESS {result.ess.round().tolist()}"
     )
     assert torch.isfinite(result.chains).all()
+
+
+@pytest.mark.parametrize("steps, step_size, mixed", [(200, 0.6, True), (30, 0.1, False)])
+def test_inner_chain_check_detects_a_chain_that_stays_at_the_observation(steps, step_size, mixed):
+    # the exact family: simulations at theta are draws of the family itself, so a long inner
+    # chain matches them; one tiny step leaves every auxiliary draw at the observation
+    g = torch.Generator().manual_seed(5)
+    theta = torch.stack([torch.zeros(200, dtype=DT), 2.0 + 0.2 * torch.rand(200, generator=g)], 1)
+    theta[:, 0] = 0.3 * torch.randn(200, generator=g, dtype=DT)
+    y_sim = theta[:, :1] + theta[:, 1:] * torch.randn(200, N_OBS, generator=g, dtype=DT)
+    y_obs = 0.1 + 2.1 * torch.randn(N_OBS, generator=g, dtype=DT)
+    check = inner_chain_check(
+        GaussianFamily(), y_obs, theta, y_sim, inner_steps=steps, inner_step_size=step_size, seed=0
+    )
+    assert check.sd_ratio.shape == (2,) and check.z.shape == (2,)
+    assert check.mixed is mixed
+    if not mixed:
+        assert bool((check.sd_ratio < 0.5).all()) and float(check.z.abs().max()) > 4

@@ -5,7 +5,8 @@ r"""Samplers: ABC on learned statistics, MCMC kernels and exchange MCMC.
 of the rest). ``smc``: :func:`smc_abc`. ``adjustment``: the local-linear
 :func:`regression_adjustment` of accepted ABC samples. ``mcmc``: random-walk and MALA kernels
 as pure ``init`` / ``step`` pairs and the :func:`sample_mcmc` driver. ``exchange``:
-:func:`exchange_mcmc`. ``diagnostics``: :func:`effective_sample_size` and split :func:`rhat`.
+:func:`exchange_mcmc` and :func:`inner_chain_check`. ``diagnostics``:
+:func:`effective_sample_size` and split :func:`rhat`.
 """
 
 from .abc import RejectionABCResult, auto_num_accepted, rejection_abc, systematic_resample
@@ -16,7 +17,13 @@ from .adjustment import (
     support_bounds,
 )
 from .diagnostics import effective_sample_size, rhat
-from .exchange import ExchangeResult, ExponentialFamily, exchange_mcmc
+from .exchange import (
+    ExchangeResult,
+    ExponentialFamily,
+    InnerChainCheck,
+    exchange_mcmc,
+    inner_chain_check,
+)
 from .mcmc import (
     MALAState,
     MCMCInfo,
@@ -46,6 +53,8 @@ __all__ = [
     "effective_sample_size",
     "epanechnikov_weights",
     "exchange_mcmc",
+    "InnerChainCheck",
+    "inner_chain_check",
     "mala_init",
     "mala_step",
     "random_walk_init",
