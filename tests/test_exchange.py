@@ -17,7 +17,8 @@ import torch
 
 from ebm_lfi.priors import BoxUniform
 from ebm_lfi.samplers.diagnostics import effective_sample_size
-from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc, inner_chain_check
+from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc
+from ebm_lfi.samplers.inner_check import inner_chain_check
 
 ot = pytest.importorskip("ot")
 

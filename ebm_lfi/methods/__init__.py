@@ -6,7 +6,8 @@ Build one by name with :func:`get`; :func:`available` lists them.
 
 from .baselines import PosteriorMeanRegressor, RegressionABC, RejectionABC
 from .common import NotFittedError
-from .energy_methods import EnergyABC, EnergyExchange, ExchangeConfig, make_loss
+from .energy_methods import EnergyABC, make_loss
+from .exchange_method import EnergyExchange, ExchangeConfig
 from .registry import available, get, register
 from .statistics_abc import ABCConfig, StatisticsABC
 

@@ -17,13 +17,8 @@ from .adjustment import (
     support_bounds,
 )
 from .diagnostics import effective_sample_size, rhat
-from .exchange import (
-    ExchangeResult,
-    ExponentialFamily,
-    InnerChainCheck,
-    exchange_mcmc,
-    inner_chain_check,
-)
+from .exchange import ExchangeResult, ExponentialFamily, exchange_mcmc
+from .inner_check import InnerChainCheck, inner_chain_check
 from .mcmc import (
     MALAState,
     MCMCInfo,
