@@ -240,9 +240,10 @@ def select_model(
 
     Returns:
         The winning model (prepared and pilot-trained, ready for further training) and the
-        table of candidates: ``structure``, ``order``, ``num_statistics``, ``loss`` (mean
-        held-out loss), ``se`` (standard error of its difference to the stage's best),
-        ``seconds``, ``stage``, ``selected``.
+        table of candidates: ``stage`` (``"structure"``, ``"features"``, ``"statistics"``),
+        ``structure``, ``order``, ``num_statistics``, ``learned``, ``loss`` (mean held-out
+        loss), ``se`` (standard error of its paired difference to the structure kept before the
+        choice of :math:`k`), ``seconds``, ``selected``.
     """
     config = config or SelectionConfig()
     training = training or TrainConfig()
