@@ -63,7 +63,7 @@ def main() -> None:
             torch.manual_seed(i)
             prior_sample = task.prior.sample((1_000,))
         w2_prior = el.metrics.wasserstein2(prior_sample, reference, max_samples=1_000)
-        rows.append((i, w2, w2_prior, post))
+        rows.append((i, w2, w2_prior, post, reference))
         if i == 0:
             post.plot(
                 reference=reference, truth=task.true_parameters(i), path=out / "pair_plot.png"
@@ -71,12 +71,39 @@ def main() -> None:
             post.to_pandas().to_csv(out / "samples_obs0.csv", index=False)
 
     print(f"\n{'obs':>4} {'W2(ABC-SSM, ref)':>18} {'W2(prior, ref)':>16}")
-    for i, w2, w2p, _ in rows:
+    for i, w2, w2p, *_ in rows:
         print(f"{i:>4} {w2:>18.3f} {w2p:>16.3f}")
-    median = sorted(w2 for _, w2, _, _ in rows)[len(rows) // 2]
+    median = sorted(row[1] for row in rows)[len(rows) // 2]
     print(f"median W2 = {median:.3f} (paper, ABC-SSM on MA(2): about 0.10)")
-    print(f"wrote {out / 'pair_plot.png'} and {out / 'samples_obs0.csv'}")
+    overview(rows, task, out / "posteriors.png")
+    print(
+        f"model: {method.diagnostics['structure']}, order {method.diagnostics.get('order')}, "
+        f"k = {method.diagnostics['num_statistics']} (chosen by held-out loss)"
+    )
+    print(f"wrote {out / 'pair_plot.png'}, {out / 'posteriors.png'} and {out / 'samples_obs0.csv'}")
     print(f"total time {time.perf_counter() - start:.0f} s")
+
+
+def overview(rows, task, path: Path) -> None:
+    """One panel per observation: ABC samples over the reference, W2 in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.4), squeeze=False)
+    for ax, (i, w2, _, post, reference) in zip(axes[0], rows):
+        samples = post.sample(1_000, seed=i) if post.weights is not None else post.samples
+        ax.scatter(*reference[:1_000].T, s=2, alpha=0.3, color="tab:orange", label="reference")
+        ax.scatter(*samples.T, s=2, alpha=0.3, color="tab:blue", label="ABC-SSM")
+        ax.plot(*task.true_parameters(i), "k+", markersize=12)
+        ax.set_title(f"observation {i}: W2 {w2:.3f}", fontsize=9)
+        ax.set_xlabel(task.parameter_names[0])
+    axes[0][0].set_ylabel(task.parameter_names[1])
+    axes[0][0].legend(loc="lower left", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
