@@ -6,7 +6,8 @@ everywhere, so the Hessian diagonal it yields is the zero function):
 
 * :class:`MLP` (in :mod:`ebm_lfi.mlp`): a multi-layer perceptron acting on the last axis (or on
   the flattened event).
-* :class:`ExchangeableNet` (in :mod:`ebm_lfi.pooled_nets`, like the next): a deep-sets / PEN network for an iid sample of :math:`m` draws,
+* :class:`ExchangeableNet` (in :mod:`ebm_lfi.pooled_nets`, like the next): a deep-sets / PEN
+  network for an iid sample of :math:`m` draws,
   :math:`\rho\big(\operatorname{pool}_{j} \phi(x_j)\big)`, invariant to permuting the draws
   (Zaheer et al., 2017, https://arxiv.org/abs/1703.06114).
 * :class:`MarkovNet`: the partially exchangeable network of Wiqvist et al. (2019,

@@ -33,6 +33,15 @@ def _pool(h: Tensor, pool: str, dim: int) -> Tensor:
     return h.mean(dim) if pool == "mean" else h.sum(dim)
 
 
+def _config(arguments: dict) -> dict:
+    """The JSON-able config of a pooled network from its constructor's arguments."""
+    kinds = {"in_features": int, "out_features": int, "order": int, "embedding": int}
+    kinds |= {"activation": str, "pool": str, "quadratic": bool}
+    config = {k: kinds[k](v) for k, v in arguments.items() if k in kinds}
+    config |= {k: [int(h) for h in arguments[k]] for k in ("hidden", "window_hidden")}
+    return config
+
+
 class PooledFeatures(nn.Module):
     r"""Pooled features of a set of windows: :math:`\operatorname{pool}_t \phi(w_t)`.
 
@@ -134,17 +143,8 @@ class ExchangeableNet(nn.Module):
         window_hidden: Sequence[int] = (16,),
     ):
         super().__init__()
-        hidden, window_hidden = [int(h) for h in hidden], [int(h) for h in window_hidden]
-        self.config = {
-            "in_features": int(in_features),
-            "out_features": int(out_features),
-            "hidden": hidden,
-            "embedding": int(embedding),
-            "activation": str(activation),
-            "pool": pool,
-            "quadratic": bool(quadratic),
-            "window_hidden": window_hidden,
-        }
+        self.config = _config(locals())
+        hidden, window_hidden = self.config["hidden"], self.config["window_hidden"]
         self.in_features, self.pool = int(in_features), pool
         self.features = PooledFeatures(
             self.in_features, embedding, window_hidden, activation, pool, quadratic
@@ -225,18 +225,8 @@ class MarkovNet(nn.Module):
         super().__init__()
         if int(order) < 1:
             raise ValueError(f"order must be >= 1, got {order}")
-        hidden, window_hidden = [int(h) for h in hidden], [int(h) for h in window_hidden]
-        self.config = {
-            "in_features": int(in_features),
-            "out_features": int(out_features),
-            "order": int(order),
-            "hidden": hidden,
-            "embedding": int(embedding),
-            "activation": str(activation),
-            "pool": pool,
-            "quadratic": bool(quadratic),
-            "window_hidden": window_hidden,
-        }
+        self.config = _config(locals())
+        hidden, window_hidden = self.config["hidden"], self.config["window_hidden"]
         self.in_features, self.order, self.pool = int(in_features), int(order), pool
         q = (self.order + 1) * self.in_features
         self.features = PooledFeatures(q, embedding, window_hidden, activation, pool, quadratic)
