@@ -123,3 +123,11 @@ def test_select_model_parsimony_rule(tolerance):
         assert chosen["loss"] == table["loss"].min()
     else:  # any loss is within an infinite tolerance: the smallest k wins
         assert chosen["num_statistics"] == 1
+
+
+def test_bad_choices_are_refused_at_construction():
+    prior = el.BoxUniform([0.0], [1.0])
+    with pytest.raises(ValueError, match="structure must be"):
+        el.methods.get("ssm-abc", prior=prior, structure="markv")
+    with pytest.raises(ValueError, match="num_statistics"):
+        el.methods.get("ssm-abc", prior=prior, num_statistics=0)

@@ -119,6 +119,12 @@ class EnergyMethod:
         self.network = dict(network or {})
         self.training = as_config(training, TrainConfig, "training")
         self.selection = as_config(selection, SelectionConfig, "selection")
+        if structure not in ("auto", "mlp", "iid", "markov"):
+            raise ValueError(
+                f"structure must be 'auto', 'mlp', 'iid' or 'markov', got {structure!r}"
+            )
+        if not (num_statistics in ("auto", None) or int(num_statistics) >= 1):
+            raise ValueError(f"num_statistics must be 'auto', None or >= 1, got {num_statistics}")
         if "order" in self.network:
             order = int(self.network.pop("order"))
             self.selection = replace(self.selection, orders=(order,))
