@@ -192,6 +192,15 @@ class ExpFamEBM(nn.Module):
             return None
         return getattr(self.statistics_net, "hessian_colors", None)
 
+    @property
+    def gaussian_in_y(self) -> bool:
+        r"""Whether :math:`\eta^\top s(y) + b(y)` is quadratic in :math:`y` (statistics network
+        of window / draw monomials with a linear read-out), so that the model at each
+        :math:`\theta` is a Gaussian in :math:`y` where it is normalisable."""
+        if self.base_net is not None:
+            return False
+        return bool(getattr(self.statistics_net, "quadratic_in_input", False))
+
     # ------------------------------------------------------------------ helpers
     @property
     def dtype(self) -> torch.dtype:

@@ -159,6 +159,12 @@ class ExchangeableNet(nn.Module):
         :func:`~ebm_lfi.losses.batched_score_and_hessian_diagonal`). ``None`` otherwise."""
         return None if self.config["hidden"] else self.in_features
 
+    @property
+    def quadratic_in_input(self) -> bool:
+        r"""Whether every output is a polynomial of degree at most two in the input (monomials
+        only, linear read-out): the family is then Gaussian in the data."""
+        return self.features.phi is None and self.features.quadratic and not self.config["hidden"]
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 2 and self.in_features == 1:
             x = x.unsqueeze(-1)
@@ -245,6 +251,12 @@ class MarkovNet(nn.Module):
         diagonal (see :func:`~ebm_lfi.losses.batched_score_and_hessian_diagonal`). ``None``
         otherwise."""
         return None if self.config["hidden"] else (self.order + 1) * self.in_features
+
+    @property
+    def quadratic_in_input(self) -> bool:
+        r"""Whether every output is a polynomial of degree at most two in the series (window
+        monomials only, linear read-out): the family is then Gaussian in the data."""
+        return self.features.phi is None and self.features.quadratic and not self.config["hidden"]
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 2 and self.in_features == 1:

@@ -17,7 +17,7 @@ import torch
 
 from ebm_lfi.priors import BoxUniform
 from ebm_lfi.samplers.diagnostics import effective_sample_size
-from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc
+from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc, gaussian_draw
 from ebm_lfi.samplers.inner_check import inner_chain_check
 
 ot = pytest.importorskip("ot")
@@ -253,3 +253,37 @@ def test_inner_chain_check_detects_a_chain_that_stays_at_the_observation(steps, 
     assert check.mixed is mixed
     if not mixed:
         assert bool((check.sd_ratio < 0.5).all()) and float(check.z.abs().max()) > 4
+
+
+def test_gaussian_draw_is_exact_and_refuses_improper_models():
+    # f(y) = mu/s^2 sum y - sum y^2 / (2 s^2): the family is N(mu, s^2) iid
+    theta = torch.tensor([[1.0, 2.0], [-3.0, 0.5]], dtype=DT).repeat_interleave(2000, 0)
+    g = torch.Generator().manual_seed(0)
+    y = gaussian_draw(GaussianFamily(), theta, torch.zeros(N_OBS, dtype=DT), g)
+    assert y.shape == (4000, N_OBS)
+    for rows, (mu, s) in ((slice(0, 2000), (1.0, 2.0)), (slice(2000, None), (-3.0, 0.5))):
+        draws = y[rows].flatten()
+        n = draws.numel()
+        assert abs(float(draws.mean()) - mu) < 4 * s / math.sqrt(n)
+        assert abs(float(draws.std()) / s - 1) < 4 / math.sqrt(2 * n)
+        # coordinates are independent
+        corr = torch.corrcoef(y[rows].T)
+        assert float((corr - torch.eye(N_OBS, dtype=DT)).abs().max()) < 5 / math.sqrt(2000)
+
+    class Improper(GaussianFamily):
+        def natural_parameters(self, theta):
+            return torch.stack([theta[:, 0], theta[:, 1]], dim=-1)  # +y^2 when theta_2 > 0
+
+    t = torch.tensor([[0.0, -1.0], [0.0, 1.0]], dtype=DT)
+    y = gaussian_draw(Improper(), t, torch.zeros(N_OBS, dtype=DT), g)
+    assert bool(torch.isfinite(y[0]).all()) and bool(torch.isnan(y[1]).all())
+
+
+def test_exchange_with_exact_gaussian_draws_reproduces_exact_posterior(task):
+    y_obs, grid, refs, floor = task
+    result = exchange_mcmc(
+        GaussianFamily(), log_prior, y_obs, prior_draws(200, 0), num_samples=300, burn_in=250,
+        inner_kernel="gaussian", seed=1,
+    )  # fmt: skip
+    assert result.inner_acceptance == 1.0
+    check_against_grid(result, grid, refs, floor, "gaussian")

@@ -47,7 +47,9 @@ class ExchangeConfig:
             learned statistics are closest to the observation's.
         burn_in: Outer tuning steps per chain (discarded).
         inner_steps: Inner MCMC steps drawing the auxiliary data.
-        inner_kernel: ``"mala"`` (uses the model's score) or ``"rw"``.
+        inner_kernel: ``"auto"`` (default: exact Gaussian draws when the model is quadratic
+            in the transformed data, see :func:`~ebm_lfi.samplers.exchange.gaussian_draw`,
+            else MALA), ``"gaussian"``, ``"mala"`` (uses the model's score) or ``"rw"``.
         bridging: Geometric bridge steps between :math:`\theta` and :math:`\theta'`.
         thin: Keep every ``thin``-th outer draw.
         check_inner: Posterior draws at which the inner chain is compared with the simulator
@@ -61,7 +63,7 @@ class ExchangeConfig:
     num_chains: int = 20
     burn_in: int = 300
     inner_steps: int = 30
-    inner_kernel: str = "mala"
+    inner_kernel: str = "auto"
     bridging: int = 0
     thin: int = 5
     check_inner: int = 200
@@ -71,6 +73,11 @@ class ExchangeConfig:
             raise ValueError(
                 "num_chains, inner_steps and thin must be >= 1 and burn_in >= 0, got "
                 f"{self.num_chains}, {self.inner_steps}, {self.thin}, {self.burn_in}"
+            )
+        if self.inner_kernel not in ("auto", "gaussian", "mala", "rw"):
+            raise ValueError(
+                "inner_kernel must be 'auto', 'gaussian', 'mala' or 'rw', got "
+                f"{self.inner_kernel!r}"
             )
         if self.check_inner < 0:
             raise ValueError(f"check_inner must be >= 0, got {self.check_inner}")
@@ -114,6 +121,9 @@ class EnergyExchange(EnergyMethod):
         def log_prior(theta: Tensor) -> Tensor:
             return prior.log_prob(theta.cpu()).to(theta.device)
 
+        kernel = cfg.inner_kernel
+        if kernel == "auto":
+            kernel = "gaussian" if self.model.gaussian_in_y else "mala"
         with frozen(self.model):
             with torch.no_grad():
                 y_o = self.model.transform_x(x_o[None])[0]
@@ -126,13 +136,14 @@ class EnergyExchange(EnergyMethod):
                 num_samples=draws,
                 burn_in=cfg.burn_in,
                 inner_steps=cfg.inner_steps,
-                inner_kernel=cfg.inner_kernel,
+                inner_kernel=kernel,
                 bridging=cfg.bridging,
                 seed=seed,
                 progress=self.progress,
             )
         chains = result.chains[:, cfg.thin - 1 :: cfg.thin]
-        diagnostics = self._check_inner(y_o, chains, result, seed) if cfg.check_inner else {}
+        check = self._check_inner(y_o, chains, result, kernel, seed) if cfg.check_inner else {}
+        diagnostics = {"inner_kernel": kernel, **check}
         diagnostics |= {
             "sampler": "exchange",
             "simulations": 0,
@@ -146,7 +157,9 @@ class EnergyExchange(EnergyMethod):
         }
         return self._posterior(None, chains=chains, diagnostics=diagnostics)
 
-    def _check_inner(self, y_o: Tensor, chains: Tensor, result, seed: int | None) -> dict:
+    def _check_inner(
+        self, y_o: Tensor, chains: Tensor, result, kernel: str, seed: int | None
+    ) -> dict:
         """Compare the inner chain's auxiliary draws with simulations at posterior draws."""
         if self.simulator is None:
             return {}
@@ -171,17 +184,22 @@ class EnergyExchange(EnergyMethod):
                 y,
                 inner_steps=cfg.inner_steps,
                 inner_step_size=result.inner_step_size,
-                inner_kernel=cfg.inner_kernel,
+                inner_kernel=kernel,
                 seed=sim_seed,
             )
         if not check.mixed:
+            what = (
+                "the model's exact draws differ from simulations at the same parameters: "
+                "check the fit"
+                if kernel == "gaussian"
+                else f"raise ExchangeConfig.inner_steps (now {cfg.inner_steps}) or check the fit"
+            )
             logger.warning(
-                "exchange: the inner chain's auxiliary draws do not match simulations at "
-                "posterior draws (spread ratio %s, z %s); raise ExchangeConfig.inner_steps "
-                "(now %d) or check the fit",
+                "exchange: auxiliary statistics do not match simulations at posterior draws "
+                "(spread ratio %s, z %s); %s",
                 [round(v, 2) for v in check.sd_ratio.tolist()],
                 [round(v, 1) for v in check.z.tolist()],
-                cfg.inner_steps,
+                what,
             )
         return {
             "inner_mixed": check.mixed,

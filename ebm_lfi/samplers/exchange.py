@@ -43,6 +43,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
+from torch.func import grad, jvp, vmap
 from tqdm.auto import tqdm
 
 from ._prior import prior_log_prob
@@ -56,7 +57,13 @@ from .mcmc import (
     robbins_monro,
 )
 
-__all__ = ["ExponentialFamily", "ExchangeResult", "exchange_mcmc", "auxiliary_statistics"]
+__all__ = [
+    "ExponentialFamily",
+    "ExchangeResult",
+    "exchange_mcmc",
+    "auxiliary_statistics",
+    "gaussian_draw",
+]
 
 
 @runtime_checkable
@@ -121,6 +128,49 @@ def _initial_factor(theta: Tensor) -> Tensor:
     return torch.diag(std)
 
 
+def gaussian_draw(
+    family: ExponentialFamily, theta: Tensor, like: Tensor, generator: torch.Generator
+) -> Tensor:
+    r"""Exact draws from a family whose log-density is quadratic in :math:`y`.
+
+    If :math:`f(y) = \frac12 y^\top H y + g^\top y + \text{const}` (a linear read-out of
+    degree-≤2 monomials), the model at :math:`\theta` is :math:`\mathcal N(P^{-1} g, P^{-1})`
+    with :math:`P = -H`, provided :math:`P` is positive definite. :math:`H` and :math:`g` are read
+    off the gradient and the Hessian-vector products at :math:`y = 0`.
+
+    Arguments:
+        family: Provides ``log_unnormalized_y``.
+        theta: Parameters, shape :math:`(c, p)`.
+        like: A point shaped like one data point, :math:`(*y)` (dtype, device, shape).
+        generator: Random generator.
+
+    Returns:
+        Draws, shape :math:`(c, *y)`; rows whose :math:`P` is not positive definite (the model
+        is not normalisable there) are NaN, so that the exchange step rejects them.
+    """
+    c, shape, d = theta.shape[0], like.shape, like.numel()
+    zero = torch.zeros((c, *shape), dtype=like.dtype, device=like.device)
+    basis = torch.eye(d, dtype=like.dtype, device=like.device).reshape(d, 1, *shape)
+    grad_sum = grad(lambda z: family.log_unnormalized_y(z, theta).sum())
+
+    def hvp(v: Tensor) -> tuple[Tensor, Tensor]:
+        return jvp(grad_sum, (zero,), (v.expand_as(zero),))
+
+    with torch.no_grad():
+        g, hv = vmap(hvp)(basis)  # (d, c, *y) each
+    precision = -hv.reshape(d, c, d).permute(1, 0, 2)  # (c, d, d)
+    precision = 0.5 * (precision + precision.transpose(1, 2))
+    factor, info = torch.linalg.cholesky_ex(precision)
+    ok = info == 0
+    eye = torch.eye(d, dtype=like.dtype, device=like.device)
+    factor = torch.where(ok[:, None, None], factor, eye)
+    mean = torch.cholesky_solve(g[0].reshape(c, d, 1), factor)[..., 0]
+    z = torch.randn((c, d, 1), generator=generator, dtype=like.dtype, device=like.device)
+    draws = mean + torch.linalg.solve_triangular(factor.transpose(1, 2), z, upper=True)[..., 0]
+    draws = torch.where(ok[:, None], draws, torch.full_like(draws, torch.nan))
+    return draws.reshape(c, *shape)
+
+
 def auxiliary_statistics(
     family: ExponentialFamily,
     y_start: Tensor,
@@ -133,6 +183,12 @@ def auxiliary_statistics(
     generator: torch.Generator,
 ) -> tuple[Tensor, float]:
     r"""Statistics of the auxiliary draw (averaged along the bridge) and inner acceptance."""
+    if kernel == "gaussian":
+        y = gaussian_draw(family, theta_new, y_start[0], generator)
+        improper = torch.isnan(y.reshape(y.shape[0], -1)).any(dim=1)
+        with torch.no_grad():
+            stats = family.statistics_y(torch.nan_to_num(y))
+        return torch.where(improper[:, None], torch.full_like(stats, torch.nan), stats), 1.0
     init, step = (
         (mala_init, mala_step) if kernel == "mala" else (random_walk_init, random_walk_step)
     )
@@ -193,7 +249,9 @@ def exchange_mcmc(
         num_samples: Draws kept per chain.
         burn_in: Discarded (tuning) outer steps per chain.
         inner_steps: Inner MCMC steps per outer step.
-        inner_kernel: ``"mala"`` (autograd score) or ``"rw"``.
+        inner_kernel: ``"mala"`` (autograd score), ``"rw"``, or ``"gaussian"``: exact draws
+            for a family whose log-density is quadratic in :math:`y` (see
+            :func:`gaussian_draw`; ``inner_steps`` and ``bridging`` are then unused).
         bridging: Number :math:`K` of geometric bridge steps (0: plain exchange).
         proposal_scale: ``None`` tunes the proposal during burn-in; otherwise a fixed scalar,
             per-parameter scales :math:`(p,)` or lower-triangular factor :math:`(p, p)`.
@@ -217,8 +275,8 @@ def exchange_mcmc(
         raise ValueError(
             f"theta_init must be a floating tensor (chains, p), got {tuple(theta.shape)}"
         )
-    if inner_kernel not in ("mala", "rw"):
-        raise ValueError(f"inner_kernel must be 'mala' or 'rw', got {inner_kernel!r}")
+    if inner_kernel not in ("mala", "rw", "gaussian"):
+        raise ValueError(f"inner_kernel must be 'mala', 'rw' or 'gaussian', got {inner_kernel!r}")
     if num_samples < 1 or burn_in < 0 or inner_steps < 1 or bridging < 0:
         raise ValueError(
             "need num_samples >= 1, burn_in >= 0, inner_steps >= 1 and bridging >= 0, got "
