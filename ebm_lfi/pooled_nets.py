@@ -36,7 +36,7 @@ def _pool(h: Tensor, pool: str, dim: int) -> Tensor:
 def _config(arguments: dict) -> dict:
     """The JSON-able config of a pooled network from its constructor's arguments."""
     kinds = {"in_features": int, "out_features": int, "order": int, "embedding": int}
-    kinds |= {"activation": str, "pool": str, "quadratic": bool}
+    kinds |= {"activation": str, "pool": str, "quadratic": bool, "edges": bool}
     config = {k: kinds[k](v) for k, v in arguments.items() if k in kinds}
     config |= {k: [int(h) for h in arguments[k]] for k in ("hidden", "window_hidden")}
     return config
@@ -187,8 +187,11 @@ class MarkovNet(nn.Module):
     network). The log-likelihood of a Markov chain of order :math:`r`,
     :math:`\log p(x_{1:r}) + \sum_t \log p(x_{t+r} \mid x_{t:t+r-1})`, is a sum over windows plus
     a head term, so with sum pooling and a linear :math:`\rho` (the defaults) the outputs have
-    the form of its statistics; for a stationary Gaussian chain the pooled monomials are exactly
-    the sufficient statistics.
+    the form of its statistics. With ``edges`` (default), :math:`\rho` also sees the last
+    :math:`r` steps and the degree-two monomials of the first and last :math:`r` steps, the
+    boundary terms of a Gaussian chain's quadratic form (e.g. AR(2) started at zero), so that
+    the window and edge monomials are exactly the sufficient statistics of a Gaussian Markov
+    chain of order :math:`r`.
 
     Arguments:
         in_features: Size :math:`d` of one time step (``1`` for scalar series).
@@ -200,6 +203,7 @@ class MarkovNet(nn.Module):
         pool: ``"sum"`` (default) or ``"mean"`` over the windows.
         quadratic: Include the window monomials.
         window_hidden: Hidden widths of the learned window network.
+        edges: Add the last :math:`r` steps and the edge monomials to :math:`\rho`'s input.
 
     Shapes:
         Input :math:`(n, T)` (``in_features=1``) or :math:`(n, T, d)` with :math:`T > r`;
@@ -227,6 +231,7 @@ class MarkovNet(nn.Module):
         pool: str = "sum",
         quadratic: bool = True,
         window_hidden: Sequence[int] = (16,),
+        edges: bool = True,
     ):
         super().__init__()
         if int(order) < 1:
@@ -236,8 +241,13 @@ class MarkovNet(nn.Module):
         self.in_features, self.order, self.pool = int(in_features), int(order), pool
         q = (self.order + 1) * self.in_features
         self.features = PooledFeatures(q, embedding, window_hidden, activation, pool, quadratic)
+        h = self.order * self.in_features
+        self.edges = bool(edges)
+        rows, cols = torch.triu_indices(h, h)
+        self.register_buffer("_edge_triu", rows * h + cols, persistent=False)
+        edge = h + h * (h + 1) if self.edges else 0
         self.rho = MLP(
-            self.features.out_features + self.order * self.in_features,
+            self.features.out_features + h + edge,
             out_features,
             hidden,
             activation,
@@ -271,4 +281,10 @@ class MarkovNet(nn.Module):
         # Tensor.unfold so that torch.func.vmap has batching rules for the double backward
         windows = torch.cat([x[:, i : T - r + i] for i in range(r + 1)], dim=-1)
         head = x[:, :r].reshape(n, r * self.in_features)
-        return self.rho(torch.cat([head, self.features(windows)], dim=-1))
+        parts = [head, self.features(windows)]
+        if self.edges:
+            tail = x[:, T - r :].reshape(n, r * self.in_features)
+            for end in (head, tail):
+                parts.append((end[:, :, None] * end[:, None, :]).reshape(n, -1)[:, self._edge_triu])
+            parts.append(tail)
+        return self.rho(torch.cat(parts, dim=-1))

@@ -115,8 +115,20 @@ def test_markov_net_shapes_and_definition(order, d, quadratic, pool):
     assert out.shape == (6, 3)
     windows = [x[:, t : t + order + 1].reshape(6, -1) for t in range(T - order)]
     pooled = manual_features(windows, net.features, quadratic, pool)
-    manual = net.rho(torch.cat([x[:, :order].reshape(6, -1), pooled], -1))
+    head, tail = x[:, :order].reshape(6, -1), x[:, T - order :].reshape(6, -1)
+    h = head.shape[1]
+    rows, cols = torch.triu_indices(h, h)
+    edges = [(e[:, :, None] * e[:, None, :])[:, rows, cols] for e in (head, tail)]
+    manual = net.rho(torch.cat([head, pooled, *edges, tail], -1))
     torch.testing.assert_close(out, manual, rtol=1e-12, atol=1e-12)
+    plain = make(
+        MarkovNet, in_features=d, out_features=3, order=order, hidden=(8,), embedding=4,
+        quadratic=quadratic, pool=pool, edges=False,
+    )  # fmt: skip
+    manual = plain.rho(
+        torch.cat([head, manual_features(windows, plain.features, quadratic, pool)], -1)
+    )
+    torch.testing.assert_close(plain(inp), manual, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=f"T > {order}"):
         net(torch.randn(2, order, d, dtype=DT))
 
