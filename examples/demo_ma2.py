@@ -76,9 +76,12 @@ def main() -> None:
     median = sorted(row[1] for row in rows)[len(rows) // 2]
     print(f"median W2 = {median:.3f} (paper, ABC-SSM on MA(2): about 0.10)")
     overview(rows, task, out / "posteriors.png")
+    table = method.diagnostics["selection"]
+    learned = bool(table[table.selected]["learned"].iloc[0])
     print(
         f"model: {method.diagnostics['structure']}, order {method.diagnostics.get('order')}, "
-        f"k = {method.diagnostics['num_statistics']} (chosen by held-out loss)"
+        f"k = {method.diagnostics['num_statistics']}, learned window features: {learned} "
+        "(chosen by held-out loss)"
     )
     print(f"wrote {out / 'pair_plot.png'}, {out / 'posteriors.png'} and {out / 'samples_obs0.csv'}")
     print(f"total time {time.perf_counter() - start:.0f} s")
