@@ -62,6 +62,19 @@ def brute_force(model, y, theta):
     return g, diag.reshape(y.shape), loss
 
 
+def assert_matches_brute_force(model, y, theta, g, h):
+    """Gradient, Hessian diagonal, SM loss and its weight gradients equal the brute force."""
+    g_bf, h_bf, loss_bf = brute_force(model, y, theta)
+    torch.testing.assert_close(g, g_bf, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(h, h_bf, rtol=1e-10, atol=1e-10)
+    loss = ScoreMatching()(model, y, theta)
+    torch.testing.assert_close(loss, loss_bf, rtol=1e-10, atol=1e-10)
+    # differentiable w.r.t. the weights, with the same gradient as the brute force
+    torch.testing.assert_close(
+        param_grads(model, loss), param_grads(model, loss_bf), rtol=1e-10, atol=1e-10
+    )
+
+
 def param_grads(model, loss):
     params = list(model.parameters())
     grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
@@ -96,20 +109,12 @@ def test_hessian_diagonal_analytic():
 def test_exact_sm_matches_brute_force(case):
     model = random_model(case)
     y, theta = random_batch(model, 6, seed=1)
-    g_bf, h_bf, loss_bf = brute_force(model, y, theta)
 
     def f(yi, ti):
         return model.log_unnormalized_y(yi.unsqueeze(0), ti.unsqueeze(0)).squeeze(0)
 
     g, h = score_and_hessian_diagonal(f, y, theta)
-    torch.testing.assert_close(g, g_bf, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(h, h_bf, rtol=1e-10, atol=1e-10)
-    loss = ScoreMatching()(model, y, theta)
-    torch.testing.assert_close(loss, loss_bf, rtol=1e-10, atol=1e-10)
-    # differentiable w.r.t. the weights, with the same gradient as the brute force
-    torch.testing.assert_close(
-        param_grads(model, loss), param_grads(model, loss_bf), rtol=1e-10, atol=1e-10
-    )
+    assert_matches_brute_force(model, y, theta, g, h)
 
 
 @pytest.mark.parametrize(
@@ -137,16 +142,10 @@ def test_structured_exact_sm_matches_brute_force(x_shape, structure, order, colo
     ).to(DT)
     assert model.hessian_colors == colors < math.prod(x_shape)
     y, theta = random_batch(model, 5, seed=2)
-    g_bf, h_bf, loss_bf = brute_force(model, y, theta)
+    h_bf = brute_force(model, y, theta)[1]
     f = lambda z: model.log_unnormalized_y(z, theta)  # noqa: E731
     g, h = batched_score_and_hessian_diagonal(f, y, colors=colors)
-    torch.testing.assert_close(g, g_bf, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(h, h_bf, rtol=1e-10, atol=1e-10)
-    loss = ScoreMatching()(model, y, theta)
-    torch.testing.assert_close(loss, loss_bf, rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(
-        param_grads(model, loss), param_grads(model, loss_bf), rtol=1e-10, atol=1e-10
-    )
+    assert_matches_brute_force(model, y, theta, g, h)
     # too few colours for the coupling gives a wrong diagonal: the check has power
     _, h_wrong = batched_score_and_hessian_diagonal(f, y, colors=colors - 1 or 1)
     if colors > 1:
