@@ -19,6 +19,30 @@ Networks: the *statistics network* maps :math:`(n, *x_{shape}) \to (n, k + 1)`, 
 ``base_net`` is given, the statistics network outputs :math:`(n, k)` and ``base_net`` outputs
 :math:`(n,)` or :math:`(n, 1)`. The *natural-parameter network* maps :math:`(n, p) \to (n, k)`.
 
+Two optional extensions serve the other training families:
+
+* **Ratio model** (NCE, ``normalizer=True``): the natural-parameter network has one more output,
+  a scalar head :math:`c(\theta)`, and a small ``marginal_net`` :math:`g` maps the statistics to
+  a scalar, so that
+
+  .. math:: r(y, \theta) = \eta(\theta)^\top s(y) + c(\theta) + d(y), \qquad
+      d(y) = b(y) + g(s(y)),
+
+  can equal :math:`\log p(y \mid \theta) - \log p(y)` (:meth:`ExpFamEBM.log_ratio_y`). For an
+  exponential family :math:`p(y \mid \theta) = h(y) e^{\eta^\top T(y) - A(\theta)}`, the
+  evidence is :math:`p(y) = h(y) \int e^{\eta^\top T(y) - A} \pi\, d\theta`, a function of
+  :math:`T(y)` times :math:`h(y)`, so :math:`d` depends on :math:`y` through the statistics only:
+  that is why :math:`g` reads :math:`s(y)`. Then :math:`c(\theta) = -A(\theta)` up to a constant
+  (with :math:`s` measured from a point where :math:`T = 0`; statistics are identified only up
+  to an affine map, which moves :math:`\eta^\top u` between the two terms).
+* **Noise-conditional model** (denoising score matching over a range of noise scales,
+  ``noise_conditional=True``): :math:`\eta(\theta, \sigma)` also reads :math:`\log \sigma`,
+  so that :math:`\eta(\theta, \sigma)^\top s(y) + b(y)` models the smoothed density
+  :math:`p_\sigma(y \mid \theta) = \int \mathcal N(y; y', \sigma^2 I) p(y' \mid \theta)\,
+  dy'` for every :math:`\sigma` of the trained range :attr:`ExpFamEBM.noise_range`, i.e. the ABC
+  likelihood with a Gaussian kernel of bandwidth :math:`\sigma` on the transformed data.
+  :meth:`ExpFamEBM.at_noise` gives the model at one :math:`\sigma`.
+
 References:
     Pacchiardi & Dutta, "Score Matched Neural Exponential Families for Likelihood-Free
     Inference", JMLR 23 (2022), https://arxiv.org/abs/2012.10903
@@ -26,7 +50,7 @@ References:
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -34,13 +58,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .nets import MLP, build_net, net_config, statistics_network
+from .energy_default import default_model
+from .energy_io import load_model, model_config, save_model
 from .transforms import Bound, DataTransform, Standardize
 
 __all__ = ["ExpFamEBM"]
-
-FORMAT = "ebm_lfi.ExpFamEBM"
-FORMAT_VERSION = 2  # 2: heavy-tail stage in the data transform, pooled-feature nets
 
 
 class ExpFamEBM(nn.Module):
@@ -61,6 +83,13 @@ class ExpFamEBM(nn.Module):
         tails: Heavy-tail stage of the data transform (``"auto"``: decided from the training
             data by :meth:`prepare`; ``"none"``; ``"asinh"``), see
             :class:`~ebm_lfi.transforms.DataTransform`.
+        normalizer: The natural-parameter network has a last extra output :math:`c(\theta)`
+            (ratio models, see the module docstring).
+        marginal_net: Module :math:`(n, k) \to (n,)` or :math:`(n, 1)`, the term
+            :math:`g(s(y))` of a ratio model (needs ``normalizer``).
+        noise_conditional: The natural-parameter network reads :math:`(\theta, \log\sigma)`,
+            shape :math:`(n, p + 1)`.
+        noise_range: ``(lowest, highest)`` trained noise scale of a noise-conditional model.
 
     Example:
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(16,))
@@ -82,6 +111,10 @@ class ExpFamEBM(nn.Module):
         shared_dims: Sequence[int] = (),
         base_net: nn.Module | None = None,
         tails: str = "auto",
+        normalizer: bool = False,
+        marginal_net: nn.Module | None = None,
+        noise_conditional: bool = False,
+        noise_range: tuple[float, float] = (0.05, 1.0),
     ):
         super().__init__()
         self.x_shape = tuple(int(s) for s in x_shape)
@@ -97,91 +130,19 @@ class ExpFamEBM(nn.Module):
         self.base_net = base_net
         self.x_transform = DataTransform(self.x_shape, x_support, self.shared_dims, tails=tails)
         self.theta_transform = Standardize((self.theta_dim,))
+        if marginal_net is not None and not normalizer:
+            raise ValueError("a marginal_net belongs to a ratio model: pass normalizer=True")
+        self.has_normalizer = bool(normalizer)
+        self.marginal_net = marginal_net
+        self.noise_conditional = bool(noise_conditional)
+        if self.noise_conditional:
+            low, high = (float(v) for v in noise_range)
+            if not 0 < low <= high < math.inf:
+                raise ValueError(f"noise_range must be 0 < low <= high, got {noise_range}")
+            self.register_buffer("noise_range", torch.tensor([low, high]))
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def default(
-        cls,
-        x_shape: int | Sequence[int],
-        theta_dim: int,
-        num_statistics: int | None = None,
-        structure: str = "mlp",
-        x_support: tuple[Bound, Bound] | None = None,
-        *,
-        hidden: Sequence[int] | None = None,
-        natural_hidden: Sequence[int] | None = None,
-        activation: str = "silu",
-        embedding: int | None = None,
-        order: int = 1,
-        pool: str = "sum",
-        quadratic: bool = True,
-        window_hidden: Sequence[int] = (16,),
-        shared_dims: Sequence[int] | None = None,
-        tails: str = "auto",
-    ) -> ExpFamEBM:
-        r"""A model with built-in networks (saveable with :meth:`save`).
-
-        Arguments:
-            x_shape: Shape of one data point (an int means ``(x_shape,)``).
-            theta_dim: Number of parameters :math:`p`.
-            num_statistics: Number of statistics :math:`k` (default :math:`p`).
-            structure: ``"mlp"`` (any :math:`x`, flattened), ``"iid"`` (:math:`x` of shape
-                :math:`(m,)` or :math:`(m, d)`: :math:`m` exchangeable draws,
-                :class:`~ebm_lfi.nets.ExchangeableNet`) or ``"markov"`` (a series of shape
-                :math:`(T,)` or :math:`(T, d)`, :class:`~ebm_lfi.nets.MarkovNet`).
-            x_support: ``(lower, upper)`` bounds of :math:`x`, or ``None``.
-            hidden: Hidden widths of the statistics network (default: see
-                :func:`~ebm_lfi.nets.statistics_network`; ``(64, 64)`` except a linear read-out
-                for ``"markov"``).
-            natural_hidden: Hidden widths of :math:`\eta(\theta)` (default ``hidden`` when
-                given, else ``(64, 64)``).
-            activation: Smooth activation name (see :data:`ebm_lfi.nets.ACTIVATIONS`). SiLU by
-                default: with softplus, sliced score matching stalled on a plateau for some
-                seeds (Gaussian recovery test; MA(2): median W2 0.70 against 0.26 with SiLU).
-            embedding: Size of the learned draw / window features (default 8 for the
-                exchangeable network, 0 for the Markov network, see
-                :func:`~ebm_lfi.nets.statistics_network`).
-            order: Markov order :math:`r` (``structure="markov"``).
-            pool: ``"sum"`` (default) or ``"mean"`` pooling (``"iid"`` / ``"markov"``); sum
-                pooling keeps the score of each coordinate of order one.
-            quadratic, window_hidden: Draw / window features of the structured networks (see
-                :class:`~ebm_lfi.nets.PooledFeatures`).
-            tails: Heavy-tail stage of the data transform, ``"auto"``, ``"none"`` or
-                ``"asinh"`` (see :class:`~ebm_lfi.transforms.DataTransform`).
-            shared_dims: Event axes over which the standardisation pools (default: the time
-                or draw axis for ``"iid"`` / ``"markov"``, none for ``"mlp"``). Models compared
-                by their score-matching loss must share the same data transform.
-        """
-        x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(int(s) for s in x_shape)
-        k = int(theta_dim) if num_statistics is None else int(num_statistics)
-        stats, shared = statistics_network(
-            x_shape,
-            k + 1,
-            structure,
-            hidden=hidden,
-            activation=activation,
-            embedding=embedding,
-            order=order,
-            pool=pool,
-            quadratic=quadratic,
-            window_hidden=window_hidden,
-        )
-        if shared_dims is not None:
-            shared = tuple(int(d) for d in shared_dims)
-        nat_hidden = natural_hidden
-        if nat_hidden is None:
-            nat_hidden = (64, 64) if hidden is None else hidden
-        natural = MLP(int(theta_dim), k, nat_hidden, activation)
-        return cls(
-            stats,
-            natural,
-            x_shape=x_shape,
-            theta_dim=theta_dim,
-            num_statistics=k,
-            x_support=x_support,
-            shared_dims=shared,
-            tails=tails,
-        )
+    default = classmethod(default_model)
 
     @property
     def hessian_colors(self) -> int | None:
@@ -301,20 +262,24 @@ class ExpFamEBM(nn.Module):
         r"""Statistics :math:`s(y)`, shape :math:`(n, *x_{shape}) \to (n, k)`."""
         return self._stats_and_base_y(self._check_x(y, "y"))[0]
 
-    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
+    def log_unnormalized_y(
+        self, y: Tensor, theta: Tensor, sigma: float | Tensor | None = None
+    ) -> Tensor:
         r""":math:`\eta(\theta)^\top s(y) + b(y)` (no Jacobian term).
 
         Arguments:
             y: Transformed data, shape :math:`(n, *x_{shape})`.
             theta: Raw parameters, shape :math:`(n, p)`; either batch size may be 1 and is
                 then broadcast.
+            sigma: Noise scale(s) of a noise-conditional model (see
+                :meth:`natural_parameters`).
 
         Returns:
             The unnormalised log-densities, shape :math:`(n,)`.
         """
         y, theta = self._broadcast(self._check_x(y, "y"), self._check_theta(theta))
         s, b = self._stats_and_base_y(y)
-        return (self.natural_parameters(theta) * s).sum(-1) + b
+        return (self.natural_parameters(theta, sigma) * s).sum(-1) + b
 
     def score_y(self, y: Tensor, theta: Tensor, create_graph: bool = False) -> Tensor:
         r""":math:`\nabla_y \log \tilde p(y \mid \theta)`, shape :math:`(n, *x_{shape})`.
@@ -336,18 +301,83 @@ class ExpFamEBM(nn.Module):
         r"""Statistics :math:`s(t(x))`, shape :math:`(n, *x_{shape}) \to (n, k)`."""
         return self.statistics_y(self.transform_x(x))
 
-    def natural_parameters(self, theta: Tensor) -> Tensor:
+    def _noise(self, sigma: float | Tensor | None, n: int) -> Tensor:
+        """Per-row noise scales, shape (n,): the lowest trained one by default."""
+        if not self.noise_conditional:
+            raise ValueError("sigma is only accepted by a noise-conditional model")
+        if sigma is None:
+            return self.noise_range[0].expand(n)
+        sigma = self._tensor(sigma).reshape(-1)
+        if sigma.numel() not in (1, n) or not bool((sigma > 0).all()):
+            raise ValueError(f"sigma must be positive, a scalar or one per row ({n}), got {sigma}")
+        return sigma.expand(n)
+
+    def _natural_outputs(self, theta: Tensor, sigma: float | Tensor | None) -> Tensor:
+        theta = self._check_theta(theta)
+        inputs = self.theta_transform(theta)
+        if self.noise_conditional:
+            log_sigma = self._noise(sigma, theta.shape[0]).log()
+            inputs = torch.cat([inputs, log_sigma[:, None]], dim=1)
+        elif sigma is not None:
+            self._noise(sigma, theta.shape[0])  # raises
+        out = self.natural_net(inputs)
+        width = self.num_statistics + int(self.has_normalizer)
+        if out.ndim != 2 or out.shape[1] != width:
+            raise ValueError(f"natural_net must output (n, {width}), got {tuple(out.shape)}")
+        return out
+
+    def natural_parameters(self, theta: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         r"""Natural parameters :math:`\eta(\theta)`, shape :math:`(n, p) \to (n, k)`.
 
         The network sees the standardised :math:`\theta` (see :meth:`prepare`).
+
+        Arguments:
+            theta: Raw parameters, shape :math:`(n, p)`.
+            sigma: Noise scale(s) of a noise-conditional model, a scalar or shape :math:`(n,)`
+                (default: the lowest trained one); refused by other models.
         """
-        theta = self._check_theta(theta)
-        eta = self.natural_net(self.theta_transform(theta))
-        if eta.ndim != 2 or eta.shape[1] != self.num_statistics:
-            raise ValueError(
-                f"natural_net must output (n, {self.num_statistics}), got {tuple(eta.shape)}"
-            )
-        return eta
+        return self._natural_outputs(theta, sigma)[:, : self.num_statistics]
+
+    def normalizer(self, theta: Tensor) -> Tensor:
+        r"""The head :math:`c(\theta)` of a ratio model, shape :math:`(n, p) \to (n,)`."""
+        if not self.has_normalizer:
+            raise ValueError("this model has no normalizer head (build it with normalizer=True)")
+        return self._natural_outputs(theta, None)[:, -1]
+
+    def log_ratio_y(self, y: Tensor, theta: Tensor, index: Tensor | None = None) -> Tensor:
+        r"""The ratio model's logit :math:`\eta(\theta)^\top s(y) + c(\theta) + d(y)`.
+
+        Arguments:
+            y: Transformed data, shape :math:`(n, *x_{shape})`.
+            theta: Raw parameters, shape :math:`(n, p)` (or a broadcastable batch of 1), or
+                :math:`(m, p)` with ``index``.
+            index: Optional integer pairing of shape :math:`(r, n)`: entry ``(j, i)`` pairs
+                ``y[i]`` with ``theta[index[j, i]]``; the statistics are computed once.
+
+        Returns:
+            Shape :math:`(n,)`, or :math:`(r, n)` with ``index``.
+        """
+        if not self.has_normalizer:
+            raise ValueError("log_ratio_y needs a ratio model (build it with normalizer=True)")
+        y, theta = self._check_x(y, "y"), self._check_theta(theta)
+        if index is None:
+            y, theta = self._broadcast(y, theta)
+        s, b = self._stats_and_base_y(y)
+        if self.marginal_net is not None:
+            b = b + self.marginal_net(s).reshape(s.shape[0])
+        out = self._natural_outputs(theta, None)
+        eta, c = out[:, :-1], out[:, -1]
+        if index is None:
+            return (eta * s).sum(-1) + c + b
+        return (eta[index] * s).sum(-1) + c[index] + b
+
+    def at_noise(self, sigma: float) -> _AtNoise:
+        r"""The noise-conditional model at one noise scale :math:`\sigma` (a view with
+        ``natural_parameters``, ``statistics_y`` and ``log_unnormalized_y``, as the exchange
+        sampler needs)."""
+        if not self.noise_conditional:
+            raise ValueError("at_noise needs a noise-conditional model (trained by DSM)")
+        return _AtNoise(self, float(sigma))
 
     def log_unnormalized(self, x: Tensor, theta: Tensor) -> Tensor:
         r""":math:`\log \tilde p(x \mid \theta)` including :math:`\log|\det \partial t/\partial x|`.
@@ -385,74 +415,41 @@ class ExpFamEBM(nn.Module):
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:
         r"""JSON-able description of the architecture (raises ``TypeError`` for user modules)."""
-        return {
-            "x_shape": list(self.x_shape),
-            "theta_dim": self.theta_dim,
-            "num_statistics": self.num_statistics,
-            "shared_dims": list(self.shared_dims),
-            "statistics_net": net_config(self.statistics_net),
-            "natural_net": net_config(self.natural_net),
-            "base_net": None if self.base_net is None else net_config(self.base_net),
-            "dtype": str(self.dtype).removeprefix("torch."),
-        }
+        return model_config(self)
 
     def save(self, path: str | os.PathLike) -> None:
         r"""Save weights, transforms and a JSON config to a single file.
 
         The file is a ``torch.save``'d dict of strings and tensors (no pickled code), loadable
-        with ``torch.load(weights_only=True)``; see :meth:`load`.
+        with ``torch.load(weights_only=True)``; see :meth:`load` and :mod:`ebm_lfi.energy_io`.
 
         Raises:
             TypeError: If a network is a user module (not rebuildable from a config).
         """
-        config = json.dumps(self.config())
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        torch.save(
-            {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config, "state": state},
-            os.fspath(path),
-        )
+        save_model(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> ExpFamEBM:
-        r"""Load a model written by :meth:`save`.
-
-        Arguments:
-            path: The file.
-            device: Where to put the model (default CPU).
+        r"""Load a model written by :meth:`save` (``device``: where to put it, default CPU).
 
         Raises:
             ValueError: If the file is unreadable, corrupt, of another format or version, or
                 its weights do not match its config.
         """
-        path = os.fspath(path)
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as e:  # corrupt archives raise many different types
-            raise ValueError(f"cannot read an ExpFamEBM from {path!r} (corrupt file?): {e}") from e
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            raise ValueError(f"{path!r} is not an ebm_lfi ExpFamEBM file")
-        version = blob.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{path!r} has format version {version!r}; this version of ebm_lfi reads "
-                f"version {FORMAT_VERSION}"
-            )
-        try:
-            config = json.loads(blob["config"])
-            base_cfg = config["base_net"]
-            model = cls(
-                build_net(config["statistics_net"]),
-                build_net(config["natural_net"]),
-                x_shape=config["x_shape"],
-                theta_dim=config["theta_dim"],
-                num_statistics=config["num_statistics"],
-                shared_dims=config["shared_dims"],
-                base_net=None if base_cfg is None else build_net(base_cfg),
-            )
-            model = model.to(getattr(torch, config["dtype"]))
-            model.load_state_dict(blob["state"], strict=True)
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-            raise ValueError(f"{path!r} holds an invalid or mismatched model: {e}") from e
-        return model if device is None else model.to(device)
+        return load_model(cls, path, device)
+
+
+class _AtNoise:
+    r"""A noise-conditional :class:`ExpFamEBM` at a fixed noise scale :math:`\sigma`."""
+
+    def __init__(self, model: ExpFamEBM, sigma: float):
+        self.model, self.sigma = model, sigma
+
+    def natural_parameters(self, theta: Tensor) -> Tensor:
+        return self.model.natural_parameters(theta, self.sigma)
+
+    def statistics_y(self, y: Tensor) -> Tensor:
+        return self.model.statistics_y(y)
+
+    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
+        return self.model.log_unnormalized_y(y, theta, self.sigma)

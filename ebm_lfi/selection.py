@@ -33,6 +33,11 @@ parsimony rule picks the structure: the candidates are ordered from the most con
 family (window features that ignore all but one step), so on iid data it ties, and the rule
 keeps the exchangeable one.
 
+A ratio model fitted by NCE does not model :math:`p(y \mid \theta)` (its energy is
+:math:`\log p(y \mid \theta) - \log p(y)`), so its score-matching loss means nothing; a loss
+that brings its own held-out score (``loss.heldout``, the NCE loss with fixed pairings, also a
+proper scoring rule of the ratio) is used instead.
+
 References:
     | Estimation of Non-Normalized Statistical Models by Score Matching (Hyvärinen, 2005)
     | https://jmlr.org/papers/v6/hyvarinen05a.html
@@ -286,9 +291,12 @@ def select_model(
             progress=False,
         )
         model.eval()
-        score = heldout_score_matching(
-            model, y_val, theta[val_idx], num_projections=config.num_projections, seed=base_seed
-        )
+        if hasattr(loss, "heldout"):  # a loss with its own proper held-out score (NCE)
+            score = loss.heldout(model, y_val, theta[val_idx], seed=base_seed)
+        else:
+            score = heldout_score_matching(
+                model, y_val, theta[val_idx], num_projections=config.num_projections, seed=base_seed
+            )
         if not bool(torch.isfinite(score).all()):
             score = torch.full_like(score, math.inf)
         models[cand], scores[cand] = model, score

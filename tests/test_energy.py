@@ -6,7 +6,8 @@ import torch
 from scipy import integrate
 from torch import nn
 
-from ebm_lfi.energy import FORMAT_VERSION, ExpFamEBM
+from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy_io import FORMAT_VERSION
 from ebm_lfi.nets import MLP
 
 DT = torch.float64

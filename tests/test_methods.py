@@ -22,7 +22,8 @@ def gaussian_data():
 
 def test_available_lists_every_method_with_a_description():
     names = el.methods.available()
-    expected = {"sm-abc", "ssm-abc", "dsm-abc", "sm-exchange", "ssm-exchange"}
+    expected = {"sm-abc", "ssm-abc", "dsm-abc", "sm-exchange", "ssm-exchange", "dsm-exchange"}
+    expected |= {"nce", "nce-abc", "cnce-abc"}
     assert expected | {"rejection-abc", "fp-abc"} <= set(names)
     assert all(isinstance(d, str) and len(d) > 10 for d in names.values())
 
@@ -48,7 +49,7 @@ def test_bad_prior_and_options():
     with pytest.raises(TypeError, match="training"):
         el.methods.get("ssm-abc", prior=prior, training={"epoch": 3})
     with pytest.raises(ValueError, match="loss"):
-        el.methods.EnergyABC(prior, loss="nce")
+        el.methods.EnergyABC(prior, loss="mle")
 
 
 @pytest.mark.parametrize("name", ["ssm-abc", "sm-exchange", "fp-abc", "rejection-abc"])
@@ -216,3 +217,30 @@ def test_dsm_abc_uses_the_denoising_loss_at_the_given_sigma(gaussian_data):
     assert method.loss.sigmas == [0.1, 0.3]
     post = method.posterior(task.observation(0), num_samples=20, seed=0)
     assert post.method == "dsm-abc" and post.samples.shape == (20, 2)
+
+
+@pytest.mark.parametrize("name", ["nce", "nce-abc", "cnce-abc", "dsm-abc", "dsm-exchange"])
+def test_new_training_families_fit_and_sample_through_one_interface(gaussian_data, name):
+    task, theta, x = gaussian_data
+    method = el.methods.get(
+        name,
+        prior=task.prior,
+        simulator=task.simulator,
+        structure="iid",
+        num_statistics=2,
+        training=FAST_TRAINING,
+    ).fit(theta, x, seed=0)
+    post = method.posterior(task.observation(0), num_samples=200, seed=1)
+    assert post.samples.shape[1] == 2 and bool(torch.isfinite(post.samples).all())
+    assert post.method == name
+    assert method.statistics(x[:5]).shape == (5, 2)
+    if name in ("nce", "dsm-exchange"):  # MCMC without simulations: chains and diagnostics
+        assert post.chains is not None and len(post.diagnostics["rhat"]) == 2
+        assert post.diagnostics["simulations"] == 0
+    if name == "nce":
+        assert method.model.has_normalizer
+        with pytest.raises(TypeError):
+            el.methods.get("nce", prior=task.prior, reference=(theta, x))
+    if name == "dsm-exchange":
+        assert post.diagnostics["tolerance"] == pytest.approx(0.05)
+        assert method.model.noise_conditional

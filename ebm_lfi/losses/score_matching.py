@@ -335,7 +335,12 @@ class DenoisingScoreMatching(nn.Module):
 
     Arguments:
         sigma: Noise scale(s) :math:`\sigma > 0` in the transformed space; with a sequence, each
-            sample draws one of them uniformly at random.
+            sample draws one of them uniformly at random. With ``conditional``: the range
+            ``(lowest, highest)``, from which each sample draws :math:`\log\sigma` uniformly.
+        conditional: Train a noise-conditional model :math:`f(y; \theta, \sigma)` (an
+            ``ExpFamEBM(noise_conditional=True)``, called with ``sigma=``), so that one fit
+            gives the smoothed density at every :math:`\sigma` of the range (Song & Ermon,
+            2019, https://arxiv.org/abs/1907.05600, with :math:`\theta` as a further input).
 
     Example:
         >>> from ebm_lfi.energy import ExpFamEBM
@@ -345,12 +350,18 @@ class DenoisingScoreMatching(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, sigma: float | Sequence[float]):
+    def __init__(self, sigma: float | Sequence[float], conditional: bool = False):
         super().__init__()
         sigmas = [float(sigma)] if isinstance(sigma, int | float) else [float(s) for s in sigma]
         if not sigmas or not all(s > 0 and math.isfinite(s) for s in sigmas):
             raise ValueError(f"sigma must be a positive float or a list of them, got {sigma!r}")
+        self.conditional = bool(conditional)
+        if self.conditional and (len(sigmas) != 2 or sigmas[0] > sigmas[1]):
+            raise ValueError(f"a conditional DSM takes sigma=(lowest, highest), got {sigma!r}")
         self.sigmas = sigmas
+        self.model_options = (
+            {"noise_conditional": True, "noise_range": tuple(sigmas)} if self.conditional else {}
+        )
 
     def forward(
         self,
@@ -373,7 +384,11 @@ class DenoisingScoreMatching(nn.Module):
         y, theta = _check_batch(y, theta)
         n = y.shape[0]
         bshape = (n,) + (1,) * (y.ndim - 1)
-        if len(self.sigmas) == 1:
+        if self.conditional:
+            low, high = math.log(self.sigmas[0]), math.log(self.sigmas[1])
+            u = torch.rand((n,), generator=generator, dtype=y.dtype, device=y.device)
+            sigma = (low + (high - low) * u).exp().reshape(bshape)
+        elif len(self.sigmas) == 1:
             sigma = torch.full(bshape, self.sigmas[0], dtype=y.dtype, device=y.device)
         else:
             table = torch.tensor(self.sigmas, dtype=y.dtype, device=y.device)
@@ -382,6 +397,9 @@ class DenoisingScoreMatching(nn.Module):
         eps = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
         with torch.enable_grad():
             noisy = (y + sigma * eps).requires_grad_(True)
-            f = model.log_unnormalized_y(noisy, theta)
+            if self.conditional:
+                f = model.log_unnormalized_y(noisy, theta, sigma=sigma.reshape(n))
+            else:
+                f = model.log_unnormalized_y(noisy, theta)
             (score,) = torch.autograd.grad(f.sum(), noisy, create_graph=True)
         return 0.5 * (sigma * score + eps).reshape(n, -1).square().sum(-1).mean()

@@ -8,6 +8,7 @@ from .baselines import PosteriorMeanRegressor, RegressionABC, RejectionABC
 from .common import NotFittedError
 from .energy_methods import EnergyABC, make_loss
 from .exchange_method import EnergyExchange, ExchangeConfig
+from .ratio_method import PotentialConfig, RatioPosterior
 from .registry import available, get, register
 from .statistics_abc import ABCConfig, StatisticsABC
 
@@ -17,6 +18,8 @@ __all__ = [
     "register",
     "ABCConfig",
     "ExchangeConfig",
+    "PotentialConfig",
+    "RatioPosterior",
     "EnergyABC",
     "EnergyExchange",
     "RejectionABC",
@@ -53,7 +56,27 @@ register(
 register(
     "dsm-abc",
     _named(EnergyABC, "dsm-abc", loss="dsm"),
-    "ABC on statistics learned by denoising score matching (Gaussian ABC kernel sigma)",
+    "ABC on statistics learned by denoising score matching over a range of noise scales",
+)
+register(
+    "dsm-exchange",
+    _named(EnergyExchange, "dsm-exchange", loss="dsm"),
+    "ABC at any tolerance: exchange MCMC on the noise-conditional DSM fit (Gaussian kernel)",
+)
+register(
+    "nce",
+    _named(RatioPosterior, "nce", loss="nce"),
+    "NCE ratio model; its tractable posterior potential sampled by MCMC (no simulation)",
+)
+register(
+    "nce-abc",
+    _named(EnergyABC, "nce-abc", loss="nce"),
+    "ABC on statistics learned by noise-contrastive ratio estimation",
+)
+register(
+    "cnce-abc",
+    _named(EnergyABC, "cnce-abc", loss="cnce"),
+    "ABC on statistics learned by conditional NCE (Gaussian perturbations, Ceylan & Gutmann)",
 )
 register(
     "sm-exchange",

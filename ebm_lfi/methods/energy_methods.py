@@ -10,7 +10,11 @@ posterior from the fit (Pacchiardi & Dutta 2022, arXiv:2012.10903):
   summarise that likelihood.
 * ``*-exchange``: exchange MCMC with the model as the likelihood
   (:class:`~ebm_lfi.methods.exchange_method.EnergyExchange`, which shares :class:`EnergyMethod`,
-  the fit).
+  the fit). With the noise-conditional DSM fit (``dsm-exchange``), the ABC posterior at any
+  tolerance :math:`\sigma` of the trained range, sampled without rejection.
+* ``nce-abc`` / ``cnce-abc``: the same ABC on statistics fitted by noise-contrastive estimation
+  (:mod:`ebm_lfi.losses.nce`); ``nce`` samples the ratio posterior directly
+  (:class:`~ebm_lfi.methods.ratio_method.RatioPosterior`).
 """
 
 from __future__ import annotations
@@ -25,9 +29,16 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..energy import ExpFamEBM
-from ..losses import DenoisingScoreMatching, ScoreMatching, SlicedScoreMatching
+from ..losses import (
+    NCE,
+    ConditionalNCE,
+    DenoisingScoreMatching,
+    ScoreMatching,
+    SlicedScoreMatching,
+)
 from ..posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
+from ..samplers.abc import StatisticScaler, rejection_abc
 from ..selection import Candidate, SelectionConfig, select_model
 from ..simulation import Simulator
 from ..training import TrainConfig, train
@@ -37,8 +48,17 @@ from .statistics_abc import ABCConfig, StatisticsABC
 __all__ = ["EnergyABC", "EnergyMethod", "frozen", "make_loss"]
 
 
-def make_loss(loss: str | Callable, sigma: float | list[float] = 0.1) -> Callable:
-    """The training loss named ``"sm"``, ``"ssm"`` or ``"dsm"`` (or a callable, kept)."""
+DSM_RANGE = (0.05, 1.0)  # default trained tolerances of DSM, in the standardised data space
+
+
+def make_loss(loss: str | Callable, sigma: float | tuple | list | str | None = None) -> Callable:
+    """The training loss named ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"`` or ``"cnce"`` (or a
+    callable, kept).
+
+    ``sigma``: for ``"dsm"``, a pair ``(lowest, highest)`` trains a noise-conditional model over
+    that range (default :data:`DSM_RANGE`), a float one noise scale; for ``"cnce"``, the noise
+    scale (default ``"auto"``, see :func:`~ebm_lfi.losses.cnce_noise_scale`).
+    """
     if callable(loss):
         return loss
     if loss == "sm":
@@ -46,8 +66,13 @@ def make_loss(loss: str | Callable, sigma: float | list[float] = 0.1) -> Callabl
     if loss == "ssm":
         return SlicedScoreMatching()
     if loss == "dsm":
-        return DenoisingScoreMatching(sigma)
-    raise ValueError(f"loss must be 'sm', 'ssm', 'dsm' or a callable, got {loss!r}")
+        sigma = DSM_RANGE if sigma is None else sigma
+        return DenoisingScoreMatching(sigma, conditional=isinstance(sigma, tuple))
+    if loss == "nce":
+        return NCE()
+    if loss == "cnce":
+        return ConditionalNCE("auto" if sigma is None else sigma)
+    raise ValueError(f"loss must be 'sm', 'ssm', 'dsm', 'nce', 'cnce' or a callable, got {loss!r}")
 
 
 @contextmanager
@@ -68,7 +93,8 @@ class EnergyMethod:
 
     Arguments:
         prior: The prior over :math:`\theta` (a torch distribution over :math:`(p,)`).
-        loss: ``"sm"``, ``"ssm"``, ``"dsm"`` or a callable ``loss(model, y, theta)``.
+        loss: ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"`` or a callable
+            ``loss(model, y, theta)`` (see :func:`make_loss`).
         simulator: The simulator (used by ABC for its reference table or SMC-ABC).
         model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one.
         structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
@@ -83,7 +109,9 @@ class EnergyMethod:
         x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
         network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
         training: A :class:`~ebm_lfi.training.TrainConfig` or a dict of its fields.
-        sigma: Noise scale(s) of denoising score matching, in the standardised space.
+        sigma: Noise of denoising score matching or conditional NCE, in the standardised
+            space (see :func:`make_loss`): for DSM a range ``(lowest, highest)`` (default
+            ``(0.05, 1.0)``) trains the tolerance-conditional model, a float one scale.
         device: ``"cpu"`` (default) or ``"cuda"``.
         progress: Show progress bars.
     """
@@ -103,7 +131,7 @@ class EnergyMethod:
         network: dict | None = None,
         training: TrainConfig | dict | None = None,
         selection: SelectionConfig | dict | None = None,
-        sigma: float | list[float] = 0.1,
+        sigma: float | tuple[float, float] | str | None = None,
         device: str | torch.device = "cpu",
         progress: bool = False,
     ):
@@ -136,6 +164,7 @@ class EnergyMethod:
         self.history = None
         self._fitted = model is not None and getattr(model, "_prepared", False)
         self._train_data: tuple[Tensor, Tensor] | None = None
+        self._start_table: tuple[Tensor, Tensor, StatisticScaler] | None = None
 
     # ---------------------------------------------------------------- fitting
     def fit(self, theta, x, *, seed: int | None = None) -> EnergyMethod:
@@ -187,13 +216,14 @@ class EnergyMethod:
         )
         model.eval()
         self._fitted = True
-        self._train_data = (theta, x)
+        self._train_data, self._start_table = (theta, x), None
         self._after_fit(theta, x, seed)
         return self
 
     def _build(self, candidate: Candidate, shared_dims: tuple[int, ...] | None) -> ExpFamEBM:
         """An untrained default model for one candidate architecture."""
         network = dict(self.network)
+        network.update(getattr(self.loss, "model_options", {}))
         if candidate.structure == "markov":
             network["order"] = candidate.order
             if candidate.learned:
@@ -226,6 +256,20 @@ class EnergyMethod:
 
     def _after_fit(self, theta: Tensor, x: Tensor, seed: int | None) -> None:
         """Hook for the posterior stage (reference tables, initial points)."""
+
+    def _starting_points(self, x_o: Tensor, num: int) -> Tensor:
+        r"""``num`` training parameters whose learned statistics are closest to ``x_o``'s
+        (starting points of MCMC chains), shape :math:`(num, p)`."""
+        if self._start_table is None:
+            theta, x = self._train_data
+            stats = batched(self.model.statistics, x)
+            self._start_table = (theta, stats, StatisticScaler().fit(stats))
+        theta, stats, scaler = self._start_table
+        with torch.no_grad():
+            s_o = self.model.statistics(x_o[None])
+        kept = min(num, theta.shape[0])
+        start = rejection_abc(theta, stats, s_o, num_samples=kept, scale=scaler).samples[0]
+        return start[torch.arange(num, device=start.device) % kept]
 
     def _check_fitted(self) -> None:
         if not self._fitted or self.model is None:

@@ -26,11 +26,11 @@ import torch
 from torch import Tensor
 
 from ..posterior import Posterior
-from ..samplers.abc import StatisticScaler, rejection_abc
 from ..samplers.exchange import exchange_mcmc
 from ..samplers.inner_check import inner_chain_check
+from ..samplers.mcmc import make_generator
 from ..simulation import Simulator
-from .common import as_config, batched, check_observation
+from .common import as_config, check_observation
 from .energy_methods import EnergyMethod, frozen
 
 __all__ = ["ExchangeConfig", "EnergyExchange"]
@@ -54,6 +54,8 @@ class ExchangeConfig:
         thin: Keep every ``thin``-th outer draw.
         check_inner: Posterior draws at which the inner chain is compared with the simulator
             (:func:`~ebm_lfi.samplers.inner_chain_check`; needs the simulator; 0: no check).
+        anneal: Noise-conditional fits: tolerance levels from the highest trained one down to
+            the target (each earlier level gets a short run; 1: start at the target).
 
     The defaults favour longer chains over many chains: on a 5-parameter linear-Gaussian model
     100 chains of 20 kept steps gave split :math:`\hat R \approx 2.2` and C2ST 0.67 to the exact
@@ -67,6 +69,7 @@ class ExchangeConfig:
     bridging: int = 0
     thin: int = 5
     check_inner: int = 200
+    anneal: int = 4
 
     def __post_init__(self):
         if self.num_chains < 1 or self.burn_in < 0 or self.inner_steps < 1 or self.thin < 1:
@@ -79,6 +82,8 @@ class ExchangeConfig:
                 "inner_kernel must be 'auto', 'gaussian', 'mala' or 'rw', got "
                 f"{self.inner_kernel!r}"
             )
+        if self.anneal < 1:
+            raise ValueError(f"anneal must be >= 1, got {self.anneal}")
         if self.check_inner < 0:
             raise ValueError(f"check_inner must be >= 0, got {self.check_inner}")
 
@@ -96,26 +101,58 @@ class EnergyExchange(EnergyMethod):
     def __init__(self, prior, *, exchange: ExchangeConfig | dict | None = None, **kw):
         super().__init__(prior, **kw)
         self.exchange_config = as_config(exchange, ExchangeConfig, "exchange")
-        self._init_table: tuple[Tensor, Tensor, StatisticScaler] | None = None
 
-    def _after_fit(self, theta, x, seed):
-        stats = batched(self.model.statistics, x)
-        self._init_table = (theta, stats, StatisticScaler().fit(stats))
+    def tolerances(self, tolerance: float | None = None) -> list[float]:
+        r"""The noise scales the sampler visits for ``tolerance`` (noise-conditional fits only):
+        ``anneal`` levels spaced geometrically from the highest trained scale down to the
+        tolerance (default: the lowest trained one); the last is the target."""
+        self._check_fitted()
+        if not self.model.noise_conditional:
+            if tolerance is not None:
+                raise ValueError(
+                    "tolerance needs a fit over a range of noise scales (loss='dsm' with "
+                    "sigma=(lowest, highest), as in 'dsm-exchange'); this model has none"
+                )
+            return []
+        low, high = (float(v) for v in self.model.noise_range)
+        target = low if tolerance is None else float(tolerance)
+        if not low * (1 - 1e-9) <= target <= high * (1 + 1e-9):
+            raise ValueError(
+                f"tolerance {tolerance} is outside the trained range [{low:.4g}, {high:.4g}]"
+            )
+        levels = self.exchange_config.anneal
+        if levels <= 1 or target >= high:
+            return [target]
+        ratio = (target / high) ** (1 / (levels - 1))
+        return [high * ratio**i for i in range(levels - 1)] + [target]
 
-    def _initial_points(self, x_o: Tensor, num_chains: int) -> Tensor:
-        theta, stats, scaler = self._init_table
-        s_o = self.model.statistics(x_o[None])
-        num = min(num_chains, theta.shape[0])
-        start = rejection_abc(theta, stats, s_o, num_samples=num, scale=scaler).samples[0]
-        return start[torch.arange(num_chains, device=start.device) % num]
+    def posterior(
+        self,
+        x_o,
+        num_samples: int = 1000,
+        *,
+        seed: int | None = None,
+        tolerance: float | None = None,
+    ) -> Posterior:
+        r"""Exchange-MCMC posterior of :math:`\theta` given ``x_o``; chains are kept.
 
-    def posterior(self, x_o, num_samples: int = 1000, *, seed: int | None = None) -> Posterior:
-        r"""Exchange-MCMC posterior of :math:`\theta` given ``x_o``; chains are kept."""
+        Arguments:
+            x_o: The observation, shaped like one simulation.
+            num_samples: Draws kept over all chains (rounded up to a multiple of the chains).
+            seed: Seed of the chains.
+            tolerance: Noise-conditional (DSM) fits only: the ABC tolerance :math:`\sigma`, the
+                bandwidth of the Gaussian kernel on the standardised transformed data, inside
+                the trained range; the sampler targets
+                :math:`\pi(\theta)\, p_\sigma(y_o \mid \theta)`. Default: the lowest
+                trained tolerance, approached by annealing from the highest (see
+                :meth:`tolerances`).
+        """
         self._check_fitted()
         cfg = self.exchange_config
         x_o = check_observation(x_o, self.model.x_shape, self.model.dtype).to(self.device)
         start = time.perf_counter()
         draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
+        levels = self.tolerances(tolerance)
         prior = self.prior
 
         def log_prior(theta: Tensor) -> Tensor:
@@ -124,26 +161,42 @@ class EnergyExchange(EnergyMethod):
         kernel = cfg.inner_kernel
         if kernel == "auto":
             kernel = "gaussian" if self.model.gaussian_in_y else "mala"
+        family = self.model.at_noise(levels[-1]) if levels else self.model
         with frozen(self.model):
             with torch.no_grad():
                 y_o = self.model.transform_x(x_o[None])[0]
-                theta0 = self._initial_points(x_o, cfg.num_chains)
+                theta0 = self._starting_points(x_o, cfg.num_chains)
+            options = dict(inner_steps=cfg.inner_steps, inner_kernel=kernel, bridging=cfg.bridging)
+            for i, sigma in enumerate(levels[:-1]):  # annealing: short runs, falling tolerance
+                warm = exchange_mcmc(
+                    self.model.at_noise(sigma),
+                    log_prior,
+                    y_o,
+                    theta0,
+                    num_samples=1,
+                    burn_in=max(1, cfg.burn_in // (2 * (len(levels) - 1))),
+                    seed=None if seed is None else seed + 7919 * (i + 1),
+                    **options,
+                )
+                theta0 = warm.chains[:, -1]
             result = exchange_mcmc(
-                self.model,
+                family,
                 log_prior,
                 y_o,
                 theta0,
                 num_samples=draws,
-                burn_in=cfg.burn_in,
-                inner_steps=cfg.inner_steps,
-                inner_kernel=kernel,
-                bridging=cfg.bridging,
+                burn_in=cfg.burn_in if len(levels) <= 1 else max(1, cfg.burn_in // 2),
                 seed=seed,
                 progress=self.progress,
+                **options,
             )
         chains = result.chains[:, cfg.thin - 1 :: cfg.thin]
-        check = self._check_inner(y_o, chains, result, kernel, seed) if cfg.check_inner else {}
+        check = {}
+        if cfg.check_inner:
+            check = self._check_inner(family, y_o, chains, result, kernel, seed, levels)
         diagnostics = {"inner_kernel": kernel, **check}
+        if levels:
+            diagnostics |= {"tolerance": levels[-1], "annealed_through": levels[:-1]}
         diagnostics |= {
             "sampler": "exchange",
             "simulations": 0,
@@ -158,9 +211,17 @@ class EnergyExchange(EnergyMethod):
         return self._posterior(None, chains=chains, diagnostics=diagnostics)
 
     def _check_inner(
-        self, y_o: Tensor, chains: Tensor, result, kernel: str, seed: int | None
+        self,
+        family,
+        y_o: Tensor,
+        chains: Tensor,
+        result,
+        kernel: str,
+        seed: int | None,
+        levels: list[float],
     ) -> dict:
-        """Compare the inner chain's auxiliary draws with simulations at posterior draws."""
+        """Compare the inner chain's auxiliary draws with simulations at posterior draws (at
+        a tolerance, the simulations get the kernel's noise: the model is their density)."""
         if self.simulator is None:
             return {}
         cfg = self.exchange_config
@@ -177,8 +238,12 @@ class EnergyExchange(EnergyMethod):
         with frozen(self.model):
             with torch.no_grad():
                 y = self.model.transform_x(x)
+                if levels:
+                    gen = make_generator(sim_seed, y.device)
+                    noise = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
+                    y = y + levels[-1] * noise
             check = inner_chain_check(
-                self.model,
+                family,
                 y_o,
                 theta,
                 y,
@@ -216,6 +281,5 @@ class EnergyExchange(EnergyMethod):
         if method.name.endswith("-abc"):
             new.name = method.name[: -len("-abc")] + "-exchange"
         new._fitted = True
-        new._after_fit(*method._train_data, None)
         new._train_data = method._train_data
         return new

@@ -6,7 +6,8 @@ of the rest). ``smc``: :func:`smc_abc`. ``adjustment``: the local-linear
 :func:`regression_adjustment` of accepted ABC samples. ``mcmc``: random-walk and MALA kernels
 as pure ``init`` / ``step`` pairs and the :func:`sample_mcmc` driver. ``exchange``:
 :func:`exchange_mcmc` and :func:`inner_chain_check`. ``diagnostics``:
-:func:`effective_sample_size` and split :func:`rhat`.
+:func:`effective_sample_size` and split :func:`rhat`. ``potential``: :func:`sample_potential`,
+MCMC on a tractable posterior potential in an unconstrained parametrisation of the support.
 """
 
 from .abc import RejectionABCResult, auto_num_accepted, rejection_abc, systematic_resample
@@ -30,6 +31,7 @@ from .mcmc import (
     random_walk_step,
     sample_mcmc,
 )
+from .potential import PotentialResult, sample_potential
 from .scaler import StatisticScaler
 from .smc import SMCABCResult, smc_abc
 
@@ -40,6 +42,7 @@ __all__ = [
     "MALAState",
     "MCMCInfo",
     "MCMCResult",
+    "PotentialResult",
     "RWState",
     "RejectionABCResult",
     "SMCABCResult",
@@ -48,6 +51,7 @@ __all__ = [
     "effective_sample_size",
     "epanechnikov_weights",
     "exchange_mcmc",
+    "sample_potential",
     "InnerChainCheck",
     "inner_chain_check",
     "mala_init",

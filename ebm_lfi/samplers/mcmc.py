@@ -382,7 +382,9 @@ def sample_mcmc(
     default = (1.65 if kernel == "mala" else 2.38) / d ** (1 / 6 if kernel == "mala" else 1 / 2)
     log_h = torch.tensor(math.log(step_size if step_size is not None else default))
     if tune and c > d:
-        spread = x0.T.cov() + 1e-8 * torch.eye(d, dtype=x0.dtype, device=x0.device)
+        spread = torch.atleast_2d(x0.T.cov()) + 1e-8 * torch.eye(
+            d, dtype=x0.dtype, device=x0.device
+        )
         scale_tril = torch.linalg.cholesky(spread) if bool(torch.isfinite(spread).all()) else None
     else:
         scale_tril = None
@@ -401,7 +403,7 @@ def sample_mcmc(
                 log_h = robbins_monro(log_h, float(info.acceptance_rate.mean()), target, t)
                 window.append(state.position)
                 if len(window) >= max(10, burn_in // 10):
-                    pooled = torch.cat(window).T.cov()
+                    pooled = torch.atleast_2d(torch.cat(window).T.cov())
                     pooled = pooled + 1e-10 * pooled.diagonal().mean() * torch.eye(
                         d, dtype=x0.dtype, device=x0.device
                     )
