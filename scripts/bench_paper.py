@@ -8,19 +8,27 @@ the same fits, and two yardsticks in the same run:
 
 * ``true-stats-abc`` (oracle): the same ABC on the true sufficient statistics where the task has
   them (beta, gamma, gaussian, ar2): how much the learned statistics lose;
-* ``npe``: sbi's NPE with its default flow on the raw data, same 2x10^4 simulations: what a
-  user would otherwise pick.
+* ``npe`` / ``nre``: sbi's NPE (default flow) and NRE (NRE-B, slice-sampled) on the raw data,
+  same training simulations: what a user would otherwise pick (``scripts/sbi_baselines.py``).
+
+The training families: ``sm``/``ssm``/``dsm`` (score matching; ``dsm`` noise-conditional over
+tolerances 0.05-1, ``dsm-exchange`` sampling the ABC posterior at the lowest one by exchange
+MCMC), ``nce`` (ratio posterior sampled by MCMC on its potential), ``nce-abc`` and ``cnce-abc``
+(ABC on NCE / conditional-NCE statistics). Contrastive fits get ``--epochs-contrastive`` epochs
+(their epochs are cheaper and carry less signal each; early stopping applies to all).
 
 Reports, per method, the median over observations of the 2-Wasserstein distance to the reference
 posterior, of the RMSE between posterior mean and reference posterior mean, and the wall time per
 observation (the fit's time is listed separately: it is paid once for all observations).
 
     python scripts/bench_paper.py --num-obs 20 --out outputs/bench_paper
+    python scripts/bench_paper.py --num-train 10000 --methods nce nre npe  # NCE vs NRE at 10^4
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +37,9 @@ import torch
 
 import ebm_lfi as el
 from ebm_lfi.methods import EnergyExchange
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sbi_baselines import NPEBaseline, NREBaseline  # noqa: E402
 
 PAPER = {  # medians read off the paper's figures (W2 to the reference posterior)
     "beta": {
@@ -69,33 +80,6 @@ PAPER = {  # medians read off the paper's figures (W2 to the reference posterior
 }
 
 
-class NPEBaseline:
-    """sbi's NPE (default flow, default training) behind our ``posterior`` interface."""
-
-    name = "npe"
-
-    def __init__(self, prior):
-        self.prior = prior
-
-    def fit(self, theta, x, *, seed=0):
-        from sbi.inference import NPE
-
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.inference = NPE(prior=self.prior, show_progress_bars=False)
-            flat = x.reshape(x.shape[0], -1).float()
-            estimator = self.inference.append_simulations(theta.float(), flat).train()
-            self.posterior_ = self.inference.build_posterior(estimator)
-        return self
-
-    def posterior(self, x_o, num_samples=1000, *, seed=0):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            x_o = torch.as_tensor(x_o).reshape(1, -1).float()
-            samples = self.posterior_.sample((num_samples,), x=x_o, show_progress_bars=False)
-        return el.Posterior(samples.double(), diagnostics={}, method="npe")
-
-
 def run_task(name: str, args) -> list[dict]:
     task = el.benchmarks.get(name)
     seed = args.seed
@@ -123,38 +107,38 @@ def run_task(name: str, args) -> list[dict]:
     )
     fits: dict[str, tuple] = {}
     wanted = set(args.methods)
-    for loss in ("sm", "ssm"):
+
+    def fit(row: str, factory, **options) -> None:
+        """Fit ``factory(**options)`` on the training set, timed, as ``row``."""
+        start = time.perf_counter()
+        fits[row] = (factory(**options).fit(theta, x, seed=seed), time.perf_counter() - start)
+
+    contrastive = {**common, "training": {**training, "epochs": args.epochs_contrastive}}
+    for loss in ("sm", "ssm", "dsm"):  # the -exchange twin reuses the -abc fit
         if {f"{loss}-abc", f"{loss}-exchange"} & wanted:
-            start = time.perf_counter()
-            abc = el.methods.get(f"{loss}-abc", **common).fit(theta, x, seed=seed)
-            fits[f"{loss}-abc"] = (abc, time.perf_counter() - start)
+            fit(f"{loss}-abc", el.methods.get, name=f"{loss}-abc", **common)
+            abc, fit_seconds = fits[f"{loss}-abc"]
             exchange = EnergyExchange.from_fitted(abc, exchange=args.exchange)
             exchange.name = f"{loss}-exchange"
-            fits[f"{loss}-exchange"] = (exchange, fits[f"{loss}-abc"][1])
+            fits[f"{loss}-exchange"] = (exchange, fit_seconds)
+    for name_ in sorted({"nce-abc", "cnce-abc"} & wanted):
+        fit(name_, el.methods.get, name=name_, **contrastive)
+    if "nce" in wanted:
+        options = {k: v for k, v in contrastive.items() if k not in ("reference", "abc")}
+        fit("nce", el.methods.get, name="nce", **options)
     if "fp-abc" in wanted:
-        start = time.perf_counter()
         options = {k: v for k, v in common.items() if k not in ("num_statistics", "structure")}
         # the regression baseline keeps the networks it was benchmarked with
         options |= {"structure": "iid" if task.structure == "iid" else "mlp"}
         options |= {"network": {"hidden": (64, 64)}}
-        fp = el.methods.get("fp-abc", **options).fit(theta, x, seed=seed)
-        fits["fp-abc"] = (fp, time.perf_counter() - start)
+        fit("fp-abc", el.methods.get, name="fp-abc", **options)
     if "true-stats-abc" in wanted and task.sufficient_statistics(x[:2]) is not None:
-        start = time.perf_counter()
-        rej = el.methods.get(
-            "rejection-abc",
-            prior=task.prior,
-            simulator=task.simulator,
-            reference=reference,
-            abc=abc_options,
-            statistics=task.sufficient_statistics,
-        ).fit(theta, x, seed=seed)
-        fits["true-stats-abc"] = (rej, time.perf_counter() - start)
-
-    if "npe" in wanted:
-        start = time.perf_counter()
-        npe = NPEBaseline(task.prior).fit(theta, x, seed=seed)
-        fits["npe"] = (npe, time.perf_counter() - start)
+        options = dict(prior=task.prior, simulator=task.simulator, reference=reference)
+        options |= dict(abc=abc_options, statistics=task.sufficient_statistics)
+        fit("true-stats-abc", el.methods.get, name="rejection-abc", **options)
+    for name_, baseline in (("npe", NPEBaseline), ("nre", NREBaseline)):
+        if name_ in wanted:
+            fit(name_, baseline, prior=task.prior)
     for method_name, (method, _) in fits.items():
         diag = getattr(method, "diagnostics", None)
         if isinstance(diag, dict) and "selection" in diag:
@@ -181,6 +165,8 @@ def run_task(name: str, args) -> list[dict]:
                     "seconds": seconds,
                     "fit_seconds": fit_seconds,
                     "outer_acceptance": post.diagnostics.get("outer_acceptance"),
+                    "rhat_max": max(post.diagnostics.get("rhat", [float("nan")])),
+                    "epochs": post.diagnostics.get("training_epochs"),
                 }
             )
             print(
@@ -203,7 +189,13 @@ def main() -> None:
     parser.add_argument("--num-train", type=int, default=20_000)
     parser.add_argument("--num-reference", type=int, default=100_000)
     parser.add_argument("--reference-samples", type=int, default=2_000)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=30, help="score-matching fits")
+    parser.add_argument(
+        "--epochs-contrastive",
+        type=int,
+        default=150,
+        help="NCE / CNCE fits (cheaper epochs, weaker signal per epoch; early stopping applies)",
+    )
     parser.add_argument("--patience", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--chains", type=int, default=100)
@@ -256,6 +248,8 @@ def main() -> None:
             rmse_median=("rmse", "median"),
             sec_per_obs=("seconds", "median"),
             fit_sec=("fit_seconds", "first"),
+            epochs=("epochs", "first"),
+            rhat_max=("rhat_max", "median"),
             n_obs=("obs", "count"),
         )
         .reset_index()
