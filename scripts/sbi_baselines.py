@@ -11,6 +11,10 @@ flattened raw data (no embedding network):
 
 from __future__ import annotations
 
+import contextlib
+import io
+
+import numpy as np
 import torch
 
 import ebm_lfi as el
@@ -35,16 +39,27 @@ class _SBIBaseline:
             torch.manual_seed(seed)
             inference = self._trainer()(prior=self.prior, show_progress_bars=False)
             flat = x.reshape(x.shape[0], -1).float()
-            estimator = inference.append_simulations(theta.float(), flat).train()
+            inference.append_simulations(theta.float(), flat)
+            with contextlib.redirect_stdout(io.StringIO()):  # sbi's bare convergence print
+                estimator = inference.train()
+            epochs = getattr(inference, "_summary", {}).get("epochs_trained") or [None]
+            self.training_epochs_ = epochs[-1]
             self.posterior_ = inference.build_posterior(estimator, **self._posterior_options())
         return self
 
     def posterior(self, x_o, num_samples=1000, *, seed=0):
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            x_o = torch.as_tensor(x_o).reshape(1, -1).float()
-            samples = self.posterior_.sample((num_samples,), x=x_o, show_progress_bars=False)
-        return el.Posterior(samples.double(), diagnostics={}, method=self.name)
+        # sbi's slice samplers draw from numpy's legacy global RNG: seed it, then restore it
+        numpy_state = np.random.get_state()  # noqa: NPY002
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                np.random.seed(seed)  # noqa: NPY002
+                x_o = torch.as_tensor(x_o).reshape(1, -1).float()
+                samples = self.posterior_.sample((num_samples,), x=x_o, show_progress_bars=False)
+        finally:
+            np.random.set_state(numpy_state)  # noqa: NPY002
+        diagnostics = {"training_epochs": self.training_epochs_}
+        return el.Posterior(samples.double(), diagnostics=diagnostics, method=self.name)
 
 
 class NPEBaseline(_SBIBaseline):
