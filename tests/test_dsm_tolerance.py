@@ -64,7 +64,8 @@ def test_tolerance_schedule_and_errors(fitted):
     levels = fitted.tolerances()
     assert levels[0] == pytest.approx(high) and levels[-1] == pytest.approx(low)
     assert all(a > b for a, b in zip(levels, levels[1:])) and len(levels) == 4
-    assert fitted.tolerances(1.0) == [1.0]
+    assert fitted.tolerances(1.0) == [pytest.approx(1.0)]
+    assert fitted.tolerances(0.05)[-1] == pytest.approx(0.05)  # the bound itself is inside
     with pytest.raises(ValueError, match="outside the trained range"):
         fitted.tolerances(2.0)
     plain = el.methods.get("ssm-exchange", prior=fitted.prior, model=fitted.model)

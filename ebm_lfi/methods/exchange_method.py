@@ -116,10 +116,11 @@ class EnergyExchange(EnergyMethod):
             return []
         low, high = (float(v) for v in self.model.noise_range)
         target = low if tolerance is None else float(tolerance)
-        if not low * (1 - 1e-9) <= target <= high * (1 + 1e-9):
+        if not low * (1 - 1e-6) <= target <= high * (1 + 1e-6):  # the range is stored in float32
             raise ValueError(
                 f"tolerance {tolerance} is outside the trained range [{low:.4g}, {high:.4g}]"
             )
+        target = min(max(target, low), high)
         levels = self.exchange_config.anneal
         if levels <= 1 or target >= high:
             return [target]
