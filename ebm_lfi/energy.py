@@ -319,7 +319,7 @@ class ExpFamEBM(nn.Module):
             log_sigma = self._noise(sigma, theta.shape[0]).log()
             inputs = torch.cat([inputs, log_sigma[:, None]], dim=1)
         elif sigma is not None:
-            self._noise(sigma, theta.shape[0])  # raises
+            raise ValueError("sigma is only accepted by a noise-conditional model")
         out = self.natural_net(inputs)
         width = self.num_statistics + int(self.has_normalizer)
         if out.ndim != 2 or out.shape[1] != width:
@@ -338,11 +338,17 @@ class ExpFamEBM(nn.Module):
         """
         return self._natural_outputs(theta, sigma)[:, : self.num_statistics]
 
-    def normalizer(self, theta: Tensor) -> Tensor:
-        r"""The head :math:`c(\theta)` of a ratio model, shape :math:`(n, p) \to (n,)`."""
+    def natural_and_normalizer(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        r""":math:`\eta(\theta)` and the head :math:`c(\theta)` of a ratio model in one pass,
+        shapes :math:`(n, k)` and :math:`(n,)`."""
         if not self.has_normalizer:
             raise ValueError("this model has no normalizer head (build it with normalizer=True)")
-        return self._natural_outputs(theta, None)[:, -1]
+        out = self._natural_outputs(theta, None)
+        return out[:, :-1], out[:, -1]
+
+    def normalizer(self, theta: Tensor) -> Tensor:
+        r"""The head :math:`c(\theta)` of a ratio model, shape :math:`(n, p) \to (n,)`."""
+        return self.natural_and_normalizer(theta)[1]
 
     def log_ratio_y(self, y: Tensor, theta: Tensor, index: Tensor | None = None) -> Tensor:
         r"""The ratio model's logit :math:`\eta(\theta)^\top s(y) + c(\theta) + d(y)`.
@@ -365,8 +371,7 @@ class ExpFamEBM(nn.Module):
         s, b = self._stats_and_base_y(y)
         if self.marginal_net is not None:
             b = b + self.marginal_net(s).reshape(s.shape[0])
-        out = self._natural_outputs(theta, None)
-        eta, c = out[:, :-1], out[:, -1]
+        eta, c = self.natural_and_normalizer(theta)
         if index is None:
             return (eta * s).sum(-1) + c + b
         return (eta[index] * s).sum(-1) + c[index] + b

@@ -95,7 +95,8 @@ class RatioPosterior(EnergyMethod):
         prior = self.prior
 
         def potential(theta: Tensor) -> Tensor:
-            value = (model.natural_parameters(theta) * s_o).sum(-1) + model.normalizer(theta)
+            eta, c = model.natural_and_normalizer(theta)  # one pass of the network per step
+            value = (eta * s_o).sum(-1) + c
             return prior_log_prob(prior, theta.cpu()).to(theta.device) + value
 
         return potential
