@@ -5,7 +5,7 @@ score matching, then infer with ABC on the learned statistics or exchange MCMC
 (Pacchiardi & Dutta, JMLR 2022, arXiv:2012.10903).
 """
 
-from . import benchmarks, losses, methods, metrics, samplers
+from . import benchmarks, diagnostics, losses, methods, metrics, samplers
 from .energy import ExpFamEBM
 from .infer import infer
 from .posterior import Posterior
@@ -26,6 +26,7 @@ __all__ = [
     "Posterior",
     "infer",
     "benchmarks",
+    "diagnostics",
     "losses",
     "methods",
     "metrics",

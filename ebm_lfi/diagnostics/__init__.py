@@ -1,0 +1,31 @@
+r"""Checks of a posterior approximation: calibration over the prior and fit to one observation.
+
+* :func:`sbc`: simulation-based calibration (Talts et al. 2018): ranks of true parameters
+  among posterior draws, their uniformity tests, rank histograms and expected coverage of
+  central and highest-density credible regions (:class:`SBCResult`).
+* :func:`predictive_check`: posterior predictive checks of an observation with user, learned
+  or default statistics (:class:`PredictiveCheck`).
+
+MCMC convergence diagnostics (:math:`\hat R`, effective sample size) live in
+:mod:`ebm_lfi.samplers.diagnostics`.
+"""
+
+from .coverage import coverage_band, expected_coverage, plot_coverage
+from .predictive import PredictiveCheck, default_statistics, predictive_check
+from .ranks import density_rank, marginal_ranks, split_density_rank, uniformity_table
+from .sbc import SBCResult, sbc
+
+__all__ = [
+    "sbc",
+    "SBCResult",
+    "predictive_check",
+    "PredictiveCheck",
+    "default_statistics",
+    "expected_coverage",
+    "coverage_band",
+    "plot_coverage",
+    "marginal_ranks",
+    "density_rank",
+    "split_density_rank",
+    "uniformity_table",
+]
