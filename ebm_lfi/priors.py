@@ -1,20 +1,32 @@
 r"""Priors over the simulator parameters :math:`\theta`.
 
 Any :class:`torch.distributions.Distribution` with ``sample`` and ``log_prob`` over a
-vector :math:`\theta \in \mathbb{R}^p` is accepted as a prior (sbi's ``BoxUniform`` included).
+vector :math:`\theta \in \mathbb{R}^p` is accepted as a prior: sbi's ``BoxUniform`` and
+``MultipleIndependent`` included, and a one-parameter distribution of ``batch_shape (1,)`` as
+sbi writes it (:func:`validate_prior`). :func:`coordinate_bounds` reads the bounds of each
+parameter from the support.
 :class:`BoxUniform` is our own uniform prior on a box; it carries the parameter names so that
 results can become named DataFrame columns.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, Uniform
+from torch.distributions import Distribution, Independent, Uniform, constraints
 
-__all__ = ["BoxUniform", "parameter_names", "prior_bounds", "validate_prior", "prior_dim"]
+__all__ = [
+    "BoxUniform",
+    "coordinate_bounds",
+    "parameter_names",
+    "prior_bounds",
+    "prior_dim",
+    "validate_prior",
+]
 
 
 class BoxUniform(Independent):
@@ -76,12 +88,24 @@ class BoxUniform(Independent):
 
 
 def validate_prior(prior: object) -> Distribution:
-    """Check that ``prior`` is a torch distribution over vectors and return it."""
+    r"""Check that ``prior`` is a torch distribution over vectors and return it.
+
+    A distribution over one parameter written the way sbi asks for it, with
+    ``batch_shape (1,)`` and ``event_shape ()`` (e.g. ``Uniform(torch.zeros(1), torch.ones(1))``),
+    is accepted and returned as ``Independent(prior, 1)``, a distribution over vectors of shape
+    :math:`(1,)` whose ``log_prob`` has shape :math:`(n,)`.
+
+    Raises:
+        TypeError: If ``prior`` is not a :class:`torch.distributions.Distribution`.
+        ValueError: If it is not over vectors of shape :math:`(p,)`.
+    """
     if not isinstance(prior, Distribution):
         raise TypeError(
             "prior must be a torch.distributions.Distribution (e.g. el.BoxUniform), "
             f"got {type(prior).__name__}"
         )
+    if tuple(prior.batch_shape) == (1,) and tuple(prior.event_shape) == ():
+        return Independent(prior, 1)
     if tuple(prior.batch_shape) != () or len(prior.event_shape) != 1:
         hint = ""
         if len(prior.batch_shape) == 1 and tuple(prior.event_shape) == ():
@@ -99,8 +123,7 @@ def validate_prior(prior: object) -> Distribution:
 
 def prior_dim(prior: Distribution) -> int:
     """Number of parameters :math:`p` of a (validated) prior."""
-    validate_prior(prior)
-    return int(prior.event_shape[0])
+    return int(validate_prior(prior).event_shape[0])
 
 
 def parameter_names(prior: Distribution | None, dim: int | None = None) -> list[str]:
@@ -113,36 +136,87 @@ def parameter_names(prior: Distribution | None, dim: int | None = None) -> list[
     return [f"theta_{i + 1}" for i in range(dim)]
 
 
-def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
-    """Lower and upper bounds of a box-shaped prior support, each of shape ``(p,)``.
+def coordinate_bounds(prior: Distribution) -> tuple[Tensor, Tensor]:
+    r"""Lower and upper bound of each parameter, ``-inf`` / ``+inf`` where the support is open.
 
-    Works for :class:`BoxUniform`, sbi's ``BoxUniform``, ``Independent(Uniform)`` and any prior
-    whose support is an interval (e.g. ``Independent(Beta)``); ``None`` unless the support is
-    bounded on both sides.
+    Reads uniform distributions (:class:`BoxUniform`, sbi's ``BoxUniform``,
+    ``Independent(Uniform)``) and support constraints with bounds (``interval``,
+    ``greater_than``, ``positive``, ``less_than``, ...), through ``independent`` wrappers and
+    concatenations (``constraints.cat``, the support of sbi's ``MultipleIndependent``); an
+    unrecognised support counts as unbounded.
+
+    Arguments:
+        prior: A prior over vectors of shape :math:`(p,)`.
+
+    Returns:
+        ``(low, high)``, each of shape :math:`(p,)`, in the dtype of the bounds (else of the
+        prior's mean) and on their device.
     """
+    prior = validate_prior(prior)
+    p = int(prior.event_shape[0])
     base = prior
     while isinstance(base, Independent):
         base = base.base_dist
     if isinstance(base, Uniform):
-        return base.low.reshape(-1), base.high.reshape(-1)
-    support = getattr(prior, "support", None)
-    while hasattr(support, "base_constraint"):
-        support = support.base_constraint
-    lb = getattr(support, "lower_bound", None)
-    ub = getattr(support, "upper_bound", None)
-    if lb is None or ub is None:
-        return None
-    # Bounds may be tensors or Python numbers (e.g. Beta's unit interval): broadcast to (p,).
-    p = prior_dim(prior)
-    like = next((b for b in (lb, ub) if isinstance(b, Tensor)), None)
+        low, high = base.low.reshape(-1), base.high.reshape(-1)
+        return low.expand(p).clone(), high.expand(p).clone()
+    like = _tensor_bound(prior.support)
     if like is None:
         try:
             like = prior.mean
         except NotImplementedError:
             like = torch.empty(0)
-    dtype, device = like.dtype, like.device
+    low, high = _constraint_bounds(prior.support, p)
+    return (
+        torch.as_tensor(low, dtype=like.dtype, device=like.device),
+        torch.as_tensor(high, dtype=like.dtype, device=like.device),
+    )
+
+
+def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
+    """Lower and upper bounds of a box-shaped prior support, each of shape ``(p,)``.
+
+    Works for :class:`BoxUniform`, sbi's ``BoxUniform``, ``Independent(Uniform)``, sbi's
+    ``MultipleIndependent`` of bounded distributions and any prior whose support is an interval
+    (e.g. ``Independent(Beta)``); ``None`` unless every parameter is bounded on both sides
+    (see :func:`coordinate_bounds` for the per-parameter bounds).
+    """
+    low, high = coordinate_bounds(prior)
+    if not bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
+        return None
+    return low, high
+
+
+def _tensor_bound(constraint: object) -> Tensor | None:
+    """A tensor among the bounds of ``constraint`` (for their dtype and device), if any."""
+    while hasattr(constraint, "base_constraint"):
+        constraint = constraint.base_constraint
+    if isinstance(constraint, constraints._Cat):
+        found = (_tensor_bound(c) for c in constraint.cseq)
+        return next((t for t in found if t is not None), None)
+    for name in ("lower_bound", "upper_bound"):
+        bound = getattr(constraint, name, None)
+        if isinstance(bound, Tensor):
+            return bound
+    return None
+
+
+def _constraint_bounds(constraint: object, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-coordinate bounds, shape ``(n,)``, of a support constraint over ``n`` values."""
+    while hasattr(constraint, "base_constraint"):
+        constraint = constraint.base_constraint
+    if isinstance(constraint, constraints._Cat):
+        lengths = list(constraint.lengths)
+        if sum(lengths) == n and len(lengths) == len(constraint.cseq):
+            parts = [_constraint_bounds(c, m) for c, m in zip(constraint.cseq, lengths)]
+            return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
     bounds = []
-    for bound in (lb, ub):
-        bound = torch.as_tensor(bound, dtype=dtype, device=device).reshape(-1)
-        bounds.append(bound.expand(p).clone() if bound.numel() == 1 else bound)
+    for name, fill in (("lower_bound", -math.inf), ("upper_bound", math.inf)):
+        bound = getattr(constraint, name, None)
+        if isinstance(bound, Tensor):
+            bound = bound.detach().cpu().double().numpy()
+        bound = np.asarray(fill if bound is None else bound, dtype=np.float64).reshape(-1)
+        if bound.size not in (1, n):
+            bound = np.full(1, fill)  # bounds of an unexpected shape: treated as open
+        bounds.append(np.broadcast_to(bound, (n,)).copy())
     return bounds[0], bounds[1]

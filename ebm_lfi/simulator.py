@@ -27,7 +27,7 @@ import random
 import threading
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -110,11 +110,21 @@ class Simulator:
     without ``rng`` is then called once per row, as a batch of one, so that each row gets its own
     seed; give it an ``rng`` parameter to vectorise. Threads take a lock around such calls.
 
+    Batching by default. Left unset (``batched=None``), ``fn`` is called with one :math:`\theta`;
+    if that call raises and the same simulation (same seed) run as a batch of one,
+    :math:`(1, p)`, returns an output of shape :math:`(1, *x\_shape)`, ``fn`` is taken to be
+    batched from then on (``batched`` becomes ``True``). Simulators written for sbi, which
+    always receive a batch :math:`(n, p)`, thus work unchanged; a simulator that accepts both
+    shapes is run one :math:`\theta` at a time, which is correct either way. The detection ends
+    at the first call with one :math:`\theta` that succeeds (later failures are not retried).
+    Pass ``batched`` explicitly to skip it.
+
     A ``Simulator`` pickles if ``fn`` does (a module-level function for process pools).
 
     Arguments:
         fn: The simulator callable.
-        batched: Whether ``fn`` takes a batch :math:`(b, p)` instead of one :math:`(p,)`.
+        batched: Whether ``fn`` takes a batch :math:`(b, p)` instead of one :math:`(p,)`;
+            ``None`` (default) detects it as described above.
         name: A name for messages; defaults to the callable's name.
         as_numpy: Pass :math:`\theta` as a numpy array instead of a tensor.
 
@@ -129,7 +139,7 @@ class Simulator:
     def __init__(
         self,
         fn: Callable[..., Any],
-        batched: bool = False,
+        batched: bool | None = None,
         name: str | None = None,
         *,
         as_numpy: bool = False,
@@ -138,6 +148,7 @@ class Simulator:
             raise TypeError(f"fn must be a plain callable, got {type(fn).__name__}")
         self.fn = fn
         self.batched = bool(batched)
+        self._detect_batches = batched is None  # see "Batching by default"
         self.as_numpy = bool(as_numpy)
         self.name = name if name is not None else getattr(fn, "__name__", type(fn).__name__)
         try:
@@ -176,13 +187,46 @@ class Simulator:
         x = torch.stack(collector.xs).to(theta_t.device)
         return x[0] if theta_t.ndim == 1 else x
 
-    def _call(self, theta: np.ndarray, seeds: list[np.random.SeedSequence]) -> np.ndarray:
+    def _call(
+        self, theta: np.ndarray, seeds: list[np.random.SeedSequence], batched: bool | None = None
+    ) -> np.ndarray:
+        batched = self.batched if batched is None else batched
         arg = theta if self.as_numpy else torch.from_numpy(theta)
         if self.accepts_rng:
             rngs = [np.random.default_rng(s) for s in seeds]
-            return _to_numpy(self.fn(arg, rng=rngs if self.batched else rngs[0]))
+            return _to_numpy(self.fn(arg, rng=rngs if batched else rngs[0]))
         with _seeded_global_rngs(seeds[0]):
             return _to_numpy(self.fn(arg))
+
+    def _call_batch_of_one(self, theta: np.ndarray, seed: np.random.SeedSequence) -> np.ndarray:
+        """Run one simulation, ``theta`` of shape ``(p,)``, as a batch of one."""
+        out = self._call(theta[None].copy(), [seed], batched=True)
+        if out.ndim == 0 or out.shape[0] != 1:
+            raise ValueError(
+                f"batched simulator returned shape {tuple(out.shape)} for a batch "
+                "of 1 parameter; expected (1, *x_shape)"
+            )
+        return out[0]
+
+    def _call_one(self, theta: np.ndarray, seed: np.random.SeedSequence) -> np.ndarray:
+        """Run one simulation, ``theta`` of shape ``(p,)``, detecting a batched ``fn``."""
+        if self.batched:
+            return self._call_batch_of_one(theta, seed)
+        try:
+            out = self._call(theta.copy(), [seed])
+            self._detect_batches = False  # it takes one theta: failures from now on are its own
+            return out
+        except Exception:
+            if not self._detect_batches:
+                raise
+            out = None
+            with suppress(Exception):  # the first error is the one to report
+                out = self._call_batch_of_one(theta, seed)
+            if out is None:
+                raise
+            self.batched = True
+            logger.debug("simulator %r takes batches (n, p): calling it batched", self.name)
+            return out
 
     def _simulate_rows(
         self, theta: np.ndarray, entropy: int, start: int, portable: bool
@@ -200,17 +244,7 @@ class Simulator:
         outcomes = []
         for j in range(b):
             try:
-                if self.batched:
-                    out = self._call(theta[j : j + 1].copy(), seeds[j : j + 1])
-                    if out.ndim == 0 or out.shape[0] != 1:
-                        raise ValueError(
-                            f"batched simulator returned shape {tuple(out.shape)} for a batch "
-                            "of 1 parameter; expected (1, *x_shape)"
-                        )
-                    out = out[0]
-                else:
-                    out = self._call(theta[j].copy(), seeds[j : j + 1])
-                outcomes.append(Outcome(out))
+                outcomes.append(Outcome(self._call_one(theta[j], seeds[j])))
             except Exception as exc:
                 outcomes.append(_failed(exc, portable))
         return outcomes

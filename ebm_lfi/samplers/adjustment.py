@@ -61,9 +61,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, constraints
+from torch.distributions import Distribution
 
-from ..priors import prior_bounds
+from ..priors import coordinate_bounds
 
 __all__ = [
     "AdjustmentResult",
@@ -112,17 +112,13 @@ def epanechnikov_weights(distances: Tensor, epsilon: float | None = None) -> Ten
     return (1.0 - (d / epsilon) ** 2).clamp_min(0.0)
 
 
-def _bound(value, p: int) -> Tensor:
-    bound = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
-    return bound.expand(p).clone() if bound.numel() == 1 else bound
-
-
 def support_bounds(prior: Distribution, dim: int) -> tuple[Tensor, Tensor]:
     r"""Per-coordinate lower and upper bounds of a prior's support, ``±inf`` where open.
 
-    Uses :func:`ebm_lfi.priors.prior_bounds` for boxes and otherwise the support constraint
-    (e.g. ``positive``, ``greater_than``, ``less_than``, ``independent`` wrappers of those);
-    an unrecognised support counts as unbounded.
+    The bounds of :func:`ebm_lfi.priors.coordinate_bounds`: boxes, support constraints with
+    bounds (``positive``, ``greater_than``, ``interval``, ...), through ``independent``
+    wrappers and concatenations (sbi's ``MultipleIndependent``); an unrecognised support counts
+    as unbounded.
 
     Arguments:
         prior: The prior over :math:`(p,)` vectors.
@@ -131,24 +127,11 @@ def support_bounds(prior: Distribution, dim: int) -> tuple[Tensor, Tensor]:
     Returns:
         ``(low, high)``, each of shape :math:`(p,)`, float64 on the CPU.
     """
-    box = prior_bounds(prior)
-    if box is not None:
-        return (
-            box[0].detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
-            box[1].detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
-        )
-    low = torch.full((dim,), -math.inf, dtype=torch.float64)
-    high = torch.full((dim,), math.inf, dtype=torch.float64)
-    support = getattr(prior, "support", None)
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    lb = getattr(support, "lower_bound", None)
-    ub = getattr(support, "upper_bound", None)
-    if lb is not None:
-        low = _bound(lb.detach().cpu() if isinstance(lb, Tensor) else lb, dim)
-    if ub is not None:
-        high = _bound(ub.detach().cpu() if isinstance(ub, Tensor) else ub, dim)
-    return low, high
+    low, high = coordinate_bounds(prior)
+    return (
+        low.detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
+        high.detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
+    )
 
 
 class _Transform:
