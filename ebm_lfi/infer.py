@@ -42,7 +42,9 @@ def infer(
         seed: Root seed; the simulation, fit and sampling seeds derive from it.
         progress: Show progress bars.
         simulation_options: Extra keywords for :func:`~ebm_lfi.simulate`
-            (``executor``, ``batch_size``, ``on_error``).
+            (``executor``, ``batch_size``, ``on_error``). An ``executor`` also runs the
+            simulations of a method's ABC stage (reference table, SMC-ABC), unless the method
+            already has one.
         method_options: Keywords for the method's constructor when ``method`` is a name.
 
     Returns:
@@ -65,6 +67,9 @@ def infer(
         method = _methods.get(method, prior=prior, **method_options)
     elif method_options:
         raise TypeError("method options are only accepted with a method name")
+    executor = (simulation_options or {}).get("executor")
+    if executor is not None and getattr(method, "executor", False) is None:
+        method.executor = executor  # the ABC stage's simulations too (table, SMC-ABC rounds)
     theta, x = simulate(
         simulator,
         prior,

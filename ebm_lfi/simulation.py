@@ -11,7 +11,9 @@ the replacement simulations drawn after failures on from :math:`n`. As the rando
 simulation depends on its index only, the same seed gives the same :math:`(\theta, x)` serially,
 in batches of any size, or on any :class:`concurrent.futures.Executor` (a process pool, a Dask
 client's ``get_executor()``), provided the simulator computes each row independently of the
-batch it is in.
+batch it is in. :func:`simulate_at` runs given parameters the same way (row :math:`i` seeded by
+``SeedSequence(s, spawn_key=(1, i))``, as ``simulator(theta, seed=s)``), for samplers that
+choose their parameters themselves, such as SMC-ABC.
 
 The wrapper, the seeding of each simulation and the checks of its output live in
 :mod:`ebm_lfi.simulator`; this module draws the parameters, dispatches the simulations (in this
@@ -50,7 +52,7 @@ from .simulator import (
     to_transport,
 )
 
-__all__ = ["Simulator", "simulate", "SimulationError", "SimulationInfo"]
+__all__ = ["Simulator", "simulate", "simulate_at", "SimulationError", "SimulationInfo"]
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +258,59 @@ def simulate(
         return theta, x
     info = SimulationInfo(n, num_failed, time.perf_counter() - start_time, entropy)
     return theta, x, info
+
+
+def simulate_at(
+    simulator: Simulator | Callable[..., Any],
+    theta: Tensor,
+    *,
+    seed: int,
+    executor: Any = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    r"""Simulate once at each row of ``theta``, optionally on an executor; raise on any failure.
+
+    Row :math:`i` is seeded as simulation :math:`i` of the root ``seed`` whatever the batch or
+    process that runs it, so the result equals ``simulator(theta, seed=seed)`` bit for bit,
+    with or without ``executor``.
+
+    Arguments:
+        simulator: A :class:`Simulator`, or a callable of one :math:`\theta` (wrapped).
+        theta: Parameters, shape :math:`(n, p)`.
+        seed: Root seed (a non-negative integer).
+        executor: A :class:`concurrent.futures.Executor` (e.g. a Dask ``client.get_executor()``),
+            or ``None`` to simulate in this process.
+        batch_size: Simulations per task submitted to the executor; it does not change the
+            results.
+
+    Returns:
+        :math:`x`, shape :math:`(n, *x\_shape)`, in ``theta``'s dtype and on its device.
+
+    Raises:
+        SimulationError: If any simulation raised, returned non-finite values or a wrong shape.
+    """
+    if not isinstance(simulator, Simulator):
+        simulator = Simulator(simulator)
+    if not isinstance(theta, Tensor) or not theta.is_floating_point():
+        raise TypeError(f"theta must be a floating-point tensor, got {type(theta).__name__}")
+    if theta.ndim != 2 or theta.shape[0] == 0:
+        raise ValueError(f"theta must have shape (n, p) with n >= 1, got {tuple(theta.shape)}")
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must have a submit method, got {type(executor).__name__}")
+    n, entropy = theta.shape[0], root_entropy(seed)
+    if batch_size is None:
+        batch_size = _default_batch_size(n, simulator.batched, executor)
+    chunk = _positive_int(batch_size, "batch_size")
+    collector = Collector(theta.dtype)
+    stream = _outcome_stream(simulator, to_transport(theta), entropy, 0, chunk, executor)
+    try:
+        for offset, outcomes in stream:
+            failures = collector.add(theta[offset : offset + len(outcomes)].cpu(), outcomes)
+            if failures:
+                raise failure_error(failures, len(outcomes), simulator.name)
+    finally:
+        stream.close()
+    return torch.stack(collector.xs).to(theta.device)
 
 
 def _rate_error(

@@ -12,6 +12,7 @@ Both share the ABC stage with the energy methods (:class:`~.statistics_abc.Stati
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from ..simulation import Simulator
 from ..training import TrainConfig, train
 from ..transforms import DataTransform, Standardize
 from .common import NotFittedError, as_config, batched, check_observation, check_training_data
-from .statistics_abc import ABCConfig, StatisticsABC
+from .statistics_abc import ABCConfig, StatisticsABC, check_executor
 
 __all__ = ["RejectionABC", "RegressionABC", "PosteriorMeanRegressor"]
 
@@ -41,6 +42,7 @@ class _ABCMethod:
         simulator: Simulator | Callable | None = None,
         abc: ABCConfig | dict | None = None,
         reference=None,
+        executor: Executor | None = None,
         device: str | torch.device = "cpu",
         progress: bool = False,
     ):
@@ -50,10 +52,14 @@ class _ABCMethod:
         self.simulator = simulator
         self.abc_config = as_config(abc, ABCConfig, "abc")
         self.reference = reference
+        self.executor = check_executor(executor)
         self.device = torch.device(device)
         self.progress = progress
         self.x_shape: tuple[int, ...] | None = None
         self._abc: StatisticsABC | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "executor": None}  # a live executor does not travel
 
     def _statistics(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -68,7 +74,14 @@ class _ABCMethod:
         self.x_shape = tuple(x.shape[1:])
         self._learn(theta, x, seed)
         self._abc = StatisticsABC(self.prior, self._statistics, self.simulator, self.abc_config)
-        self._abc.prepare(theta, x, seed=seed, reference=self.reference, progress=self.progress)
+        self._abc.prepare(
+            theta,
+            x,
+            seed=seed,
+            reference=self.reference,
+            progress=self.progress,
+            executor=self.executor,
+        )
         return self
 
     def statistics(self, x) -> Tensor:
@@ -85,7 +98,9 @@ class _ABCMethod:
             )
         dtype = self._abc.table[0].dtype if self._abc.table else torch.get_default_dtype()
         x_o = check_observation(x_o, self.x_shape, dtype).to(self.device)
-        samples, weights, diag = self._abc.sample(x_o, num_samples, seed=seed)
+        samples, weights, diag = self._abc.sample(
+            x_o, num_samples, seed=seed, executor=self.executor
+        )
         return Posterior(
             samples,
             weights=weights,
@@ -101,7 +116,8 @@ class RejectionABC(_ABCMethod):
     Arguments:
         prior: The prior over :math:`\theta`.
         statistics: Batched statistics function, or ``None`` for the raw data.
-        simulator, abc, reference, device, progress: As for every ABC method.
+        simulator, abc, reference, executor, device, progress: As for every ABC method (see
+            :class:`~ebm_lfi.methods.EnergyABC`).
     """
 
     name = "rejection-abc"
@@ -151,7 +167,8 @@ class RegressionABC(_ABCMethod):
         x_support: ``(lower, upper)`` bounds of :math:`x`.
         network: Further keywords of the network (``hidden``, ``order``, ...).
         training: A :class:`~ebm_lfi.training.TrainConfig` or a dict of its fields.
-        simulator, abc, reference, device, progress: As for every ABC method.
+        simulator, abc, reference, executor, device, progress: As for every ABC method (see
+            :class:`~ebm_lfi.methods.EnergyABC`).
     """
 
     name = "fp-abc"

@@ -20,6 +20,7 @@ posterior from the fit (Pacchiardi & Dutta 2022, arXiv:2012.10903):
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -43,7 +44,7 @@ from ..selection import Candidate, SelectionConfig, select_model
 from ..simulation import Simulator
 from ..training import TrainConfig, train
 from .common import NotFittedError, as_config, batched, check_observation, check_training_data
-from .statistics_abc import ABCConfig, StatisticsABC
+from .statistics_abc import ABCConfig, StatisticsABC, check_executor
 
 __all__ = ["EnergyABC", "EnergyMethod", "frozen", "make_loss"]
 
@@ -306,28 +307,51 @@ class EnergyABC(EnergyMethod):
     ``dsm-abc``).
 
     Takes the arguments of the energy fit (see :class:`EnergyMethod`) plus ``abc``: an
-    :class:`~ebm_lfi.methods.ABCConfig` or a dict of its fields, and ``reference``: an optional
-    ``(theta, x)`` table of prior-predictive simulations to use instead of simulating one.
+    :class:`~ebm_lfi.methods.ABCConfig` or a dict of its fields, ``reference``: an optional
+    ``(theta, x)`` table of prior-predictive simulations to use instead of simulating one, and
+    ``executor``: a :class:`concurrent.futures.Executor` (e.g. a Dask ``client.get_executor()``)
+    that runs the ABC stage's simulations (reference table, SMC-ABC rounds) with the same
+    results as without it. The executor is not pickled with the method (it is reset to
+    ``None``); set :attr:`executor` again after unpickling.
     """
 
     name = "energy-abc"
 
-    def __init__(self, prior, *, abc: ABCConfig | dict | None = None, reference=None, **kw):
+    def __init__(
+        self,
+        prior,
+        *,
+        abc: ABCConfig | dict | None = None,
+        reference=None,
+        executor: Executor | None = None,
+        **kw,
+    ):
         super().__init__(prior, **kw)
         self.abc_config = as_config(abc, ABCConfig, "abc")
         self.reference = reference
+        self.executor = check_executor(executor)
         self._abc: StatisticsABC | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "executor": None}  # a live executor does not travel
 
     def _after_fit(self, theta, x, seed):
         self._abc = StatisticsABC(
             self.prior, self.model.statistics, self.simulator, self.abc_config
-        ).prepare(theta, x, seed=seed, reference=self.reference, progress=self.progress)
+        ).prepare(
+            theta,
+            x,
+            seed=seed,
+            reference=self.reference,
+            progress=self.progress,
+            executor=self.executor,
+        )
 
     def posterior(self, x_o, num_samples: int = 1000, *, seed: int | None = None) -> Posterior:
         r"""ABC posterior of :math:`\theta` given ``x_o`` (shaped like one simulation)."""
         self._check_fitted()
         x_o = check_observation(x_o, self.model.x_shape, self.model.dtype).to(self.device)
         samples, weights, diag = self._abc.sample(
-            x_o, num_samples, seed=seed, progress=self.progress
+            x_o, num_samples, seed=seed, progress=self.progress, executor=self.executor
         )
         return self._posterior(samples, weights=weights, diagnostics=diag)

@@ -28,6 +28,15 @@ when there are that many, otherwise ``num_samples`` equally weighted draws resam
 sample with its weight instead. Diagnostics report ``num_accepted``, ``acceptance_rate``,
 ``epsilon`` (the kernel bandwidth, or the largest kept distance for plain rejection),
 ``regression_adjustment`` (whether it was applied), ``num_samples`` and the ``seed`` used.
+
+**Parallel simulation.** :meth:`StatisticsABC.prepare` and :meth:`StatisticsABC.sample` take an
+optional ``executor`` (a :class:`concurrent.futures.Executor`, e.g. a Dask
+``client.get_executor()``) that runs the simulations; the statistics are computed here. Every
+simulation has its own seed (simulation :math:`i` of a table or of an SMC batch is seeded by
+``SeedSequence(s, spawn_key=(1, i))`` for the table's or the batch's root seed :math:`s`, see
+:mod:`ebm_lfi.simulation`), so the results are the same bit for bit with or without an
+executor, whatever its number of workers. The executor is an argument, not configuration:
+:class:`ABCConfig` stays a frozen, picklable dataclass.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,12 +61,22 @@ from ..samplers.abc import (
     systematic_resample,
 )
 from ..samplers.adjustment import regression_adjustment
-from ..simulation import Simulator, simulate
+from ..simulation import Simulator, simulate, simulate_at
 from .common import batched
 
-__all__ = ["ABCConfig", "StatisticsABC"]
+__all__ = ["ABCConfig", "StatisticsABC", "check_executor"]
 
 logger = logging.getLogger(__name__)
+
+
+def check_executor(executor: Any) -> Any:
+    """``executor`` if it is ``None`` or has a ``submit`` method, else a ``TypeError``."""
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor (with a submit method, e.g. a Dask "
+            f"client.get_executor()), got {type(executor).__name__}"
+        )
+    return executor
 
 
 @dataclass(frozen=True)
@@ -155,6 +175,7 @@ class StatisticsABC:
         seed: int | None = None,
         reference: tuple[Tensor, Tensor] | None = None,
         progress: bool = False,
+        executor: Any = None,
     ) -> StatisticsABC:
         """Fit the statistic scales on prior-predictive pairs and build the reference table.
 
@@ -163,7 +184,10 @@ class StatisticsABC:
             seed: Seed of the reference-table simulations.
             reference: A ready ``(theta, x)`` reference table (no simulation then).
             progress: Show a progress bar while simulating the table.
+            executor: Runs the table's simulations (see :func:`~ebm_lfi.simulate`); ``None``:
+                in this process. The table is the same with or without it.
         """
+        check_executor(executor)
         stats = batched(self.statistics, x)
         self.scaler = StatisticScaler().fit(stats)
         if self.config.sampler != "rejection":
@@ -186,6 +210,7 @@ class StatisticsABC:
                 self.prior,
                 self.config.num_reference,
                 seed=ref_seed,
+                executor=executor,
                 progress=progress,
             )
             theta_ref = theta_ref.to(theta.dtype)
@@ -247,15 +272,24 @@ class StatisticsABC:
         return samples[idx.to(samples.device)], None
 
     def sample(
-        self, x_o: Tensor, num_samples: int, *, seed: int | None = None, progress=False
+        self,
+        x_o: Tensor,
+        num_samples: int,
+        *,
+        seed: int | None = None,
+        progress: bool = False,
+        executor: Any = None,
     ) -> tuple[Tensor, Tensor | None, dict]:
         """ABC samples for one observation: ``(samples (n, p), weights (n,) or None, diagnostics)``.
 
         ``n`` is ``num_samples`` unless ``config.resample`` is ``False`` (then all kept
         samples, weighted). With ``seed=None`` every call draws fresh randomness; the seed used
-        is reported as ``diagnostics["seed"]``, so any call can be repeated.
+        is reported as ``diagnostics["seed"]``, so any call can be repeated. ``executor`` runs
+        the SMC-ABC simulations (each batch of proposals split into tasks); the result is the
+        same with or without it. The rejection sampler simulates nothing here.
         """
         start = time.perf_counter()
+        check_executor(executor)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % 2**62)
         seed = int(seed)
@@ -304,9 +338,14 @@ class StatisticsABC:
             sim_seeds = torch.Generator().manual_seed(seed)
 
             def simulate_stats(theta: Tensor) -> Tensor:
+                # One root seed per batch, drawn in the batch order; row i of the batch is
+                # simulation i of that root, wherever it runs.
                 s = int(torch.randint(0, 2**62, (1,), generator=sim_seeds))
-                x = simulator(theta.cpu(), seed=s).to(dtype=theta.dtype, device=theta.device)
-                return batched(self.statistics, x)
+                if executor is None:
+                    x = simulator(theta.cpu(), seed=s)
+                else:  # the same numbers as simulator(theta, seed=s), computed elsewhere
+                    x = simulate_at(simulator, theta.cpu(), seed=s, executor=executor)
+                return batched(self.statistics, x.to(dtype=theta.dtype, device=theta.device))
 
             result = smc_abc(
                 simulate_stats,

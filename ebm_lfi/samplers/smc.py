@@ -124,7 +124,10 @@ def smc_abc(
 
     Arguments:
         simulate_stats: Maps parameters :math:`(n, p)` to statistics :math:`(n, k)` of one
-            simulation each (seeding is the callable's business).
+            simulation each (seeding is the callable's business). It is called once per batch
+            of proposals, in a fixed order, so a callable that seeds each simulation from its
+            batch and row (as :meth:`~ebm_lfi.methods.StatisticsABC.sample` does) may run the
+            batch on any executor without changing the result.
         prior: Prior distribution over :math:`(p,)` vectors.
         stats_obs: Observed statistics, shape :math:`(k,)`.
         num_particles: Population size :math:`N`.
