@@ -107,6 +107,18 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        r"""Apply the network.
+
+        Arguments:
+            x: Inputs, shape :math:`(*, D_{in})`, or :math:`(n, *event)` with
+                :math:`\prod event = D_{in}` if ``flatten``.
+
+        Returns:
+            The outputs, shape :math:`(*, D_{out})` (:math:`(n, D_{out})` if ``flatten``).
+
+        Raises:
+            ValueError: If the last axis (after flattening) is not of size :math:`D_{in}`.
+        """
         if self.flatten:
             x = x.reshape(x.shape[0], -1)
         if x.shape[-1] != self.in_features:

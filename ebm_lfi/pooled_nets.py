@@ -89,6 +89,17 @@ class PooledFeatures(nn.Module):
         self.out_features = (q + q * (q + 1) // 2 if self.quadratic else 0) + int(embedding)
 
     def forward(self, windows: Tensor) -> Tensor:
+        r"""Pool the window features over the windows.
+
+        Arguments:
+            windows: The windows :math:`w_t`, shape :math:`(n, W, q)`.
+
+        Returns:
+            The pooled features, shape :math:`(n, F)`: the sums (means if ``pool="mean"``) over
+            :math:`t` of :math:`w_t`, then of :math:`w_{t,a} w_{t,b}` for :math:`a \le b` in
+            row-major order (if ``quadratic``), then of :math:`\phi_{\text{net}}(w_t)` (if
+            ``embedding``).
+        """
         n, num = windows.shape[0], windows.shape[1]
         scale = 1.0 / num if self.pool == "mean" else 1.0
         features = []
@@ -166,6 +177,18 @@ class ExchangeableNet(nn.Module):
         return self.features.phi is None and self.features.quadratic and not self.config["hidden"]
 
     def forward(self, x: Tensor) -> Tensor:
+        r"""Compute :math:`\rho\big(\operatorname{pool}_{j} \phi(x_j)\big)`.
+
+        Arguments:
+            x: An iid sample per row, shape :math:`(n, m, d)`, or :math:`(n, m)` if
+                ``in_features=1``.
+
+        Returns:
+            The outputs, shape :math:`(n, D_{out})`, invariant to permuting the :math:`m` draws.
+
+        Raises:
+            ValueError: If ``x`` has another shape.
+        """
         if x.ndim == 2 and self.in_features == 1:
             x = x.unsqueeze(-1)
         if x.ndim != 3 or x.shape[-1] != self.in_features:
@@ -269,6 +292,22 @@ class MarkovNet(nn.Module):
         return self.features.phi is None and self.features.quadratic and not self.config["hidden"]
 
     def forward(self, x: Tensor) -> Tensor:
+        r"""Compute :math:`\rho\big(x_{1:r},\ \operatorname{pool}_{t} \phi(x_{t:t+r}), \dots\big)`.
+
+        :math:`\rho`'s input joins, in this order, the first :math:`r` steps, the pooled window
+        features and, with ``edges``, the degree-two monomials (:math:`a \le b`) of the first
+        and of the last :math:`r` steps, then the last :math:`r` steps.
+
+        Arguments:
+            x: A series per row, shape :math:`(n, T, d)`, or :math:`(n, T)` if
+                ``in_features=1``, with :math:`T > r`.
+
+        Returns:
+            The outputs, shape :math:`(n, D_{out})`.
+
+        Raises:
+            ValueError: If ``x`` has another shape or :math:`T \le r`.
+        """
         if x.ndim == 2 and self.in_features == 1:
             x = x.unsqueeze(-1)
         if x.ndim != 3 or x.shape[-1] != self.in_features or x.shape[1] <= self.order:

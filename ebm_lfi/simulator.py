@@ -269,6 +269,22 @@ class Collector:
         self.xs: list[Tensor] = []
 
     def add(self, theta: Tensor, outcomes: list[Outcome]) -> list[Failure]:
+        r"""Check a batch of outcomes, keeping the valid ones in :attr:`xs`.
+
+        In order, an outcome fails if it raised (a remote traceback, if any, becomes the
+        error's ``__cause__``), if its shape differs from :attr:`x_shape` (once set), or if it
+        has NaN or infinite values once converted to :attr:`dtype`; otherwise it is appended
+        to :attr:`xs` as a tensor of :attr:`dtype` and, for the first one, fixes
+        :attr:`x_shape`.
+
+        Arguments:
+            theta: The batch's parameters, shape :math:`(b, p)`, row :math:`j` for outcome
+                :math:`j`.
+            outcomes: The :math:`b` raw outcomes, in the order of the rows.
+
+        Returns:
+            The failures of this batch, in row order (``[]`` if all are valid).
+        """
         failures = []
         for j, outcome in enumerate(outcomes):
             if outcome.error is not None:

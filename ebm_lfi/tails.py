@@ -56,10 +56,31 @@ _IQR_PER_STD = 2 * 0.6744897501960817  # interquartile range of a standard Gauss
 
 
 def normalise_dims(event_shape: tuple[int, ...], shared_dims: Sequence[int]) -> tuple[int, ...]:
+    r"""Event axes as sorted non-negative indices.
+
+    Each axis is taken modulo the event rank (``1`` for a scalar event), so negative axes count
+    from the end; an axis out of range is wrapped rather than refused, and duplicates are kept.
+
+    Arguments:
+        event_shape: The shape of one data point.
+        shared_dims: Event axes (not counting the batch axis).
+
+    Returns:
+        The axes in :math:`[0, \max(\text{rank}, 1))`, sorted.
+    """
     return tuple(sorted(int(d) % max(len(event_shape), 1) for d in shared_dims))
 
 
 def pooled_shape(event_shape: tuple[int, ...], shared_dims: tuple[int, ...]) -> tuple[int, ...]:
+    r"""Shape of constants pooled over ``shared_dims``: ``event_shape`` with those axes set to 1.
+
+    Arguments:
+        event_shape: The shape of one data point.
+        shared_dims: Non-negative event axes (see :func:`normalise_dims`).
+
+    Returns:
+        A shape of the same rank as ``event_shape`` that broadcasts against it.
+    """
     return tuple(1 if i in shared_dims else s for i, s in enumerate(event_shape))
 
 

@@ -75,11 +75,42 @@ class ExponentialFamily(Protocol):
     :math:`(n, *y), (n, p) \to (n,)` as :math:`\eta(\theta)^\top s(y) + b(y)`.
     """
 
-    def natural_parameters(self, theta: Tensor) -> Tensor: ...
+    def natural_parameters(self, theta: Tensor) -> Tensor:
+        r"""Natural parameters :math:`\eta(\theta)`.
 
-    def statistics_y(self, y: Tensor) -> Tensor: ...
+        Arguments:
+            theta: Parameters, shape :math:`(n, p)`.
 
-    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor: ...
+        Returns:
+            :math:`\eta(\theta)`, shape :math:`(n, k)`.
+        """
+        ...
+
+    def statistics_y(self, y: Tensor) -> Tensor:
+        r"""Statistics :math:`s(y)` of (transformed) data.
+
+        Arguments:
+            y: Data, shape :math:`(n, *y)`.
+
+        Returns:
+            :math:`s(y)`, shape :math:`(n, k)`.
+        """
+        ...
+
+    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
+        r"""Unnormalised log-density :math:`\eta(\theta)^\top s(y) + b(y)`.
+
+        Must be differentiable in ``y`` by :mod:`torch.autograd` (the MALA kernel) and by
+        :mod:`torch.func` (the ``"gaussian"`` kernel, see :func:`gaussian_draw`).
+
+        Arguments:
+            y: Data, shape :math:`(n, *y)`.
+            theta: Parameters, shape :math:`(n, p)`.
+
+        Returns:
+            The unnormalised log-densities, shape :math:`(n,)`.
+        """
+        ...
 
 
 class ExchangeResult(NamedTuple):
