@@ -22,11 +22,12 @@ this is the distance of our own ABC). Use it as
 single key of the data) are flattened in C order, concatenated in the order of ``keys`` and
 reshaped to the model's ``x_shape``; a mismatch raises a ``ValueError`` naming the shapes.
 
-**Running our problems in pyabc** (:mod:`ebm_lfi.integrations.pyabc_history`, re-exported
-here): :class:`TorchPrior` wraps any torch prior as a pyabc distribution keyed by parameter
-names, :class:`SimulatorModel` wraps an ebm_lfi simulator as a pyabc model returning
-``{key: x}``, both seeded from numpy's global RNG as pyabc is; :func:`history_to_posterior`
-converts a run's database to a weighted :class:`~ebm_lfi.Posterior`.
+**Running our problems in pyabc** (:mod:`~ebm_lfi.integrations.pyabc_problem` and
+:mod:`~ebm_lfi.integrations.pyabc_history`, re-exported here): :class:`TorchPrior` wraps any
+torch prior as a pyabc distribution keyed by parameter names, :class:`SimulatorModel` wraps an
+ebm_lfi simulator as a pyabc model returning ``{key: x}``, both seeded from numpy's global RNG
+as pyabc is; :func:`history_to_posterior` converts a run's database to a weighted
+:class:`~ebm_lfi.Posterior`.
 
 Everything here pickles (pyabc's multiprocessing samplers send it to worker processes).
 
@@ -42,10 +43,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from numbers import Number
 from typing import Any
 
 import numpy as np
@@ -62,7 +61,8 @@ from ..methods.energy_methods import EnergyMethod
 from ..priors import parameter_names as prior_parameter_names
 from ..priors import prior_dim, validate_prior
 from ..samplers.scaler import StatisticScaler
-from .pyabc_history import SimulatorModel, TorchPrior, history_to_posterior, open_history
+from .pyabc_history import history_to_posterior, open_history
+from .pyabc_problem import SimulatorModel, TorchPrior, data_to_x
 
 __all__ = [
     "EBMSumstat",
@@ -77,46 +77,6 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("sm", "ssm", "dsm", "nce", "cnce")
 _MIN_TRAIN = 10  # fewer usable particles than this cannot train a model
-
-
-def data_to_x(data: Any, keys: Sequence[str] | None, x_shape: Sequence[int]) -> np.ndarray:
-    r"""pyabc data as one :math:`x` of shape ``x_shape`` (float64).
-
-    Arguments:
-        data: A dict of arrays / scalars / pandas objects (pyabc's model output), or an array.
-        keys: Keys whose values form :math:`x`, flattened in C order and concatenated in this
-            order; ``None``: the dict must have exactly one key.
-        x_shape: The shape of one :math:`x`.
-
-    Returns:
-        :math:`x`, shape ``x_shape``.
-    """
-    x_shape = tuple(int(s) for s in x_shape)
-    if isinstance(data, Mapping):
-        if keys is None:
-            if len(data) != 1:
-                raise ValueError(
-                    f"the data has keys {list(data)}; pass keys=[...] to say which values form "
-                    "x and in which order"
-                )
-            keys = list(data)
-        missing = [k for k in keys if k not in data]
-        if missing:
-            raise KeyError(f"data keys {missing} not found; the data has keys {list(data)}")
-        parts = [np.asarray(data[k], dtype=np.float64) for k in keys]
-        described = ", ".join(f"{k!r}: {p.shape}" for k, p in zip(keys, parts))
-        flat = np.concatenate([p.reshape(-1) for p in parts])
-    elif isinstance(data, np.ndarray | Number | Tensor):
-        flat = np.asarray(data, dtype=np.float64).reshape(-1)
-        described = f"array {np.shape(data)}"
-    else:
-        raise TypeError(f"data must be a dict or an array, got {type(data).__name__}")
-    if flat.size != math.prod(x_shape):
-        raise ValueError(
-            f"the data ({described}) has {flat.size} values but the model expects x of shape "
-            f"{x_shape} ({math.prod(x_shape)} values)"
-        )
-    return flat.reshape(x_shape)
 
 
 class EBMSumstat(Sumstat):
