@@ -3,6 +3,8 @@ r"""The argument parser of ``ebm-lfi``: sub-commands, options, help texts and ex
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from .. import __version__
 
@@ -79,34 +81,24 @@ exit status: 0 success, 1 the run failed, 2 usage error, 130 interrupted.
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _checked(convert: Callable[[str], Any], noun: str, valid: Callable, requirement: str):
+    """An argparse ``type``: ``convert(text)``, refused unless ``valid(value)``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+_positive_int = _checked(int, "an integer", lambda v: v >= 1, "a positive integer")
+_seed = _checked(int, "an integer", lambda v: v >= 0, "a non-negative integer")
+_positive_float = _checked(float, "a number", lambda v: v > 0, "positive")
 
 
 def _num_statistics(text: str) -> int | str:
