@@ -250,6 +250,38 @@ def test_run_reproduces_infer_and_ignores_options_a_method_does_not_use(tmp_path
     assert summary["method_options"] == {"abc": {"num_reference": 5000}}  # --epochs dropped
 
 
+def test_workers_give_the_same_run_as_one_process(user_dir, capsys):
+    r"""--workers 2 runs the training simulations and the ABC reference table in two forked
+    processes; a simulator loaded from a file reaches them and the samples are unchanged."""
+    folder, name = user_dir
+    common = [
+        "run",
+        "--simulator",
+        f"{folder / f'{name}.py'}:simulate",
+        "--prior",
+        "uniform(-1,1,-1,1)",
+        "--observation",
+        "x.npy",
+        "--method",
+        "rejection-abc",
+        "--simulations",
+        "300",
+        "--num-reference",
+        "3000",
+        "--samples",
+        "100",
+        "--quiet",
+    ]
+    assert run_cli(capsys, *common, "--out", "one")[0] == 0
+    code, _, err = run_cli(capsys, *common, "--workers", "2", "--out", "two")
+    assert code == 0, err
+    one, two = (pd.read_csv(folder / d / "samples.csv") for d in ("one", "two"))
+    pd.testing.assert_frame_equal(one, two)
+    assert (
+        json.loads((folder / "two" / "summary.json").read_text())["simulations"]["training"] == 300
+    )
+
+
 @pytest.mark.parametrize("form", ["module", "file"])
 def test_run_with_a_user_simulator(user_dir, capsys, form):
     r"""x = theta + N(0, 0.1^2 I) with theta uniform on [-1, 1]^2: the exact posterior given

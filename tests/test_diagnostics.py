@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -369,6 +370,17 @@ def test_predictive_check_flags_an_observation_far_out(observation):
         assert table.loc[name, "p_value"] == pytest.approx(2 / (n + 1))  # the smallest possible
     assert {"mean", "q50"} <= set(check.flagged(0.05))
     assert table.loc["sd", "p_value"] > 0.02  # shifting the data leaves its spread alone
+
+
+def test_predictive_check_on_an_executor_is_bit_identical(observation):
+    x_o, post = observation
+    serial = predictive_check(post, simulator, x_o, num_simulations=40, seed=3)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        parallel = predictive_check(post, simulator, x_o, num_simulations=40, seed=3, executor=pool)
+    assert torch.equal(serial.theta, parallel.theta) and torch.equal(serial.x, parallel.x)
+    pd.testing.assert_frame_equal(serial.table, parallel.table)
+    with pytest.raises(TypeError, match="executor"):
+        predictive_check(post, simulator, x_o, num_simulations=10, executor=object())
 
 
 def test_predictive_check_statistics_options(observation, training_data):

@@ -239,6 +239,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     advanced.add_argument("--device", help="torch device of the method, e.g. cuda (default cpu)")
     advanced.add_argument("--threads", type=_positive_int, metavar="T", help="torch CPU threads")
+    advanced.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="W",
+        help="run the simulations (training set, ABC reference table and rounds) in W "
+        "processes; the results are identical to one process",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

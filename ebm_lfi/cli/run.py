@@ -10,12 +10,15 @@ observation file of a user simulator, which is checked against the simulations b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import multiprocessing
 import re
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,14 @@ from .inputs import (
 )
 from .report import jsonable, jsonable_dict, posterior_summary, reference_metrics
 
-__all__ = ["Problem", "resolve_problem", "method_options", "build_method", "run_command"]
+__all__ = [
+    "Problem",
+    "resolve_problem",
+    "method_options",
+    "build_method",
+    "process_pool",
+    "run_command",
+]
 
 logger = logging.getLogger("ebm_lfi.cli")
 
@@ -232,6 +242,20 @@ def _write_plot(post: Posterior, problem: Problem, path: Path) -> bool:
     return True
 
 
+def process_pool(workers: int | None) -> Any:
+    r"""A context of a ``ProcessPoolExecutor`` of ``workers`` processes, or of ``None`` for
+    one process.
+
+    Workers are forked where the platform allows it, so that a simulator loaded from a file
+    (``path/file.py:function``) reaches them without being importable by name.
+    """
+    if workers is None or workers <= 1:
+        return contextlib.nullcontext(None)
+    methods_ = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods_ else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
 def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     r"""Carry out ``ebm-lfi run``; returns the exit status (errors are raised)."""
     start = time.perf_counter()
@@ -244,32 +268,38 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     sim_seed, fit_seed, post_seed = (int(s) for s in seeds)
     times: dict[str, float] = {}
 
-    _status(progress, f"[1/4] running {args.simulations} simulations of {problem.label}")
-    tick = time.perf_counter()
-    theta, x, info = simulate(
-        problem.simulator,
-        problem.prior,
-        args.simulations,
-        seed=sim_seed,
-        progress=progress,
-        on_error=args.on_error,
-        return_info=True,
-    )
-    times["simulation"] = time.perf_counter() - tick
-    x_shape = tuple(x.shape[1:])
-    x_o = torch.as_tensor(
-        match_shape(problem.x_o, x_shape, repr(problem.observation)), dtype=x.dtype
-    )
+    with process_pool(args.workers) as executor:
+        if executor is not None and getattr(method, "executor", False) is None:
+            method.executor = executor  # the ABC stage's simulations too
+        _status(progress, f"[1/4] running {args.simulations} simulations of {problem.label}")
+        tick = time.perf_counter()
+        theta, x, info = simulate(
+            problem.simulator,
+            problem.prior,
+            args.simulations,
+            seed=sim_seed,
+            progress=progress,
+            on_error=args.on_error,
+            executor=executor,
+            return_info=True,
+        )
+        times["simulation"] = time.perf_counter() - tick
+        x_shape = tuple(x.shape[1:])
+        x_o = torch.as_tensor(
+            match_shape(problem.x_o, x_shape, repr(problem.observation)), dtype=x.dtype
+        )
 
-    _status(progress, f"[2/4] fitting {args.method}")
-    tick = time.perf_counter()
-    method.fit(theta, x, seed=fit_seed)
-    times["fit"] = time.perf_counter() - tick
+        _status(progress, f"[2/4] fitting {args.method}")
+        tick = time.perf_counter()
+        method.fit(theta, x, seed=fit_seed)
+        times["fit"] = time.perf_counter() - tick
 
-    _status(progress, f"[3/4] sampling {args.samples} posterior draws")
-    tick = time.perf_counter()
-    post = method.posterior(x_o, num_samples=args.samples, seed=post_seed)
-    times["posterior"] = time.perf_counter() - tick
+        _status(progress, f"[3/4] sampling {args.samples} posterior draws")
+        tick = time.perf_counter()
+        post = method.posterior(x_o, num_samples=args.samples, seed=post_seed)
+        times["posterior"] = time.perf_counter() - tick
+        if executor is not None and getattr(method, "executor", None) is executor:
+            method.executor = None
 
     _status(progress, f"[4/4] writing {out}")
     tick = time.perf_counter()

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..posterior import Posterior
-from ..simulation import Simulator
+from ..simulation import Simulator, simulate_at
 from ..simulator import root_entropy
 
 if TYPE_CHECKING:
@@ -216,6 +216,7 @@ def predictive_check(
     statistics: Any = None,
     num_simulations: int = 200,
     seed: int | None = 0,
+    executor: Any = None,
 ) -> PredictiveCheck:
     r"""Posterior predictive check of ``x_o`` under a posterior.
 
@@ -231,6 +232,8 @@ def predictive_check(
         num_simulations: Number :math:`n` of predictive simulations.
         seed: Root seed: ``numpy.random.SeedSequence(seed)`` child 0 seeds the posterior
             draws, child 1 the simulations. ``None`` draws a fresh one.
+        executor: A :class:`concurrent.futures.Executor` (or a Dask client's executor) to
+            run the simulations on; the result is bit-identical to a serial run.
 
     Returns:
         A :class:`PredictiveCheck` with the table, the statistics and the simulations.
@@ -264,7 +267,12 @@ def predictive_check(
     entropy = root_entropy(seed)
     seeds = np.random.SeedSequence(entropy).spawn(2)
     theta = posterior.sample(n, seed=int(seeds[0].generate_state(1, np.uint32)[0]))
-    x = simulator(theta.detach().cpu(), seed=int(seeds[1].generate_state(1, np.uint32)[0]))
+    x = simulate_at(
+        simulator,
+        theta.detach().cpu(),
+        seed=int(seeds[1].generate_state(1, np.uint32)[0]),
+        executor=executor,
+    )
     x_shape = tuple(x.shape[1:])
     x_obs = torch.as_tensor(np.asarray(x_o) if not isinstance(x_o, Tensor) else x_o)
     x_obs = x_obs.detach().cpu().to(x.dtype)
