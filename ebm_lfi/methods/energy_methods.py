@@ -101,7 +101,10 @@ class EnergyMethod:
         structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
             loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1, 2, 3, 4 and 6, see
             :mod:`ebm_lfi.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
-            ``"markov"`` (time series).
+            ``"markov"`` (time series). Prefer ``"auto"`` to forcing ``"mlp"``: an MLP on
+            structured data can settle on statistics that miss part of :math:`\theta` while
+            its loss looks close to the best (seen on flattened Gaussian draws, at every
+            :math:`k`), whereas the search compares the structured networks on held-out data.
         num_statistics: Number :math:`k` of statistics: ``"auto"`` (default: chosen among
             :math:`p, 2p, 3p` by held-out loss), an int, or ``None`` for :math:`p`.
         selection: A :class:`~ebm_lfi.selection.SelectionConfig` or a dict of its fields (the
