@@ -19,29 +19,12 @@ Networks: the *statistics network* maps :math:`(n, *x_{shape}) \to (n, k + 1)`, 
 ``base_net`` is given, the statistics network outputs :math:`(n, k)` and ``base_net`` outputs
 :math:`(n,)` or :math:`(n, 1)`. The *natural-parameter network* maps :math:`(n, p) \to (n, k)`.
 
-Two optional extensions serve the other training families:
-
-* **Ratio model** (NCE, ``normalizer=True``): the natural-parameter network has one more output,
-  a scalar head :math:`c(\theta)`, and a small ``marginal_net`` :math:`g` maps the statistics to
-  a scalar, so that
-
-  .. math:: r(y, \theta) = \eta(\theta)^\top s(y) + c(\theta) + d(y), \qquad
-      d(y) = b(y) + g(s(y)),
-
-  can equal :math:`\log p(y \mid \theta) - \log p(y)` (:meth:`ExpFamEBM.log_ratio_y`). For an
-  exponential family :math:`p(y \mid \theta) = h(y) e^{\eta^\top T(y) - A(\theta)}`, the
-  evidence is :math:`p(y) = h(y) \int e^{\eta^\top T(y) - A} \pi\, d\theta`, a function of
-  :math:`T(y)` times :math:`h(y)`, so :math:`d` depends on :math:`y` through the statistics only:
-  that is why :math:`g` reads :math:`s(y)`. Then :math:`c(\theta) = -A(\theta)` up to a constant
-  (with :math:`s` measured from a point where :math:`T = 0`; statistics are identified only up
-  to an affine map, which moves :math:`\eta^\top u` between the two terms).
-* **Noise-conditional model** (denoising score matching over a range of noise scales,
-  ``noise_conditional=True``): :math:`\eta(\theta, \sigma)` also reads :math:`\log \sigma`,
-  so that :math:`\eta(\theta, \sigma)^\top s(y) + b(y)` models the smoothed density
-  :math:`p_\sigma(y \mid \theta) = \int \mathcal N(y; y', \sigma^2 I) p(y' \mid \theta)\,
-  dy'` for every :math:`\sigma` of the trained range :attr:`ExpFamEBM.noise_range`, i.e. the ABC
-  likelihood with a Gaussian kernel of bandwidth :math:`\sigma` on the transformed data.
-  :meth:`ExpFamEBM.at_noise` gives the model at one :math:`\sigma`.
+Two optional extensions serve the other training families (see :mod:`ebm_lfi.energy_extensions`
+for their math): a **ratio model** (``normalizer=True``) with a head :math:`c(\theta)` and a
+marginal term, whose logit :meth:`ExpFamEBM.log_ratio_y` estimates
+:math:`\log p(y \mid \theta) - \log p(y)` (NCE); and a **noise-conditional model**
+(``noise_conditional=True``) whose :math:`\eta(\theta, \sigma)` also reads :math:`\log
+\sigma`, the smoothed density at every trained noise scale (:meth:`ExpFamEBM.at_noise`).
 
 References:
     Pacchiardi & Dutta, "Score Matched Neural Exponential Families for Likelihood-Free
@@ -58,7 +41,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import energy_extensions as _extensions
 from .energy_default import default_model
+from .energy_extensions import _AtNoise as _AtNoise  # re-exported (moved there)
 from .energy_io import load_model, model_config, save_model
 from .transforms import Bound, DataTransform, Standardize
 
@@ -301,16 +286,7 @@ class ExpFamEBM(nn.Module):
         r"""Statistics :math:`s(t(x))`, shape :math:`(n, *x_{shape}) \to (n, k)`."""
         return self.statistics_y(self.transform_x(x))
 
-    def _noise(self, sigma: float | Tensor | None, n: int) -> Tensor:
-        """Per-row noise scales, shape (n,): the lowest trained one by default."""
-        if not self.noise_conditional:
-            raise ValueError("sigma is only accepted by a noise-conditional model")
-        if sigma is None:
-            return self.noise_range[0].expand(n)
-        sigma = self._tensor(sigma).reshape(-1)
-        if sigma.numel() not in (1, n) or not bool((sigma > 0).all()):
-            raise ValueError(f"sigma must be positive, a scalar or one per row ({n}), got {sigma}")
-        return sigma.expand(n)
+    _noise = _extensions.noise_scales
 
     def _natural_outputs(self, theta: Tensor, sigma: float | Tensor | None) -> Tensor:
         theta = self._check_theta(theta)
@@ -338,51 +314,11 @@ class ExpFamEBM(nn.Module):
         """
         return self._natural_outputs(theta, sigma)[:, : self.num_statistics]
 
-    def natural_and_normalizer(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`\eta(\theta)` and the head :math:`c(\theta)` of a ratio model in one pass,
-        shapes :math:`(n, k)` and :math:`(n,)`."""
-        if not self.has_normalizer:
-            raise ValueError("this model has no normalizer head (build it with normalizer=True)")
-        out = self._natural_outputs(theta, None)
-        return out[:, :-1], out[:, -1]
-
-    def normalizer(self, theta: Tensor) -> Tensor:
-        r"""The head :math:`c(\theta)` of a ratio model, shape :math:`(n, p) \to (n,)`."""
-        return self.natural_and_normalizer(theta)[1]
-
-    def log_ratio_y(self, y: Tensor, theta: Tensor, index: Tensor | None = None) -> Tensor:
-        r"""The ratio model's logit :math:`\eta(\theta)^\top s(y) + c(\theta) + d(y)`.
-
-        Arguments:
-            y: Transformed data, shape :math:`(n, *x_{shape})`.
-            theta: Raw parameters, shape :math:`(n, p)` (or a broadcastable batch of 1), or
-                :math:`(m, p)` with ``index``.
-            index: Optional integer pairing of shape :math:`(r, n)`: entry ``(j, i)`` pairs
-                ``y[i]`` with ``theta[index[j, i]]``; the statistics are computed once.
-
-        Returns:
-            Shape :math:`(n,)`, or :math:`(r, n)` with ``index``.
-        """
-        if not self.has_normalizer:
-            raise ValueError("log_ratio_y needs a ratio model (build it with normalizer=True)")
-        y, theta = self._check_x(y, "y"), self._check_theta(theta)
-        if index is None:
-            y, theta = self._broadcast(y, theta)
-        s, b = self._stats_and_base_y(y)
-        if self.marginal_net is not None:
-            b = b + self.marginal_net(s).reshape(s.shape[0])
-        eta, c = self.natural_and_normalizer(theta)
-        if index is None:
-            return (eta * s).sum(-1) + c + b
-        return (eta[index] * s).sum(-1) + c[index] + b
-
-    def at_noise(self, sigma: float) -> _AtNoise:
-        r"""The noise-conditional model at one noise scale :math:`\sigma` (a view with
-        ``natural_parameters``, ``statistics_y`` and ``log_unnormalized_y``, as the exchange
-        sampler needs)."""
-        if not self.noise_conditional:
-            raise ValueError("at_noise needs a noise-conditional model (trained by DSM)")
-        return _AtNoise(self, float(sigma))
+    # ------------------------------------------- ratio / noise models (energy_extensions.py)
+    natural_and_normalizer = _extensions.natural_and_normalizer
+    normalizer = _extensions.normalizer
+    log_ratio_y = _extensions.log_ratio_y
+    at_noise = _extensions.at_noise
 
     def log_unnormalized(self, x: Tensor, theta: Tensor) -> Tensor:
         r""":math:`\log \tilde p(x \mid \theta)` including :math:`\log|\det \partial t/\partial x|`.
@@ -442,19 +378,3 @@ class ExpFamEBM(nn.Module):
                 its weights do not match its config.
         """
         return load_model(cls, path, device)
-
-
-class _AtNoise:
-    r"""A noise-conditional :class:`ExpFamEBM` at a fixed noise scale :math:`\sigma`."""
-
-    def __init__(self, model: ExpFamEBM, sigma: float):
-        self.model, self.sigma = model, sigma
-
-    def natural_parameters(self, theta: Tensor) -> Tensor:
-        return self.model.natural_parameters(theta, self.sigma)
-
-    def statistics_y(self, y: Tensor) -> Tensor:
-        return self.model.statistics_y(y)
-
-    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
-        return self.model.log_unnormalized_y(y, theta, self.sigma)

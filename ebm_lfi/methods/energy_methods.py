@@ -101,10 +101,11 @@ class EnergyMethod:
         structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
             loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1, 2, 3, 4 and 6, see
             :mod:`ebm_lfi.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
-            ``"markov"`` (time series). Prefer ``"auto"`` to forcing ``"mlp"``: an MLP on
-            structured data can settle on statistics that miss part of :math:`\theta` while
-            its loss looks close to the best (seen on flattened Gaussian draws, at every
-            :math:`k`), whereas the search compares the structured networks on held-out data.
+            ``"markov"`` (time series). Give :math:`x` its natural shape (:math:`(m, d)` for
+            :math:`m` exchangeable draws, :math:`(T,)` or :math:`(T, d)` for a series): an
+            MLP on flattened structured data can learn statistics that miss part of
+            :math:`\theta` while its held-out loss is close to the best, at every :math:`k`
+            (``scripts/check_statistics_structure.py``), and the search may then pick it.
         num_statistics: Number :math:`k` of statistics: ``"auto"`` (default: chosen among
             :math:`p, 2p, 3p` by held-out loss), an int, or ``None`` for :math:`p`.
         selection: A :class:`~ebm_lfi.selection.SelectionConfig` or a dict of its fields (the

@@ -3,9 +3,10 @@ r"""Samplers: ABC on learned statistics, MCMC kernels and exchange MCMC.
 ``scaler``: :class:`StatisticScaler`, the scaling behind the ABC distance. ``abc``:
 :func:`rejection_abc`, :func:`auto_num_accepted`, :func:`systematic_resample` (and re-exports
 of the rest). ``smc``: :func:`smc_abc`. ``adjustment``: the local-linear
-:func:`regression_adjustment` of accepted ABC samples. ``mcmc``: random-walk and MALA kernels
-as pure ``init`` / ``step`` pairs and the :func:`sample_mcmc` driver. ``exchange``:
-:func:`exchange_mcmc` and :func:`inner_chain_check`. ``diagnostics``:
+:func:`regression_adjustment` of accepted ABC samples. ``kernels``: random-walk and MALA
+kernels as pure ``init`` / ``step`` pairs; ``mcmc``: the :func:`sample_mcmc` driver. ``exchange``:
+:func:`exchange_mcmc` (its auxiliary draw in ``exchange_auxiliary``) and
+:func:`inner_chain_check`. ``diagnostics``:
 :func:`effective_sample_size` and split :func:`rhat`. ``potential``: :func:`sample_potential`,
 MCMC on a tractable posterior potential in an unconstrained parametrisation of the support.
 """
