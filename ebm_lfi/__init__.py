@@ -6,12 +6,14 @@ score matching, then infer with ABC on the learned statistics or exchange MCMC
 """
 
 from . import benchmarks, diagnostics, losses, methods, metrics, samplers
-from .energy import ExpFamEBM
+from .energy.model import ExpFamEBM
 from .infer import infer
-from .posterior import Posterior
+from .posterior.posterior import Posterior
 from .priors import BoxUniform
-from .simulation import SimulationError, SimulationInfo, Simulator, simulate
-from .training import TrainConfig, TrainingError, train
+from .simulation.simulate import SimulationInfo, simulate
+from .simulation.simulator import SimulationError, Simulator
+from .training.config import TrainConfig
+from .training.loop import TrainingError, train
 
 __all__ = [
     "BoxUniform",

@@ -10,9 +10,10 @@ import numpy as np
 from torch.distributions import Distribution
 
 from . import methods as _methods
-from .posterior import Posterior
+from .posterior.posterior import Posterior
 from .priors import validate_prior
-from .simulation import Simulator, simulate
+from .simulation.simulate import simulate
+from .simulation.simulator import Simulator
 
 __all__ = ["infer"]
 

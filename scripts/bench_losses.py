@@ -1,6 +1,6 @@
 r"""Benchmark the score-matching losses: time per training step (forward, backward, Adam).
 
-Compares, on the same :class:`~ebm_lfi.energy.ExpFamEBM` and batch:
+Compares, on the same :class:`~ebm_lfi.energy.model.ExpFamEBM` and batch:
 
 * exact score matching (:class:`~ebm_lfi.losses.ScoreMatching`, ``torch.func``
   Hessian-vector products ``vmap``-ed over the basis vectors) against two naive
@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import ScoreMatching, SlicedScoreMatching
 
 

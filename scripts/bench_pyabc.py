@@ -36,12 +36,7 @@ import pyabc
 import torch
 
 import ebm_lfi as el
-from ebm_lfi.integrations.pyabc import (
-    EBMSumstat,
-    SimulatorModel,
-    TorchPrior,
-    history_to_posterior,
-)
+from ebm_lfi.integrations.pyabc import EBMSumstat, SimulatorModel, TorchPrior, history_to_posterior
 
 VARIANTS = ("ebm", "mlp", "raw")
 

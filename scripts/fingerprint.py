@@ -27,7 +27,7 @@ FAST = {"training": {"epochs": 3, "patience": None}}
 SELECT = {"selection": {"epochs": 1, "train_size": 300, "validation_size": 300}}
 ABC = {"abc": {"num_reference": 3000}}
 EXCHANGE = {"exchange": {"num_chains": 4, "burn_in": 20, "check_inner": 0}}
-POTENTIAL = {"potential": {"num_chains": 4, "burn_in": 30}}
+POTENTIAL = {"mcmc": {"num_chains": 4, "burn_in": 30}}
 
 
 def cases() -> list[tuple[str, str, str, dict]]:
@@ -71,12 +71,24 @@ def run(selected: str | None) -> dict[str, list]:
         method.fit(theta, x, seed=2)
         post = method.posterior(task.observation(0), num_samples=200, seed=3)
         out[label] = list(digest(post))
-        print(f"{label:28s} {out[label][0]}  mean {out[label][1]:+.6f}  "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
+        print(
+            f"{label:28s} {out[label][0]}  mean {out[label][1]:+.6f}  "
+            f"({time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
     if not selected or "infer" in selected:
         task = el.benchmarks.get("ma2")
-        post = el.infer(task.simulator, task.prior, task.observation(1), method="ssm-abc",
-                        num_simulations=1500, seed=4, num_statistics=2, **FAST, **ABC)
+        post = el.infer(
+            task.simulator,
+            task.prior,
+            task.observation(1),
+            method="ssm-abc",
+            num_simulations=1500,
+            seed=4,
+            num_statistics=2,
+            **FAST,
+            **ABC,
+        )
         out["ma2/infer"] = list(digest(post))
         print(f"{'ma2/infer':28s} {out['ma2/infer'][0]}", flush=True)
     return out

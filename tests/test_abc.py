@@ -19,14 +19,11 @@ from torch.distributions import Independent, Normal
 
 from ebm_lfi.methods.statistics_abc import ABCConfig, StatisticsABC
 from ebm_lfi.priors import BoxUniform
-from ebm_lfi.samplers.abc import (
-    StatisticScaler,
-    auto_num_accepted,
-    rejection_abc,
-    smc_abc,
-    systematic_resample,
-)
-from ebm_lfi.simulation import Simulator, simulate
+from ebm_lfi.samplers.abc.rejection import auto_num_accepted, rejection_abc, systematic_resample
+from ebm_lfi.samplers.abc.scaler import StatisticScaler
+from ebm_lfi.samplers.abc.smc import smc_abc
+from ebm_lfi.simulation.simulate import simulate
+from ebm_lfi.simulation.simulator import Simulator
 
 N_OBS = 10
 PRIOR_SD = 3.0

@@ -17,12 +17,13 @@ from torch.distributions import Gamma, Independent, Normal, Uniform
 
 from ebm_lfi.metrics import wasserstein2
 from ebm_lfi.priors import BoxUniform
-from ebm_lfi.samplers.abc import StatisticScaler, rejection_abc
-from ebm_lfi.samplers.adjustment import (
+from ebm_lfi.samplers.abc.adjustment import (
     epanechnikov_weights,
     regression_adjustment,
     support_bounds,
 )
+from ebm_lfi.samplers.abc.rejection import rejection_abc
+from ebm_lfi.samplers.abc.scaler import StatisticScaler
 
 PRIOR_SD, NOISE_SD = 3.0, 1.0
 POST_V = 1.0 / (1.0 / PRIOR_SD**2 + 1.0 / NOISE_SD**2)
@@ -157,7 +158,7 @@ def test_too_few_samples_skip_the_adjustment(caplog):
     theta = torch.randn(3, 2, dtype=F64)
     stats = torch.randn(3, 2, dtype=F64)
     dist = stats.norm(dim=1)
-    with caplog.at_level(logging.WARNING, logger="ebm_lfi.samplers.adjustment"):
+    with caplog.at_level(logging.WARNING, logger="ebm_lfi.samplers.abc.adjustment"):
         out = regression_adjustment(theta, stats, torch.zeros(2, dtype=F64), dist)
     assert not out.info["applied"] and "coefficients" in out.info["reason"]
     assert "skipped" in caplog.text

@@ -303,7 +303,7 @@ def test_simulator_batch_independence(name):
 
 @pytest.mark.parametrize("name", ["beta", "ma2"])
 def test_task_simulator_wraps_batched_function(name):
-    simulation = pytest.importorskip("ebm_lfi.simulation")
+    simulation = pytest.importorskip("ebm_lfi.simulation.simulate")
     task = get(name)
     sim = task.simulator
     assert isinstance(sim, simulation.Simulator) and sim.batched

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import ebm_lfi as el
-from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import DenoisingScoreMatching
 
 DT = torch.float64

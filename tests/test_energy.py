@@ -6,9 +6,9 @@ import torch
 from scipy import integrate
 from torch import nn
 
-from ebm_lfi.energy import ExpFamEBM
-from ebm_lfi.energy_io import FORMAT_VERSION
-from ebm_lfi.nets import MLP
+from ebm_lfi.energy.io import FORMAT_VERSION
+from ebm_lfi.energy.mlp import MLP
+from ebm_lfi.energy.model import ExpFamEBM
 
 DT = torch.float64
 

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from ebm_lfi.priors import BoxUniform
-from ebm_lfi.samplers.diagnostics import effective_sample_size
-from ebm_lfi.samplers.exchange import ExponentialFamily, exchange_mcmc, gaussian_draw
-from ebm_lfi.samplers.inner_check import inner_chain_check
+from ebm_lfi.samplers.mcmc.diagnostics import effective_sample_size
+from ebm_lfi.samplers.mcmc.exchange import ExponentialFamily, exchange_mcmc
+from ebm_lfi.samplers.mcmc.exchange_auxiliary import gaussian_draw
+from ebm_lfi.samplers.mcmc.inner_check import inner_chain_check
 
 ot = pytest.importorskip("ot")
 

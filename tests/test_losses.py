@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy.mlp import MLP
+from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import (
     DenoisingScoreMatching,
     ScoreMatching,
@@ -14,7 +15,6 @@ from ebm_lfi.losses import (
     sample_projections,
     score_and_hessian_diagonal,
 )
-from ebm_lfi.nets import MLP
 
 DT = torch.float64
 

@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ebm_lfi.samplers.diagnostics import effective_sample_size, rhat
-from ebm_lfi.samplers.mcmc import (
-    mala_init,
-    mala_step,
-    random_walk_init,
-    random_walk_step,
-    sample_mcmc,
-)
+from ebm_lfi.samplers.mcmc.diagnostics import effective_sample_size, rhat
+from ebm_lfi.samplers.mcmc.driver import sample_mcmc
+from ebm_lfi.samplers.mcmc.kernels import mala_init, mala_step, random_walk_init, random_walk_step
 
 DT = torch.float64
 MU = torch.tensor([1.0, -2.0], dtype=DT)

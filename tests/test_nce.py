@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import ebm_lfi as el
-from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import NCE, ConditionalNCE, cnce_noise_scale
 from ebm_lfi.losses.nce import _other_rows
 

@@ -4,14 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from ebm_lfi.nets import (
-    MLP,
-    ExchangeableNet,
-    MarkovNet,
-    build_net,
-    net_config,
-    piecewise_linear_modules,
-)
+from ebm_lfi.energy.mlp import MLP, piecewise_linear_modules
+from ebm_lfi.energy.nets import build_net, net_config
+from ebm_lfi.energy.pooled_nets import ExchangeableNet, MarkovNet
 
 DT = torch.float64
 

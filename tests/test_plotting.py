@@ -1,4 +1,4 @@
-r"""Tests of ebm_lfi.plotting.pair_plot: the grid, the saved file, the legend, weighting of
+r"""Tests of ebm_lfi.posterior.plotting.pair_plot: the grid, the saved file, the legend, weighting of
 the scatter points, agreement with Posterior.plot, and validation. Structure, not pixels."""
 
 import sys
@@ -12,8 +12,8 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from ebm_lfi.plotting import pair_plot  # noqa: E402
-from ebm_lfi.posterior import Posterior  # noqa: E402
+from ebm_lfi.posterior.plotting import pair_plot
+from ebm_lfi.posterior.posterior import Posterior
 
 
 def _gen(seed: int) -> torch.Generator:

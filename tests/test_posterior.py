@@ -1,4 +1,4 @@
-r"""Tests of ebm_lfi.posterior.Posterior: summaries against explicit float64 computations,
+r"""Tests of ebm_lfi.posterior.posterior.Posterior: summaries against explicit float64 computations,
 conversions, resampling within standard errors, storage round trips, plots and validation."""
 
 import math
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ebm_lfi.posterior import Posterior
+from ebm_lfi.posterior.posterior import Posterior
 
 
 def _gen(seed):

@@ -28,8 +28,8 @@ from torch.distributions import (
 
 from ebm_lfi.metrics import wasserstein2
 from ebm_lfi.priors import BoxUniform
-from ebm_lfi.samplers import potential
-from ebm_lfi.samplers.potential import PotentialResult, sample_potential
+from ebm_lfi.samplers.mcmc import potential
+from ebm_lfi.samplers.mcmc.potential import PotentialResult, sample_potential
 
 DT = torch.float64
 MU = torch.tensor([1.0, -2.0], dtype=DT)

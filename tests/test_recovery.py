@@ -36,10 +36,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy.mlp import MLP
+from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import ScoreMatching, SlicedScoreMatching
-from ebm_lfi.nets import MLP
-from ebm_lfi.training import train
+from ebm_lfi.training.loop import train
 
 F64 = torch.float64
 M = 10  # draws per data set

@@ -6,9 +6,14 @@ import pytest
 import torch
 
 import ebm_lfi as el
-from ebm_lfi.energy import ExpFamEBM
+from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import ScoreMatching, SlicedScoreMatching
-from ebm_lfi.selection import SelectionConfig, candidates, heldout_score_matching, select_model
+from ebm_lfi.training.selection import (
+    SelectionConfig,
+    candidates,
+    heldout_score_matching,
+    select_model,
+)
 
 DT = torch.float64
 FAST = SelectionConfig(epochs=6, train_size=1500, validation_size=1000)

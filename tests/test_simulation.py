@@ -1,4 +1,4 @@
-r"""Tests of :mod:`ebm_lfi.simulation`: seeding, batching, executors and the failure policy.
+r"""Tests of :mod:`ebm_lfi.simulation.simulate`: seeding, batching, executors and the failure policy.
 
 Simulators are defined at module level so that they pickle for process pools and Dask.
 """
@@ -18,7 +18,8 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from ebm_lfi.priors import BoxUniform
-from ebm_lfi.simulation import SimulationError, SimulationInfo, Simulator, simulate
+from ebm_lfi.simulation.simulate import SimulationInfo, simulate
+from ebm_lfi.simulation.simulator import SimulationError, Simulator
 
 # ----------------------------------------------------------------------------- simulators
 # Each returns x = (theta_1 + e_1, theta_2 + e_2, e_3) with e ~ N(0, I_3) from its own RNG.
@@ -227,7 +228,7 @@ def test_call_reproduces_simulate(prior):
 
 
 def test_seed_none_draws_a_fresh_logged_seed(prior, caplog):
-    with caplog.at_level(logging.DEBUG, logger="ebm_lfi.simulation"):
+    with caplog.at_level(logging.DEBUG, logger="ebm_lfi.simulation.simulate"):
         theta_1, x_1, info_1 = simulate(numpy_rng, prior, 10, return_info=True)
         theta_2, x_2, info_2 = simulate(numpy_rng, prior, 10, return_info=True)
     assert info_1.seed != info_2.seed and not torch.equal(x_1, x_2)
@@ -357,7 +358,7 @@ def test_remote_errors_come_back_from_a_process_pool(prior, pool):
 @pytest.mark.parametrize("fn", [flaky, Simulator(flaky_batched, batched=True)])
 def test_drop_keeps_exactly_n_valid_pairs(fn, prior, caplog):
     n = 400
-    with caplog.at_level(logging.WARNING, logger="ebm_lfi.simulation"):
+    with caplog.at_level(logging.WARNING, logger="ebm_lfi.simulation.simulate"):
         theta, x, info = simulate(
             fn, prior, n, seed=1, on_error="drop", max_failure_rate=0.8, return_info=True
         )

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from ebm_lfi.training import TrainConfig, TrainingError, train
+from ebm_lfi.training.config import TrainConfig
+from ebm_lfi.training.loop import TrainingError, train
 
 DTYPE = torch.float64
 
@@ -584,7 +585,7 @@ def test_corrupt_or_foreign_checkpoints_give_clear_errors(tmp_path):
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     pickled = tmp_path / "pickled.pt"
-    torch.save({"format": "ebm_lfi.training.checkpoint", "object": NotATensor()}, pickled)
+    torch.save({"format": "ebm_lfi.training.loop.checkpoint", "object": NotATensor()}, pickled)
 
     for path in (garbage, truncated, pickled):
         with pytest.raises(ValueError, match="cannot read checkpoint"):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ebm_lfi.transforms import DataTransform, Standardize, SupportTransform, TailTransform
+from ebm_lfi.energy.tails import TailTransform
+from ebm_lfi.energy.transforms import DataTransform, Standardize, SupportTransform
 
 DT = torch.float64
 INF = math.inf

@@ -151,8 +151,8 @@ class Task:
 
     @property
     def simulator(self):
-        r"""The simulator as an :class:`ebm_lfi.simulation.Simulator` (batched, seeded per row)."""
-        from ..simulation import Simulator
+        r"""The simulator as an :class:`ebm_lfi.simulation.simulate.Simulator` (batched, seeded per row)."""
+        from ..simulation.simulator import Simulator
 
         return Simulator(self.simulate_fn, batched=True)
 

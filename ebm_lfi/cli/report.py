@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .. import metrics as _metrics
-from ..posterior import Posterior
+from ..posterior.posterior import Posterior
 
 __all__ = ["jsonable", "jsonable_dict", "posterior_summary", "reference_metrics", "W2_MAX_SAMPLES"]
 

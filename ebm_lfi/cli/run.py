@@ -28,8 +28,9 @@ import torch
 from torch import Tensor
 
 from .. import __version__, benchmarks, methods
-from ..posterior import Posterior
-from ..simulation import Simulator, simulate
+from ..posterior.posterior import Posterior
+from ..simulation.simulate import simulate
+from ..simulation.simulator import Simulator
 from .catalog import format_table
 from .inputs import (
     UsageError,

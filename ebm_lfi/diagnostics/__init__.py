@@ -7,13 +7,14 @@ r"""Checks of a posterior approximation: calibration over the prior and fit to o
   or default statistics (:class:`PredictiveCheck`).
 
 MCMC convergence diagnostics (:math:`\hat R`, effective sample size) live in
-:mod:`ebm_lfi.samplers.diagnostics`.
+:mod:`ebm_lfi.samplers.mcmc.diagnostics`.
 """
 
 from .coverage import coverage_band, expected_coverage, plot_coverage
 from .predictive import PredictiveCheck, default_statistics, predictive_check
 from .ranks import density_rank, marginal_ranks, split_density_rank, uniformity_table
-from .sbc import SBCResult, sbc
+from .sbc import sbc
+from .sbc_result import SBCResult
 
 __all__ = [
     "sbc",

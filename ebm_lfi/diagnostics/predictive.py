@@ -35,9 +35,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..posterior import Posterior
-from ..simulation import Simulator, simulate_at
-from ..simulator import root_entropy
+from ..posterior.posterior import Posterior
+from ..simulation.simulate import simulate_at
+from ..simulation.simulator import Simulator, root_entropy
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

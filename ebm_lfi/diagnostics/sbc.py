@@ -47,14 +47,16 @@ from torch import Tensor
 from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
-from ..posterior import Posterior
+from ..posterior.posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
-from ..simulation import Simulator, simulate
-from ..simulator import root_entropy
+from ..simulation.simulate import simulate
+from ..simulation.simulator import Simulator, root_entropy
 from .ranks import density_rank, fractional, marginal_ranks, split_density_rank
 from .sbc_result import RankOutcome, SBCResult
 
-__all__ = ["sbc", "SBCResult"]
+__all__ = [
+    "sbc",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ r"""Noise-contrastive losses: NCE as a ratio estimator, and conditional NCE.
       + \sum_{j=1}^{\nu} \log(1 + e^{r(y_i, \theta_{\sigma_j(i)})} / \nu)\Big],
 
   is minimised by :math:`r(y, \theta) = \log p(y \mid \theta) - \log p(y)`. With the ratio
-  model :math:`r = \eta(\theta)^\top s(y) + c(\theta) + d(y)` (see :mod:`ebm_lfi.energy`), the
+  model :math:`r = \eta(\theta)^\top s(y) + c(\theta) + d(y)` (see :mod:`ebm_lfi.energy.model`), the
   posterior potential :math:`\log \pi(\theta) + \eta(\theta)^\top s(y_o) + c(\theta)` is then
   tractable. The statistics are computed once per row; the :math:`\nu` negatives only re-pair
   them with other rows' :math:`\eta, c`, so extra negatives are almost free.
@@ -53,7 +53,7 @@ class NCE(nn.Module):
             other rows' parameters of the batch).
 
     Example:
-        >>> from ebm_lfi.energy import ExpFamEBM
+        >>> from ebm_lfi.energy.model import ExpFamEBM
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(8,), normalizer=True)
         >>> NCE(num_negatives=2)(model, torch.randn(5, 3), torch.rand(5, 2)).shape
         torch.Size([])
@@ -137,7 +137,7 @@ class ConditionalNCE(nn.Module):
         num_noise: Perturbations per data point (averaged).
 
     Example:
-        >>> from ebm_lfi.energy import ExpFamEBM
+        >>> from ebm_lfi.energy.model import ExpFamEBM
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(8,))
         >>> ConditionalNCE(0.3)(model, torch.randn(5, 3), torch.rand(5, 2)).shape
         torch.Size([])

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vmap
 
-from ..nets import piecewise_linear_modules
+from ..energy.mlp import piecewise_linear_modules
 
 __all__ = [
     "ScoreMatching",
@@ -218,7 +218,7 @@ class ScoreMatching(nn.Module):
         structured: Use the model's Hessian structure when it declares one.
 
     Example:
-        >>> from ebm_lfi.energy import ExpFamEBM
+        >>> from ebm_lfi.energy.model import ExpFamEBM
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(8,))
         >>> ScoreMatching()(model, torch.randn(5, 3), torch.rand(5, 2)).shape
         torch.Size([])
@@ -263,7 +263,7 @@ class SlicedScoreMatching(nn.Module):
         num_projections: Projections per sample (averaged).
 
     Example:
-        >>> from ebm_lfi.energy import ExpFamEBM
+        >>> from ebm_lfi.energy.model import ExpFamEBM
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(8,))
         >>> loss = SlicedScoreMatching(num_projections=2)
         >>> g = torch.Generator().manual_seed(0)
@@ -343,7 +343,7 @@ class DenoisingScoreMatching(nn.Module):
             2019, https://arxiv.org/abs/1907.05600, with :math:`\theta` as a further input).
 
     Example:
-        >>> from ebm_lfi.energy import ExpFamEBM
+        >>> from ebm_lfi.energy.model import ExpFamEBM
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(8,))
         >>> loss = DenoisingScoreMatching([0.1, 0.5])
         >>> loss(model, torch.randn(5, 3), torch.rand(5, 2)).shape

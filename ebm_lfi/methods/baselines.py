@@ -18,12 +18,13 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from ..nets import statistics_network
-from ..posterior import Posterior
+from ..energy.nets import statistics_network
+from ..energy.transforms import DataTransform, Standardize
+from ..posterior.posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
-from ..simulation import Simulator
-from ..training import TrainConfig, train
-from ..transforms import DataTransform, Standardize
+from ..simulation.simulator import Simulator
+from ..training.config import TrainConfig
+from ..training.loop import train
 from .common import NotFittedError, as_config, batched, check_observation, check_training_data
 from .statistics_abc import ABCConfig, StatisticsABC, check_executor
 
@@ -166,7 +167,7 @@ class RegressionABC(_ABCMethod):
         structure: ``"mlp"``, ``"iid"`` or ``"markov"`` network.
         x_support: ``(lower, upper)`` bounds of :math:`x`.
         network: Further keywords of the network (``hidden``, ``order``, ...).
-        training: A :class:`~ebm_lfi.training.TrainConfig` or a dict of its fields.
+        training: A :class:`~ebm_lfi.training.loop.TrainConfig` or a dict of its fields.
         simulator, abc, reference, executor, device, progress: As for every ABC method (see
             :class:`~ebm_lfi.methods.EnergyABC`).
     """

@@ -29,20 +29,17 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ..energy import ExpFamEBM
-from ..losses import (
-    NCE,
-    ConditionalNCE,
-    DenoisingScoreMatching,
-    ScoreMatching,
-    SlicedScoreMatching,
-)
-from ..posterior import Posterior
+from ..energy.model import ExpFamEBM
+from ..losses.nce import NCE, ConditionalNCE
+from ..losses.score_matching import DenoisingScoreMatching, ScoreMatching, SlicedScoreMatching
+from ..posterior.posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
-from ..samplers.abc import StatisticScaler, rejection_abc
-from ..selection import Candidate, SelectionConfig, select_model
-from ..simulation import Simulator
-from ..training import TrainConfig, train
+from ..samplers.abc.rejection import rejection_abc
+from ..samplers.abc.scaler import StatisticScaler
+from ..simulation.simulator import Simulator
+from ..training.config import TrainConfig
+from ..training.loop import train
+from ..training.selection import Candidate, SelectionConfig, select_model
 from .common import NotFittedError, as_config, batched, check_observation, check_training_data
 from .statistics_abc import ABCConfig, StatisticsABC, check_executor
 
@@ -100,7 +97,7 @@ class EnergyMethod:
         model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one.
         structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
             loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1, 2, 3, 4 and 6, see
-            :mod:`ebm_lfi.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
+            :mod:`ebm_lfi.training.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
             ``"markov"`` (time series). Give :math:`x` its natural shape (:math:`(m, d)` for
             :math:`m` exchangeable draws, :math:`(T,)` or :math:`(T, d)` for a series): an
             MLP on flattened structured data can learn statistics that miss part of
@@ -108,12 +105,12 @@ class EnergyMethod:
             (``scripts/check_statistics_structure.py``), and the search may then pick it.
         num_statistics: Number :math:`k` of statistics: ``"auto"`` (default: chosen among
             :math:`p, 2p, 3p` by held-out loss), an int, or ``None`` for :math:`p`.
-        selection: A :class:`~ebm_lfi.selection.SelectionConfig` or a dict of its fields (the
+        selection: A :class:`~ebm_lfi.training.selection.SelectionConfig` or a dict of its fields (the
             budget of the ``"auto"`` search); the table of candidates is kept in
             :attr:`selection_table` and in ``diagnostics``.
         x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
         network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
-        training: A :class:`~ebm_lfi.training.TrainConfig` or a dict of its fields.
+        training: A :class:`~ebm_lfi.training.loop.TrainConfig` or a dict of its fields.
         sigma: Noise of denoising score matching or conditional NCE, in the standardised
             space (see :func:`make_loss`): for DSM a range ``(lowest, highest)`` (default
             ``(0.05, 1.0)``) trains the tolerance-conditional model, a float one scale.

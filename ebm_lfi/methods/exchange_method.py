@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..posterior import Posterior
-from ..samplers.exchange import exchange_mcmc
-from ..samplers.inner_check import inner_chain_check
-from ..samplers.mcmc import make_generator
-from ..simulation import Simulator
+from ..posterior.posterior import Posterior
+from ..samplers.mcmc.driver import make_generator
+from ..samplers.mcmc.exchange import exchange_mcmc
+from ..samplers.mcmc.inner_check import inner_chain_check
+from ..simulation.simulator import Simulator
 from .common import as_config, check_observation
 from .energy_methods import EnergyMethod, frozen
 
@@ -48,7 +48,7 @@ class ExchangeConfig:
         burn_in: Outer tuning steps per chain (discarded).
         inner_steps: Inner MCMC steps drawing the auxiliary data.
         inner_kernel: ``"auto"`` (default: exact Gaussian draws when the model is quadratic
-            in the transformed data, see :func:`~ebm_lfi.samplers.exchange.gaussian_draw`,
+            in the transformed data, see :func:`~ebm_lfi.samplers.mcmc.exchange.gaussian_draw`,
             else MALA), ``"gaussian"``, ``"mala"`` (uses the model's score) or ``"rw"``.
         bridging: Geometric bridge steps between :math:`\theta` and :math:`\theta'`.
         thin: Keep every ``thin``-th outer draw.

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..posterior import Posterior
-from ..samplers._prior import prior_log_prob
-from ..samplers.potential import sample_potential
+from ..posterior.posterior import Posterior
+from ..priors import prior_log_prob
+from ..samplers.mcmc.potential import sample_potential
 from .common import as_config, check_observation
 from .energy_methods import EnergyMethod, frozen
 

@@ -34,7 +34,7 @@ optional ``executor`` (a :class:`concurrent.futures.Executor`, e.g. a Dask
 ``client.get_executor()``) that runs the simulations; the statistics are computed here. Every
 simulation has its own seed (simulation :math:`i` of a table or of an SMC batch is seeded by
 ``SeedSequence(s, spawn_key=(1, i))`` for the table's or the batch's root seed :math:`s`, see
-:mod:`ebm_lfi.simulation`), so the results are the same bit for bit with or without an
+:mod:`ebm_lfi.simulation.simulate`), so the results are the same bit for bit with or without an
 executor, whatever its number of workers. The executor is an argument, not configuration:
 :class:`ABCConfig` stays a frozen, picklable dataclass.
 """
@@ -53,15 +53,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ..samplers.abc import (
-    StatisticScaler,
-    auto_num_accepted,
-    rejection_abc,
-    smc_abc,
-    systematic_resample,
-)
-from ..samplers.adjustment import regression_adjustment
-from ..simulation import Simulator, simulate, simulate_at
+from ..samplers.abc.adjustment import regression_adjustment
+from ..samplers.abc.rejection import auto_num_accepted, rejection_abc, systematic_resample
+from ..samplers.abc.scaler import StatisticScaler
+from ..samplers.abc.smc import smc_abc
+from ..simulation.simulate import simulate, simulate_at
+from ..simulation.simulator import Simulator
 from .common import batched
 
 __all__ = ["ABCConfig", "StatisticsABC", "check_executor"]

@@ -1,0 +1,40 @@
+r"""MCMC: random-walk and MALA kernels as pure ``init`` / ``step`` pairs (:mod:`.kernels`), the
+:func:`sample_mcmc` driver, convergence diagnostics (:func:`effective_sample_size`, split
+:func:`rhat`), :func:`sample_potential` on a tractable posterior potential, and
+:func:`exchange_mcmc` with :func:`inner_chain_check`."""
+
+from .diagnostics import effective_sample_size, rhat
+from .driver import MCMCResult, sample_mcmc
+from .exchange import ExchangeResult, ExponentialFamily, exchange_mcmc
+from .inner_check import InnerChainCheck, inner_chain_check
+from .kernels import (
+    MALAState,
+    MCMCInfo,
+    RWState,
+    mala_init,
+    mala_step,
+    random_walk_init,
+    random_walk_step,
+)
+from .potential import PotentialResult, sample_potential
+
+__all__ = [
+    "ExchangeResult",
+    "ExponentialFamily",
+    "InnerChainCheck",
+    "MALAState",
+    "MCMCInfo",
+    "MCMCResult",
+    "PotentialResult",
+    "RWState",
+    "effective_sample_size",
+    "exchange_mcmc",
+    "inner_chain_check",
+    "mala_init",
+    "mala_step",
+    "random_walk_init",
+    "random_walk_step",
+    "rhat",
+    "sample_mcmc",
+    "sample_potential",
+]

@@ -1,0 +1,131 @@
+r"""The auxiliary draw of the exchange sampler and its statistics.
+
+The exchange step (:func:`~ebm_lfi.samplers.mcmc.exchange.exchange_mcmc`) needs, for each chain,
+:math:`s(y')` of a draw :math:`y' \sim p(\cdot \mid \theta') \propto \exp(\eta(\theta')^\top s(y)
++ b(y))`. :func:`auxiliary_statistics` provides it in one of two ways, for all chains as one
+batch:
+
+* **Inner MCMC** (Pacchiardi & Dutta 2022): ``steps`` MALA (autograd score) or random-walk steps
+  of the kernels of :mod:`ebm_lfi.samplers.mcmc.kernels` on :math:`\exp(\eta(\theta')^\top s(y) +
+  b(y))`, started at the observation :math:`y_o`; the draw is only approximately from the model.
+  With ``bridging`` :math:`K > 0` it is followed by :math:`K` kernel steps through the geometric
+  bridge :math:`f_k \propto f(\cdot; \theta')^{1 - \beta_k} f(\cdot; \theta)^{\beta_k}`,
+  :math:`\beta_k = k / (K + 1)` (Murray et al. 2006, §3), and the statistics are averaged along
+  it, :math:`\frac{1}{K + 1} \sum_{k=0}^{K} s(x_k)`.
+* **Exact Gaussian draw** (:func:`gaussian_draw`): if the log-density is quadratic in :math:`y`,
+  :math:`f(y) = \frac12 y^\top H y + g^\top y + \text{const}`, the model at :math:`\theta'` is
+  :math:`\mathcal N(P^{-1} g, P^{-1})` with :math:`P = -H` wherever :math:`P` is positive
+  definite; :math:`g` and :math:`H` are read off by :mod:`torch.func` at :math:`y = 0`.
+
+References:
+    | MCMC for doubly-intractable distributions (Murray et al., 2006)
+    | https://arxiv.org/abs/1206.6848
+
+    | Score Matched Neural Exponential Families for Likelihood-Free Inference
+      (Pacchiardi & Dutta, 2022) https://arxiv.org/abs/2012.10903
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+from torch.func import grad, jvp, vmap
+
+from .kernels import mala_init, mala_step, random_walk_init, random_walk_step
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .exchange import ExponentialFamily
+
+__all__ = ["auxiliary_statistics", "gaussian_draw"]
+
+
+def gaussian_draw(
+    family: ExponentialFamily, theta: Tensor, like: Tensor, generator: torch.Generator
+) -> Tensor:
+    r"""Exact draws from a family whose log-density is quadratic in :math:`y`.
+
+    If :math:`f(y) = \frac12 y^\top H y + g^\top y + \text{const}` (a linear read-out of
+    degree-≤2 monomials), the model at :math:`\theta` is :math:`\mathcal N(P^{-1} g, P^{-1})`
+    with :math:`P = -H`, provided :math:`P` is positive definite. :math:`H` and :math:`g` are read
+    off the gradient and the Hessian-vector products at :math:`y = 0`.
+
+    Arguments:
+        family: Provides ``log_unnormalized_y``.
+        theta: Parameters, shape :math:`(c, p)`.
+        like: A point shaped like one data point, :math:`(*y)` (dtype, device, shape).
+        generator: Random generator.
+
+    Returns:
+        Draws, shape :math:`(c, *y)`; rows whose :math:`P` is not positive definite (the model
+        is not normalisable there) are NaN, so that the exchange step rejects them.
+    """
+    c, shape, d = theta.shape[0], like.shape, like.numel()
+    zero = torch.zeros((c, *shape), dtype=like.dtype, device=like.device)
+    basis = torch.eye(d, dtype=like.dtype, device=like.device).reshape(d, 1, *shape)
+    grad_sum = grad(lambda z: family.log_unnormalized_y(z, theta).sum())
+
+    def hvp(v: Tensor) -> tuple[Tensor, Tensor]:
+        return jvp(grad_sum, (zero,), (v.expand_as(zero),))
+
+    with torch.no_grad():
+        g, hv = vmap(hvp)(basis)  # (d, c, *y) each
+    precision = -hv.reshape(d, c, d).permute(1, 0, 2)  # (c, d, d)
+    precision = 0.5 * (precision + precision.transpose(1, 2))
+    factor, info = torch.linalg.cholesky_ex(precision)
+    ok = info == 0
+    eye = torch.eye(d, dtype=like.dtype, device=like.device)
+    factor = torch.where(ok[:, None, None], factor, eye)
+    mean = torch.cholesky_solve(g[0].reshape(c, d, 1), factor)[..., 0]
+    z = torch.randn((c, d, 1), generator=generator, dtype=like.dtype, device=like.device)
+    draws = mean + torch.linalg.solve_triangular(factor.transpose(1, 2), z, upper=True)[..., 0]
+    draws = torch.where(ok[:, None], draws, torch.full_like(draws, torch.nan))
+    return draws.reshape(c, *shape)
+
+
+def auxiliary_statistics(
+    family: ExponentialFamily,
+    y_start: Tensor,
+    theta_new: Tensor,
+    theta_old: Tensor,
+    kernel: str,
+    steps: int,
+    bridging: int,
+    step_size: float,
+    generator: torch.Generator,
+) -> tuple[Tensor, float]:
+    r"""Statistics of the auxiliary draw (averaged along the bridge) and inner acceptance."""
+    if kernel == "gaussian":
+        y = gaussian_draw(family, theta_new, y_start[0], generator)
+        improper = torch.isnan(y.reshape(y.shape[0], -1)).any(dim=1)
+        with torch.no_grad():
+            stats = family.statistics_y(torch.nan_to_num(y))
+        return torch.where(improper[:, None], torch.full_like(stats, torch.nan), stats), 1.0
+    init, step = (
+        (mala_init, mala_step) if kernel == "mala" else (random_walk_init, random_walk_step)
+    )
+
+    def target(y: Tensor) -> Tensor:
+        return family.log_unnormalized_y(y, theta_new)
+
+    state = init(y_start, target)
+    rate = 0.0
+    for _ in range(steps):
+        state, info = step(state, target, step_size, generator=generator)
+        rate += float(info.acceptance_rate.mean())
+    x = state.position
+    with torch.no_grad():
+        stats = family.statistics_y(x)
+    for k in range(1, bridging + 1):
+        beta = k / (bridging + 1)
+
+        def bridge(y: Tensor, beta: float = beta) -> Tensor:
+            return (1 - beta) * family.log_unnormalized_y(
+                y, theta_new
+            ) + beta * family.log_unnormalized_y(y, theta_old)
+
+        x = step(init(x, bridge), bridge, step_size, generator=generator)[0].position
+        with torch.no_grad():
+            stats = stats + family.statistics_y(x)
+    return stats / (bridging + 1), rate / steps

@@ -1,0 +1,238 @@
+r"""The optimisation settings of :func:`ebm_lfi.training.loop.train`, and the checks of its inputs.
+
+:class:`TrainConfig` says *how* to optimise (epochs, batch size, learning rates, optimiser,
+learning-rate schedule, early stopping, validation split, gradient clipping) and is validated on
+construction. :func:`optimizer_groups` and :func:`make_scheduler` turn it into the optimiser's
+parameter groups and the schedule. :func:`check_int`, :func:`check_float`, :func:`check_data`
+and :func:`check_validation` are the checks of :func:`~ebm_lfi.training.loop.train`'s public
+boundary, with messages that name the values and shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ExponentialLR, ReduceLROnPlateau
+
+__all__ = [
+    "ParamGroups",
+    "TrainConfig",
+    "optimizer_groups",
+    "make_scheduler",
+    "check_int",
+    "check_float",
+    "check_data",
+    "check_validation",
+]
+
+ParamGroups = (
+    Mapping[str, float] | Sequence[tuple[nn.Module | nn.Parameter | Iterable[nn.Parameter], float]]
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    r"""Optimisation settings of :func:`~ebm_lfi.training.loop.train`, validated on construction.
+
+    The fields are the keywords of :func:`~ebm_lfi.training.loop.train` that describe *how* to
+    optimise; pass them on with ``train(model, loss, *data, **config.as_kwargs(), seed=0)``.
+
+    Arguments:
+        epochs: Total number of epochs (passes over the training set).
+        batch_size: Mini-batch size; the last batch of an epoch may be smaller.
+        lr: Learning rate of every parameter not named in ``param_groups``.
+        param_groups: Separate learning rates, either a mapping from submodule names of the
+            model to learning rates (``{"natural_net": 1e-4}``) or a sequence of
+            ``(module_or_parameters, lr)`` pairs. A parameter may belong to one group only.
+        optimizer: Optimiser class (or factory) called as
+            ``optimizer(groups, lr=lr, weight_decay=weight_decay)``.
+        weight_decay: Weight decay passed to the optimiser.
+        scheduler: ``"exponential"`` (multiply the learning rate by ``gamma`` every epoch),
+            ``"plateau"`` (multiply by ``gamma`` after ``scheduler_patience`` epochs without
+            improvement of the monitored loss), ``None``, or a callable
+            ``optimizer -> scheduler``.
+        gamma: Decay factor; ``None`` means 0.99 for ``"exponential"`` and 0.5 for ``"plateau"``.
+        scheduler_patience: Patience of the ``"plateau"`` schedule, in epochs.
+        patience: Early-stopping patience in epochs; ``None`` disables early stopping.
+        min_delta: Smallest decrease of the monitored loss that counts as an improvement.
+        validation_fraction: Fraction of the data held out for validation when no explicit
+            ``validation`` set is given, in :math:`[0, 1)`; 0 monitors the training loss.
+        grad_clip: Maximum norm of the gradient (all trainable parameters together), or ``None``.
+    """
+
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3
+    param_groups: ParamGroups | None = None
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam
+    weight_decay: float = 0.0
+    scheduler: str | Callable[[torch.optim.Optimizer], Any] | None = "exponential"
+    gamma: float | None = None
+    scheduler_patience: int = 5
+    patience: int | None = 20
+    min_delta: float = 0.0
+    validation_fraction: float = 0.2
+    grad_clip: float | None = None
+
+    def __post_init__(self):
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("scheduler_patience", self.scheduler_patience, minimum=0)
+        if self.patience is not None:
+            check_int("patience", self.patience, minimum=1)
+        check_float("lr", self.lr, low=0.0, low_open=True)
+        check_float("weight_decay", self.weight_decay, low=0.0)
+        check_float("min_delta", self.min_delta, low=0.0)
+        check_float("validation_fraction", self.validation_fraction, low=0.0, high=1.0)
+        if self.grad_clip is not None:
+            check_float("grad_clip", self.grad_clip, low=0.0, low_open=True)
+        if not callable(self.optimizer):
+            raise TypeError(f"optimizer must be callable, got {type(self.optimizer).__name__}")
+        if isinstance(self.scheduler, str):
+            if self.scheduler not in ("exponential", "plateau"):
+                raise ValueError(
+                    f"scheduler must be 'exponential', 'plateau', None or a callable, "
+                    f"got {self.scheduler!r}"
+                )
+        elif self.scheduler is not None and not callable(self.scheduler):
+            raise TypeError(f"scheduler must be a str, None or callable, got {self.scheduler!r}")
+        if self.gamma is not None:
+            check_float("gamma", self.gamma, low=0.0, low_open=True, high=1.0, high_open=False)
+            if self.scheduler == "plateau" and self.gamma >= 1.0:
+                raise ValueError(f"gamma must be < 1 for the plateau schedule, got {self.gamma}")
+
+    def as_kwargs(self) -> dict[str, Any]:
+        r"""Returns the fields as keywords of :func:`~ebm_lfi.training.loop.train` (a shallow copy)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def optimizer_groups(
+    model: nn.Module, lr: float, groups: ParamGroups | None
+) -> list[dict[str, Any]]:
+    r"""The optimiser's parameter groups: ``groups`` as in :class:`TrainConfig`, the rest at lr."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("model has no trainable parameters")
+    if groups is None:
+        return [{"params": trainable, "lr": lr}]
+    if isinstance(groups, Mapping):
+        pairs = []
+        for name, group_lr in groups.items():
+            try:
+                pairs.append((model.get_submodule(name), group_lr))
+            except AttributeError:
+                children = [c for c, _ in model.named_children()]
+                raise ValueError(
+                    f"param_groups names {name!r}, which is not a submodule of the model "
+                    f"(children: {children})"
+                ) from None
+    else:
+        pairs = list(groups)
+    named: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for i, (params, group_lr) in enumerate(pairs):
+        check_float(f"param_groups[{i}] learning rate", group_lr, low=0.0, low_open=True)
+        if isinstance(params, nn.Module):
+            params = params.parameters()
+        elif isinstance(params, Tensor):
+            params = [params]
+        params = [p for p in params if p.requires_grad]
+        if any(id(p) in seen for p in params):
+            raise ValueError(f"param_groups[{i}] shares parameters with an earlier group")
+        seen.update(id(p) for p in params)
+        named.append({"params": params, "lr": float(group_lr)})
+    rest = [p for p in trainable if id(p) not in seen]
+    if len(seen) != len(trainable) - len(rest):
+        raise ValueError("param_groups contains parameters that are not the model's")
+    return ([{"params": rest, "lr": lr}] if rest else []) + named
+
+
+def make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    r"""The learning-rate schedule of ``config`` on ``opt`` (``None`` without one)."""
+    if config.scheduler == "exponential":
+        return ExponentialLR(opt, gamma=0.99 if config.gamma is None else config.gamma)
+    if config.scheduler == "plateau":
+        return ReduceLROnPlateau(
+            opt,
+            mode="min",
+            factor=0.5 if config.gamma is None else config.gamma,
+            patience=config.scheduler_patience,
+        )
+    if config.scheduler is None:
+        return None
+    return config.scheduler(opt)
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    r"""Raises unless ``value`` is an integer (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_float(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = True,
+) -> None:
+    r"""Raises unless ``value`` is a finite real number (not a bool) in the given interval."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    bad = not math.isfinite(value)
+    if low is not None:
+        bad |= value <= low if low_open else value < low
+    if high is not None:
+        bad |= value >= high if high_open else value > high
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        interval = (
+            f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
+        )
+        raise ValueError(f"{name} must be finite and in {interval}, got {value}")
+
+
+def check_data(data: Sequence[Any], name: str) -> tuple[Tensor, ...]:
+    r"""The ``data`` as tensors, checked to be non-empty with a common first dimension."""
+    if len(data) == 0:
+        raise ValueError(f"no {name} tensors given; pass e.g. train(model, loss, y, theta)")
+    tensors = tuple(torch.as_tensor(t) for t in data)
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise ValueError(f"{name}[{i}] must have a first (sample) dimension, got a scalar")
+    sizes = [t.shape[0] for t in tensors]
+    if len(set(sizes)) != 1:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ValueError(f"{name} tensors must share their first dimension, got shapes {shapes}")
+    if sizes[0] == 0:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ValueError(f"{name} is empty (shapes {shapes})")
+    return tensors
+
+
+def check_validation(validation: Sequence[Tensor], data: tuple[Tensor, ...]):
+    r"""The ``validation`` tensors, checked against ``data`` (one each, same trailing shapes)."""
+    if isinstance(validation, Tensor) or not isinstance(validation, Sequence):
+        raise TypeError("validation must be a tuple or list of tensors, one per data tensor")
+    validation = check_data(validation, "validation")
+    if len(validation) != len(data):
+        raise ValueError(f"validation has {len(validation)} tensors, data has {len(data)}")
+    for i, (v, t) in enumerate(zip(validation, data)):
+        if v.shape[1:] != t.shape[1:]:
+            raise ValueError(
+                f"validation[{i}] has shape {tuple(v.shape)}, incompatible with data[{i}] of "
+                f"shape {tuple(t.shape)}"
+            )
+    return validation

@@ -1,0 +1,366 @@
+r"""Choosing the architecture and the number of statistics by held-out score-matching loss.
+
+For a model :math:`\tilde p_w(y \mid \theta)` of data whose conditional density is
+:math:`p(y \mid \theta)`, the Hyvärinen objective
+
+.. math:: J(w) = \mathbb{E}_{p(y, \theta)}\Big[\sum_i \tfrac12 (\partial_i f_w)^2
+    + \partial_i^2 f_w\Big], \qquad f_w = \log \tilde p_w,
+
+equals the Fisher divergence :math:`\frac12 \mathbb{E}\|\nabla_y f_w - \nabla_y \log p\|^2`
+minus a constant that depends on the data distribution only. On one validation set, in one
+transformed space, a lower held-out :math:`J` is therefore a better fit, whatever the
+architecture or the number :math:`k` of statistics: the models can be ranked by it.
+Two details make the comparison sound:
+
+* every candidate sees the same data transform :math:`y = t(x)` (the standardisation pools over
+  the time / draw axis for all of them when structured networks compete), since :math:`J` is
+  not invariant to a change of variables;
+* :math:`J` is estimated by sliced score matching with the *same* random projections and the
+  same validation rows for every candidate (common random numbers), so the projection noise
+  largely cancels in the differences, whose standard errors are reported.
+
+The search (:func:`select_model`) is a pilot: each candidate is trained for a few epochs on a
+subset, scored, and the winner is returned warm for the full training. It runs in stages:
+structures at the largest :math:`k` (Markov networks with their window monomials only); if a
+Markov network wins, the same with learned window features, kept only if they lower the loss by
+more than ``tolerance`` standard errors (they cost about eight times more per epoch); then the
+number of statistics for the winning structure,
+taking the smallest :math:`k` whose loss is within ``tolerance`` standard errors of the best
+(more statistics cost ABC efficiency, so a larger :math:`k` must earn its place). The same
+parsimony rule picks the structure: the candidates are ordered from the most constrained
+(exchangeable draws, then Markov of increasing order) to the generic MLP, and the first one within
+``tolerance`` standard errors of the best wins. A Markov network contains the exchangeable
+family (window features that ignore all but one step), so on iid data it ties, and the rule
+keeps the exchangeable one.
+
+A ratio model fitted by NCE does not model :math:`p(y \mid \theta)` (its energy is
+:math:`\log p(y \mid \theta) - \log p(y)`), so its score-matching loss means nothing; a loss
+that brings its own held-out score (``loss.heldout``, the NCE loss with fixed pairings, also a
+proper scoring rule of the ratio) is used instead.
+
+References:
+    | Estimation of Non-Normalized Statistical Models by Score Matching (Hyvärinen, 2005)
+    | https://jmlr.org/papers/v6/hyvarinen05a.html
+
+    | Score Matched Neural Exponential Families for Likelihood-Free Inference
+      (Pacchiardi & Dutta, JMLR 2022) https://arxiv.org/abs/2012.10903
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..energy.model import ExpFamEBM
+from ..losses.score_matching import sample_projections
+from .config import TrainConfig
+from .loop import train
+
+__all__ = ["Candidate", "SelectionConfig", "candidates", "heldout_score_matching", "select_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    r"""One architecture to try.
+
+    Arguments:
+        structure: ``"mlp"``, ``"iid"`` or ``"markov"``.
+        num_statistics: Number :math:`k` of statistics.
+        order: Markov order (``"markov"`` only).
+        learned: Add learned window features to the Markov network's monomials.
+    """
+
+    structure: str
+    num_statistics: int
+    order: int | None = None
+    learned: bool = False
+
+    @property
+    def label(self) -> str:
+        """Short name, e.g. ``"markov(2)"`` or ``"markov(2)+learned"``."""
+        if self.structure != "markov":
+            return self.structure
+        return f"markov({self.order})" + ("+learned" if self.learned else "")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    r"""Budget of the pilot search.
+
+    Arguments:
+        epochs: Pilot epochs per candidate.
+        batch_size: Pilot mini-batch size (small, for many optimiser steps on a small subset).
+        train_size: Training rows used by the pilot (a random subset).
+        validation_size: Held-out rows on which candidates are scored.
+        num_projections: Sliced-score-matching projections per validation row.
+        tolerance: A smaller :math:`k` is kept when its loss is within this many standard errors
+            of the best one.
+        orders: Markov orders tried.
+        learned_features: When a Markov network wins, also try it with learned window features
+            (kept if they lower the loss by more than ``tolerance`` standard errors).
+        k_factors: Numbers of statistics tried, as multiples of the number of parameters.
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    train_size: int = 2000
+    validation_size: int = 2000
+    num_projections: int = 8
+    tolerance: float = 2.0
+    orders: tuple[int, ...] = (1, 2, 3, 4, 6)
+    learned_features: bool = True
+    k_factors: tuple[int, ...] = (1, 2, 3)
+
+    def __post_init__(self):
+        sizes = (self.epochs, self.batch_size, self.train_size, self.validation_size)
+        if min(*sizes, self.num_projections) < 1:
+            raise ValueError(
+                "epochs, batch_size, train_size, validation_size, num_projections must be >= 1"
+            )
+        if not self.orders or min(self.orders) < 1 or not self.k_factors:
+            raise ValueError("orders must be >= 1 and k_factors non-empty")
+
+
+def candidates(
+    x_shape: Sequence[int],
+    theta_dim: int,
+    structure: str | Sequence[str] = "auto",
+    num_statistics: int | str = "auto",
+    config: SelectionConfig | None = None,
+) -> tuple[list[str], list[int], list[int]]:
+    r"""The structures, Markov orders and numbers of statistics an ``"auto"`` search tries.
+
+    Data of shape :math:`(T,)` or :math:`(T, d)` may be a series or a set of exchangeable
+    draws, so ``"mlp"``, ``"iid"`` and ``"markov"`` of each order compete; any other shape gets
+    the MLP only. :math:`k` ranges over ``k_factors`` times the number of parameters.
+
+    Returns:
+        ``(structures, orders, ks)``.
+    """
+    config = config or SelectionConfig()
+    x_shape = tuple(int(s) for s in x_shape)
+    if structure == "auto":
+        series = len(x_shape) in (1, 2) and x_shape[0] > 1
+        structures = ["mlp", "iid", "markov"] if series else ["mlp"]
+    elif isinstance(structure, str):
+        structures = [structure]
+    else:
+        structures = list(structure)
+    for s in structures:
+        if s not in ("mlp", "iid", "markov"):
+            raise ValueError(f"structure must be 'auto', 'mlp', 'iid' or 'markov', got {s!r}")
+    orders = [r for r in config.orders if r < x_shape[0]] if "markov" in structures else []
+    if "markov" in structures and not orders:
+        structures.remove("markov")
+    if num_statistics == "auto":
+        ks = sorted({int(f) * int(theta_dim) for f in config.k_factors})
+    else:
+        ks = [int(num_statistics)]
+    return structures, orders, ks
+
+
+def heldout_score_matching(
+    model: ExpFamEBM,
+    y: Tensor,
+    theta: Tensor,
+    *,
+    num_projections: int = 8,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> Tensor:
+    r"""Per-row sliced score-matching loss (variance-reduced), with reproducible projections.
+
+    .. math:: \ell(y, \theta) = \tfrac12 \|\nabla_y f\|^2 + \frac1P \sum_{j=1}^P
+        v_j^\top \nabla_y^2 f\, v_j, \qquad v_j \text{ Rademacher},
+
+    an unbiased estimate of the per-row Hyvärinen loss. The projections depend on ``seed`` and
+    the shape of ``y`` only, so two models scored with the same seed see the same ones.
+
+    Arguments:
+        model: Provides ``log_unnormalized_y(y, theta) -> (n,)``.
+        y: Transformed data, shape :math:`(n, *x_{shape})`.
+        theta: Parameters, shape :math:`(n, p)`.
+        num_projections: :math:`P`.
+        seed: Seed of the projections.
+        batch_size: Rows per evaluation.
+
+    Returns:
+        Shape :math:`(n,)`.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    v_all = sample_projections(
+        (num_projections, *y.shape), "rademacher", dtype=y.dtype, generator=gen
+    )
+    v_all = v_all.to(y.device)
+    out = []
+    for start in range(0, y.shape[0], batch_size):
+        yb = y[start : start + batch_size].detach().requires_grad_(True)
+        tb = theta[start : start + batch_size]
+        vb = v_all[:, start : start + batch_size]
+        with torch.enable_grad():
+            f = model.log_unnormalized_y(yb, tb)
+            (g,) = torch.autograd.grad(f.sum(), yb, create_graph=True)
+            (hv,) = torch.autograd.grad(g, yb, grad_outputs=vb, is_grads_batched=True)
+        n = yb.shape[0]
+        vhv = (vb * hv).reshape(num_projections, n, -1).sum(-1).mean(0)
+        out.append((0.5 * g.detach().reshape(n, -1).square().sum(-1) + vhv).detach())
+    return torch.cat(out)
+
+
+def select_model(
+    theta: Tensor,
+    x: Tensor,
+    build: Callable[[Candidate, tuple[int, ...] | None], ExpFamEBM],
+    *,
+    structure: str | Sequence[str] = "auto",
+    num_statistics: int | str = "auto",
+    loss: Callable,
+    config: SelectionConfig | None = None,
+    training: TrainConfig | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> tuple[ExpFamEBM, pd.DataFrame]:
+    r"""Pilot-train candidate models and keep the one with the lowest held-out SM loss.
+
+    Arguments:
+        theta: Training parameters, shape :math:`(n, p)`.
+        x: Training data, shape :math:`(n, *x_{shape})`.
+        build: ``build(candidate, shared_dims) -> ExpFamEBM`` makes an untrained model
+            (``shared_dims``: the standardisation axes every candidate must share).
+        structure, num_statistics: ``"auto"`` or fixed choices (see :func:`candidates`).
+        loss: The training loss ``loss(model, y, theta)``.
+        config: A :class:`SelectionConfig`.
+        training: Optimiser settings; ``epochs`` is replaced by the pilot's.
+        seed: Seed of the subsets, initialisations and training.
+        progress: Show a progress bar over the candidates (each score is also logged).
+
+    Returns:
+        The winning model (prepared and pilot-trained, ready for further training) and the
+        table of candidates: ``stage`` (``"structure"``, ``"features"``, ``"statistics"``),
+        ``structure``, ``order``, ``num_statistics``, ``learned``, ``loss`` (mean held-out
+        loss), ``se`` (standard error of its paired difference to the structure kept before the
+        choice of :math:`k`), ``seconds``, ``selected``.
+    """
+    config = config or SelectionConfig()
+    training = training or TrainConfig()
+    n, p = theta.shape
+    structures, orders, ks = candidates(x.shape[1:], p, structure, num_statistics, config)
+    shared = (0,) if any(s != "mlp" for s in structures) else None
+    base_seed = 0 if seed is None else int(seed)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(base_seed + 101))
+    n_val = min(config.validation_size, max(2, n // 5))
+    val_idx, train_idx = perm[:n_val].to(theta.device), perm[n_val:].to(theta.device)
+    pilot_idx = train_idx[: config.train_size]
+    pilot = TrainConfig(
+        **{
+            **training.as_kwargs(),
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "patience": None,
+        }
+    )
+    rows: list[dict] = []
+    models: dict[Candidate, ExpFamEBM] = {}
+    scores: dict[Candidate, Tensor] = {}
+
+    def run(cand: Candidate, stage: str) -> None:
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(base_seed)
+            model = build(cand, shared).to(device=x.device, dtype=theta.dtype)
+        model.prepare(theta, x)
+        y_val = model.transform_x(x[val_idx])
+        train(
+            model,
+            loss,
+            model.transform_x(x[pilot_idx]),
+            theta[pilot_idx],
+            **pilot.as_kwargs(),
+            validation=(y_val, theta[val_idx]),
+            seed=base_seed,
+            device=x.device,
+            progress=False,
+        )
+        model.eval()
+        if hasattr(loss, "heldout"):  # a loss with its own proper held-out score (NCE)
+            score = loss.heldout(model, y_val, theta[val_idx], seed=base_seed)
+        else:
+            score = heldout_score_matching(
+                model, y_val, theta[val_idx], num_projections=config.num_projections, seed=base_seed
+            )
+        if not bool(torch.isfinite(score).all()):
+            score = torch.full_like(score, math.inf)
+        models[cand], scores[cand] = model, score
+        rows.append(
+            {
+                "stage": stage,
+                "structure": cand.structure,
+                "order": cand.order,
+                "num_statistics": cand.num_statistics,
+                "loss": float(score.mean()),
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        logger.info(
+            "%s k=%d: held-out loss %.4f", cand.label, cand.num_statistics, rows[-1]["loss"]
+        )
+        bar.set_postfix_str(f"{cand.label} k={cand.num_statistics}: {rows[-1]['loss']:.3f}")
+        bar.update()
+
+    def paired_se(a: Candidate, b: Candidate) -> float:
+        d = scores[a] - scores[b]
+        return float(d.std() / math.sqrt(d.numel())) if torch.isfinite(d).all() else math.inf
+
+    # stage 1: structures at the largest k
+    k_max = max(ks)
+    stage1 = []
+    for s in sorted(structures, key=["iid", "markov", "mlp"].index):
+        for r in orders if s == "markov" else [None]:
+            stage1.append(Candidate(s, k_max, r))
+    total = len(stage1) + len([k for k in ks if k != k_max])
+    bar = tqdm(total=total, desc="Model choice", unit="model", disable=not progress)
+    for cand in stage1:
+        run(cand, "structure")
+    best = min(stage1, key=lambda c: float(scores[c].mean()))
+    # parsimony: the simplest structure within `tolerance` standard errors of the best one
+    # (stage1 is ordered from the most to the least constrained family)
+    for cand in stage1:
+        gap = float(scores[cand].mean() - scores[best].mean())
+        if gap <= config.tolerance * paired_se(cand, best):
+            best = cand
+            break
+    stage1b = []
+    if best.structure == "markov" and config.learned_features:
+        stage1b = [replace(best, learned=True)]
+        bar.total += 1
+        run(stage1b[0], "features")
+        gap = float(scores[best].mean() - scores[stage1b[0]].mean())
+        if gap > config.tolerance * paired_se(stage1b[0], best):
+            best = stage1b[0]
+    # stage 2: the number of statistics for the winning structure
+    stage2 = [replace(best, num_statistics=k) for k in ks if k != k_max]
+    for cand in stage2:
+        run(cand, "statistics")
+    chosen = best
+    for cand in sorted(stage2, key=lambda c: c.num_statistics):
+        gap = float(scores[cand].mean() - scores[best].mean())
+        if gap <= config.tolerance * paired_se(cand, best):
+            chosen = cand
+            break
+    bar.close()
+    table = pd.DataFrame(rows)
+    tried = [*stage1, *stage1b, *stage2]
+    table["learned"] = [c.learned for c in tried]
+    table["se"] = [paired_se(c, best) if c != best else 0.0 for c in tried]
+    table["selected"] = [c == chosen for c in tried]
+    return models[chosen], table
