@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from torch.distributions import Distribution
 
-from . import methods as _methods
+from .methods.registry import get as get_method
 from .posterior.posterior import Posterior
 from .priors import validate_prior
 from .simulation.simulate import simulate
@@ -65,7 +65,7 @@ def infer(
     if isinstance(method, str):
         method_options.setdefault("simulator", simulator)
         method_options.setdefault("progress", progress)
-        method = _methods.get(method, prior=prior, **method_options)
+        method = get_method(method, prior=prior, **method_options)
     elif method_options:
         raise TypeError("method options are only accepted with a method name")
     executor = (simulation_options or {}).get("executor")

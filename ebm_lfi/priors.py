@@ -4,11 +4,36 @@ Any :class:`torch.distributions.Distribution` with ``sample`` and ``log_prob`` o
 vector :math:`\theta \in \mathbb{R}^p` is accepted as a prior: sbi's ``BoxUniform`` and
 ``MultipleIndependent`` included, and a one-parameter distribution of ``batch_shape (1,)`` as
 sbi writes it (:func:`validate_prior`). :func:`coordinate_bounds` reads the bounds of each
-parameter from the support. :func:`prior_log_prob` is the log-density every sampler uses
-(:math:`-\infty` off the support, never an error) and :func:`prior_sample` a seeded draw that
-leaves the global RNG alone.
+parameter from the support (:func:`support_bounds`: the same in float64, for the samplers).
+:func:`prior_log_prob` is the log-density every sampler uses (:math:`-\infty` off the support,
+never an error) and :func:`prior_sample` a seeded draw that leaves the global RNG alone.
 :class:`BoxUniform` is our own uniform prior on a box; it carries the parameter names so that
 results can become named DataFrame columns.
+
+**The bijection** :math:`\theta \leftrightarrow \mathbb{R}^p` (:class:`SupportBijection`),
+which every sampler that works in an unbounded space uses (the regression adjustment of ABC,
+MCMC on a tractable potential): :math:`\theta = g(u)` acts per coordinate on the support
+:math:`(l_j, h_j)`,
+
+.. math:: g_j(u_j) = \begin{cases}
+    l_j + (h_j - l_j)\, \sigma(u_j) & \text{box } [l_j, h_j], \\
+    l_j + e^{u_j} & \text{lower bound only}, \\
+    h_j - e^{u_j} & \text{upper bound only}, \\
+    u_j & \text{unbounded},
+    \end{cases}
+
+with :math:`\sigma` the logistic function, so :math:`g^{-1}` is the logit of
+:math:`(\theta - l) / (h - l)`, :math:`\log(\theta - l)`, :math:`\log(h - \theta)` or the
+identity, and
+
+.. math:: \log |g_j'(u_j)| = \begin{cases}
+    \log (h_j - l_j) + \log \sigma(u_j) + \log \sigma(-u_j) & \text{box}, \\
+    u_j & \text{one bound}, \\
+    0 & \text{unbounded},
+    \end{cases}
+
+the term that turns a density of :math:`\theta` into one of :math:`u`:
+:math:`\log f_u(u) = \log f(g(u)) + \sum_j \log |g_j'(u_j)|`.
 """
 
 from __future__ import annotations
@@ -18,17 +43,20 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Uniform, constraints
 
 __all__ = [
     "BoxUniform",
+    "SupportBijection",
     "coordinate_bounds",
     "parameter_names",
     "prior_bounds",
     "prior_dim",
     "prior_log_prob",
     "prior_sample",
+    "support_bounds",
     "validate_prior",
 ]
 
@@ -227,6 +255,115 @@ def prior_bounds(prior: Distribution) -> tuple[Tensor, Tensor] | None:
     if not bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
         return None
     return low, high
+
+
+def support_bounds(prior: Distribution, dim: int) -> tuple[Tensor, Tensor]:
+    r"""Per-coordinate lower and upper bounds of a prior's support, ``±inf`` where open.
+
+    The bounds of :func:`coordinate_bounds` (boxes, support constraints with bounds,
+    ``independent`` wrappers and concatenations; an unrecognised support counts as unbounded),
+    in float64 on the CPU.
+
+    Arguments:
+        prior: The prior over :math:`(p,)` vectors.
+        dim: The number of parameters :math:`p`.
+
+    Returns:
+        ``(low, high)``, each of shape :math:`(p,)`, float64 on the CPU.
+
+    Example:
+        >>> low, high = support_bounds(torch.distributions.Exponential(torch.ones(1)), 1)
+        >>> low, high
+        (tensor([0.], dtype=torch.float64), tensor([inf], dtype=torch.float64))
+    """
+    low, high = coordinate_bounds(prior)
+    return (
+        low.detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
+        high.detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
+    )
+
+
+class SupportBijection:
+    r"""The per-coordinate bijection :math:`\theta = g(u)` between :math:`\mathbb{R}^p` and the
+    support :math:`\prod_j (l_j, h_j)` of a prior (see the module docstring for the map).
+
+    :meth:`forward` is :math:`g^{-1}` (support to :math:`\mathbb{R}`), :meth:`inverse` is
+    :math:`g`, :meth:`log_abs_det_jacobian` is :math:`\log |g_j'(u_j)|` per coordinate.
+    Points on a finite bound (where :math:`g^{-1}` is infinite) are first moved inside by
+    ``tiny`` (relative to the box width, or to :math:`\max(1, |l_j|, |h_j|)` for a one-sided
+    bound), and :meth:`inverse` clamps onto :math:`[l, h]` what rounding pushes past a bound.
+
+    Arguments:
+        low: Lower bounds, shape :math:`(p,)`, ``-inf`` where open.
+        high: Upper bounds, shape :math:`(p,)`, ``+inf`` where open.
+        tiny: How far inside a finite bound :meth:`forward` moves a point on it.
+
+    Example:
+        >>> g = SupportBijection(torch.tensor([0.0, 0.0]), torch.tensor([1.0, math.inf]))
+        >>> u = g.forward(torch.tensor([[0.5, 1.0]]))
+        >>> u
+        tensor([[0., 0.]])
+        >>> g.inverse(u), g.log_abs_det_jacobian(u)
+        (tensor([[0.5000, 1.0000]]), tensor([[-1.3863,  0.0000]]))
+    """
+
+    def __init__(self, low: Tensor, high: Tensor, tiny: float = 0.0):
+        self.low, self.high, self.tiny = low, high, tiny
+        lo_ok, hi_ok = torch.isfinite(low), torch.isfinite(high)
+        self.box, self.lower, self.upper = lo_ok & hi_ok, lo_ok & ~hi_ok, ~lo_ok & hi_ok
+        self.width = torch.where(self.box, high - low, torch.ones_like(low))
+        self.low0 = torch.where(lo_ok, low, torch.zeros_like(low))
+        self.high0 = torch.where(hi_ok, high, torch.zeros_like(high))
+
+    @classmethod
+    def from_prior(
+        cls,
+        prior: Distribution,
+        tiny: float = 0.0,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> SupportBijection:
+        r"""The bijection of a prior's support (:func:`support_bounds`).
+
+        Arguments:
+            prior: A prior over vectors of shape :math:`(p,)`.
+            tiny: See the class.
+            dtype, device: Of the bounds, hence of the computations.
+        """
+        low, high = support_bounds(prior, prior_dim(prior))
+        return cls(low.to(dtype=dtype, device=device), high.to(dtype=dtype, device=device), tiny)
+
+    def forward(self, theta: Tensor) -> Tensor:
+        r""":math:`u = g^{-1}(\theta)`, shape :math:`(*, p)` to the same shape."""
+        frac = ((theta - self.low0) / self.width).clamp(self.tiny, 1.0 - self.tiny)
+        scale = torch.maximum(self.low0.abs(), self.high0.abs()).clamp_min(1.0)
+        above = (theta - self.low0).clamp_min(self.tiny * scale)
+        below = (self.high0 - theta).clamp_min(self.tiny * scale)
+        u = torch.where(self.box, torch.logit(frac), theta)
+        u = torch.where(self.lower, torch.log(above), u)
+        return torch.where(self.upper, torch.log(below), u)
+
+    def inverse(self, u: Tensor) -> Tensor:
+        r""":math:`\theta = g(u)`, shape :math:`(*, p)` to the same shape, inside :math:`[l, h]`."""
+        theta = torch.where(self.box, self.low0 + self.width * torch.sigmoid(u), u)
+        theta = torch.where(self.lower, self.low0 + torch.exp(u), theta)
+        theta = torch.where(self.upper, self.high0 - torch.exp(u), theta)
+        return torch.minimum(torch.maximum(theta, self.low), self.high)
+
+    def log_abs_det_jacobian(self, u: Tensor) -> Tensor:
+        r"""Per-coordinate :math:`\log |g_j'(u_j)|` of :math:`\theta = g(u)`.
+
+        Arguments:
+            u: Unbounded values, shape :math:`(*, p)`.
+
+        Returns:
+            The log-derivatives, shape of ``u`` (sum over the last axis for the
+            log-determinant).
+        """
+        box = torch.log(self.width) + F.logsigmoid(u) + F.logsigmoid(-u)
+        one_sided = self.lower | self.upper
+        return torch.where(self.box, box, torch.where(one_sided, u, torch.zeros_like(u)))
 
 
 def _tensor_bound(constraint: object) -> Tensor | None:

@@ -4,7 +4,7 @@ Problem: :math:`\theta \sim U(-3, 3)^2` and :math:`x` = 10 draws of :math:`N(\th
 flattened to 20 numbers (the layout a user gets by stacking draws without saying so). The
 sufficient statistics are the two coordinate means :math:`\bar x_1, \bar x_2`; a model of the
 right exponential family has :math:`s(x)` affine in them. For each structure and seed, an
-``ssm`` energy method is fitted (``EnergyMethod.fit``, default training) on ``--simulations``
+``ssm`` energy method is fitted (``EnergyFit.fit``, default training) on ``--simulations``
 pairs, and on fresh simulations each mean is regressed linearly on :math:`(s(x), 1)`; the table
 gives the :math:`R^2` of both regressions (1 = the statistic is recovered) and the number
 :math:`k` of statistics used.
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ebm_lfi.methods.energy_methods import EnergyMethod
+from ebm_lfi.methods.fit import EnergyFit
 
 DRAWS, P = 10, 2
 CONFIGS = (("mlp", 2), ("mlp", 4), ("mlp", 6), ("mlp", "auto"), ("auto", "auto"))
@@ -61,7 +61,7 @@ def main() -> None:
         means = x_test.reshape(-1, DRAWS, P).mean(dim=1).numpy()
         for structure, k in CONFIGS:
             tick = time.perf_counter()
-            method = EnergyMethod(prior, structure=structure, num_statistics=k)
+            method = EnergyFit(prior, structure=structure, num_statistics=k)
             method.fit(theta, x, seed=seed)
             with torch.no_grad():
                 s = method.model.statistics(x_test).double().numpy()

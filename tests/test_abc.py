@@ -17,7 +17,8 @@ import torch
 from scipy import stats as sps
 from torch.distributions import Independent, Normal
 
-from ebm_lfi.methods.statistics_abc import ABCConfig, StatisticsABC
+from ebm_lfi.methods.abc_stage import ABCConfig, ABCStage
+from ebm_lfi.methods.baselines import FixedStatistics
 from ebm_lfi.priors import BoxUniform
 from ebm_lfi.samplers.abc.rejection import auto_num_accepted, rejection_abc, systematic_resample
 from ebm_lfi.samplers.abc.scaler import StatisticScaler
@@ -274,7 +275,7 @@ def test_systematic_resample_takes_floor_or_ceil_copies():
         systematic_resample(torch.zeros(3), 5)
 
 
-# ---- the ABC stage of the methods (StatisticsABC) ----
+# ---- the ABC stage of the methods (ABCStage) ----
 
 
 def xbar_statistic(x: torch.Tensor) -> torch.Tensor:
@@ -296,8 +297,9 @@ def abc_stage():
     x_o = torch.full((N_OBS,), XBAR_O, dtype=torch.float64)
 
     def stage(**config):
-        abc = StatisticsABC(normal_prior(), xbar_statistic, XBAR_SIMULATOR, ABCConfig(**config))
-        return abc.prepare(*train, reference=reference)
+        fit = FixedStatistics(normal_prior(), xbar_statistic).fit(*train)
+        abc = ABCStage(ABCConfig(**config), simulator=XBAR_SIMULATOR, reference=reference)
+        return abc.prepare(fit, *fit.training_data)
 
     return stage, reference, x_o
 
@@ -305,7 +307,7 @@ def abc_stage():
 def test_statistics_abc_old_behaviour_is_reproducible(abc_stage):
     stage, (theta_ref, x_ref), x_o = abc_stage
     abc = stage(regression_adjustment=False, num_accepted=300)
-    samples, weights, diag = abc.sample(x_o, 300, seed=0)
+    samples, weights, _, diag = abc.sample(x_o, 300, seed=0)
     expected = rejection_abc(
         theta_ref, xbar_statistic(x_ref), torch.tensor([XBAR_O], dtype=torch.float64),
         num_samples=300, scale=abc.scaler.scale,
@@ -320,7 +322,7 @@ def test_statistics_abc_adjusts_a_wide_acceptance(abc_stage):
     stage, _, x_o = abc_stage
     # auto: min(N^0.8 / 2, N / 10) = 1380 of 20000 kept for p = 1.
     kept = auto_num_accepted(20_000, 1)
-    samples, weights, diag = stage(resample=False).sample(x_o, 500, seed=0)
+    samples, weights, _, diag = stage(resample=False).sample(x_o, 500, seed=0)
     assert kept > 500 and diag["num_accepted"] == kept
     assert diag["acceptance_rate"] == pytest.approx(kept / 20_000)
     assert diag["regression_adjustment"] is True and diag["num_samples"] == 500
@@ -331,17 +333,17 @@ def test_statistics_abc_adjusts_a_wide_acceptance(abc_stage):
     # same kept entries unadjusted are far too wide.
     assert abs(mean - POST_M) < 4 * math.sqrt(POST_V / ess)
     assert abs(var - POST_V) < 4 * POST_V * math.sqrt(2 / ess)
-    plain, _, _ = stage(regression_adjustment=False, resample=False).sample(x_o, 500, seed=0)
+    plain = stage(regression_adjustment=False, resample=False).sample(x_o, 500, seed=0).samples
     assert plain.shape == (kept, 1)
     assert float(plain.var()) - POST_V > 5 * POST_V * math.sqrt(2 / kept)
 
-    resampled, none, diag2 = stage().sample(x_o, 500, seed=0)
+    resampled, none, _, diag2 = stage().sample(x_o, 500, seed=0)
     assert resampled.shape == (500, 1) and none is None
     assert diag2["num_accepted"] == kept and diag2["epsilon"] == pytest.approx(diag["epsilon"])
     assert abs(float(resampled.mean()) - POST_M) < 4 * math.sqrt(POST_V / 500)
     # Resampled draws are adjusted kept samples, in no particular order.
     assert bool(torch.isin(resampled[:, 0], samples[:, 0]).all())
-    again, _, _ = stage().sample(x_o, 500, seed=0)
+    again = stage().sample(x_o, 500, seed=0).samples
     assert torch.equal(again, resampled)
 
 
@@ -377,26 +379,26 @@ def test_statistics_smc_fresh_randomness_unless_seeded(abc_stage):
         return out, list(recorder.seeds)
 
     (seeded, seeds_a), (again, seeds_b) = run(5), run(5)
-    torch.testing.assert_close(seeded[0], again[0])
-    torch.testing.assert_close(seeded[1], again[1])
+    torch.testing.assert_close(seeded.samples, again.samples)
+    torch.testing.assert_close(seeded.weights, again.weights)
     assert seeds_a == seeds_b
     (first, seeds_c), (second, seeds_d) = run(None), run(None)
-    assert not torch.equal(first[0], second[0])
+    assert not torch.equal(first.samples, second.samples)
     # The simulations are seeded afresh too (not from a fixed default seed).
     assert seeds_c[0] != seeds_d[0]
-    assert first[2]["seed"] != second[2]["seed"]
+    assert first.diagnostics["seed"] != second.diagnostics["seed"]
     # The reported seed repeats an unseeded call.
-    (repeat, seeds_e) = run(first[2]["seed"])
-    torch.testing.assert_close(repeat[0], first[0])
+    (repeat, seeds_e) = run(first.diagnostics["seed"])
+    torch.testing.assert_close(repeat.samples, first.samples)
     assert seeds_e == seeds_c
 
 
 def test_statistics_smc_rounds_stop_and_adjustment(abc_stage):
     stage, _, x_o = abc_stage
-    _, _, diag = stage(sampler="smc", num_particles=300, max_rounds=2).sample(x_o, 300, seed=1)
+    diag = stage(sampler="smc", num_particles=300, max_rounds=2).sample(x_o, 300, seed=1)[-1]
     assert diag["rounds"] == 2 and diag["stop_reason"] == "max_rounds"
     abc = stage(sampler="smc", num_particles=1000, max_simulations=10_000)
-    samples, weights, diag = abc.sample(x_o, 1000, seed=2)
+    samples, weights, _, diag = abc.sample(x_o, 1000, seed=2)
     assert diag["regression_adjustment"] is True and diag["simulations"] <= 10_000
     assert samples.shape == (1000, 1) and weights.shape == (1000,)
     mean, var = weighted_moments(samples, weights)

@@ -13,15 +13,11 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Gamma, Independent, Normal, Uniform
+from torch.distributions import Gamma, Independent, Normal
 
 from ebm_lfi.metrics import wasserstein2
-from ebm_lfi.priors import BoxUniform
-from ebm_lfi.samplers.abc.adjustment import (
-    epanechnikov_weights,
-    regression_adjustment,
-    support_bounds,
-)
+from ebm_lfi.priors import BoxUniform, support_bounds
+from ebm_lfi.samplers.abc.adjustment import epanechnikov_weights, regression_adjustment
 from ebm_lfi.samplers.abc.rejection import rejection_abc
 from ebm_lfi.samplers.abc.scaler import StatisticScaler
 
@@ -142,16 +138,6 @@ def test_one_sided_support_uses_the_log():
     th, s, so, dist, eps = accepted(theta, stats, torch.tensor([0.2, 0.1], dtype=F64), 1000)
     out = regression_adjustment(th, s, so, dist, epsilon=eps, bounds=prior)
     assert out.info["applied"] and bool((out.samples > 0).all())
-
-
-def test_support_bounds_of_common_priors():
-    box = BoxUniform([0.0, -2.0], [1.0, 3.0])
-    low, high = support_bounds(box, 2)
-    assert low.tolist() == [0.0, -2.0] and high.tolist() == [1.0, 3.0]
-    uniform = Independent(Uniform(torch.zeros(3), torch.ones(3)), 1)
-    assert support_bounds(uniform, 3)[1].tolist() == [1.0] * 3
-    low, high = support_bounds(normal_prior(3), 3)
-    assert bool(torch.isinf(low).all() & torch.isinf(high).all())
 
 
 def test_too_few_samples_skip_the_adjustment(caplog):

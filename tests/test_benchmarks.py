@@ -10,12 +10,14 @@ importance sampling refined by random-walk Metropolis) and by simulation-based c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.stats as st
 import torch
 
+import ebm_lfi.benchmarks
 from ebm_lfi.benchmarks import Task, available, data_directory, get
 from ebm_lfi.benchmarks.reference import (
     content_hash,
@@ -35,15 +37,6 @@ from ebm_lfi.priors import BoxUniform
 TASKS = ["beta", "gamma", "gaussian", "ar2", "ma2"]
 IID = ["beta", "gamma", "gaussian"]
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    r"""The likelihoods run many small vectorised steps; extra threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rngs(seed: int, n: int) -> list[np.random.Generator]:
@@ -370,6 +363,13 @@ def test_data_regenerates_from_seed(name):
         stored = f["reference"][i]
     # Bit-identical but for draws that a last-ulp difference in the likelihood could move.
     assert (quantize(samples, task.low, task.high) == stored).mean() > 0.999
+
+
+def test_data_directory_is_inside_the_package(monkeypatch):
+    monkeypatch.delenv("EBM_LFI_DATA", raising=False)
+    package = Path(ebm_lfi.benchmarks.__file__).resolve().parent
+    assert data_directory() == package / "data"
+    assert get("ma2").data_path == package / "data" / "ma2.npz"
 
 
 def test_data_directory_env(monkeypatch, tmp_path):

@@ -19,7 +19,8 @@ import torch
 
 import ebm_lfi as el
 from ebm_lfi.cli import main
-from ebm_lfi.cli.inputs import UsageError, load_observation, match_shape, parse_options, parse_prior
+from ebm_lfi.cli.inputs import load_observation, match_shape, parse_options, parse_prior
+from ebm_lfi.cli.parser import UsageError
 
 # A small but real fit: training simulations, epochs, reference table and draws kept small.
 FAST = [

@@ -35,7 +35,7 @@ import pytest
 import torch
 
 import ebm_lfi as el
-from ebm_lfi.methods import ABCConfig, StatisticsABC
+from ebm_lfi.methods import ABCConfig, ABCStage
 
 distributed = pytest.importorskip("distributed")
 pyabc = pytest.importorskip("pyabc")
@@ -185,12 +185,12 @@ def test_simulate_on_dask_is_bit_identical(client, prior):
 @pytest.mark.timeout(120)
 def test_reference_table_on_dask_is_bit_identical(client, prior, training, fitted, x_o):
     # EnergyABC passed its executor to the table's simulations: the same table as serially.
-    serial = StatisticsABC(prior, fitted.model.statistics, Gaussian(), fitted.abc_config)
-    serial.prepare(*training, seed=1)
-    assert torch.equal(fitted._abc.table[0], serial.table[0])
-    assert torch.equal(fitted._abc.table[1], serial.table[1])
+    config = fitted.posterior_stage.config
+    serial = ABCStage(config, simulator=Gaussian()).prepare(fitted.fit_stage, *training, seed=1)
+    assert torch.equal(fitted.posterior_stage.table[0], serial.table[0])
+    assert torch.equal(fitted.posterior_stage.table[1], serial.table[1])
     post = fitted.posterior(x_o, 300, seed=2)
-    samples, _, _ = serial.sample(x_o, 300, seed=2)
+    samples = serial.sample(x_o, 300, seed=2).samples
     assert torch.equal(post.samples, samples)
     # The learned statistics are informative: the exact posterior is N(mean of block j,
     # NOISE^2 / REPEATS) per parameter (the prior box is 7 posterior sd away).
@@ -210,7 +210,7 @@ def test_reference_table_on_dask_is_bit_identical(client, prior, training, fitte
     )
     baseline.fit(*training, seed=3)
     on_dask.fit(*training, seed=3)
-    assert torch.equal(baseline._abc.table[1], on_dask._abc.table[1])
+    assert torch.equal(baseline.posterior_stage.table[1], on_dask.posterior_stage.table[1])
     assert torch.equal(
         baseline.posterior(x_o, 100, seed=0).samples, on_dask.posterior(x_o, 100, seed=0).samples
     )
@@ -219,14 +219,19 @@ def test_reference_table_on_dask_is_bit_identical(client, prior, training, fitte
 @pytest.mark.timeout(120)
 def test_smc_abc_on_dask_is_bit_identical(client, prior, training, fitted, x_o):
     config = ABCConfig(sampler="smc", num_particles=200, max_simulations=4000, max_rounds=4)
-    abc = StatisticsABC(prior, fitted.model.statistics, Gaussian(), config).prepare(*training)
+    abc = ABCStage(config, simulator=Gaussian()).prepare(fitted.fit_stage, *training)
     serial = abc.sample(x_o, 200, seed=7)
-    on_dask = abc.sample(x_o, 200, seed=7, executor=client.get_executor())
-    assert torch.equal(serial[0], on_dask[0])
-    assert (serial[1] is None and on_dask[1] is None) or torch.equal(serial[1], on_dask[1])
+    abc.executor = client.get_executor()
+    on_dask = abc.sample(x_o, 200, seed=7)
+    assert torch.equal(serial.samples, on_dask.samples)
+    assert (serial.weights is None and on_dask.weights is None) or torch.equal(
+        serial.weights, on_dask.weights
+    )
     for key in ("simulations", "rounds", "epsilon", "acceptance_rate", "ess"):
-        assert serial[2][key] == on_dask[2][key], key
-    assert serial[2]["rounds"] >= 2  # proposals were simulated on the cluster, not only the prior
+        assert serial.diagnostics[key] == on_dask.diagnostics[key], key
+    assert (
+        serial.diagnostics["rounds"] >= 2
+    )  # proposals were simulated on the cluster, not only the prior
     # Through a method: a baseline with SMC-ABC and an executor.
     smc = {"sampler": "smc", "num_particles": 200, "max_simulations": 4000, "max_rounds": 3}
     method = el.methods.get(
@@ -261,7 +266,8 @@ def test_infer_with_an_executor_is_bit_identical(client, prior, x_o):
 def test_executor_is_not_pickled_and_is_checked(client, prior, fitted):
     assert fitted.executor is not None
     clone = pickle.loads(pickle.dumps(fitted))
-    assert clone.executor is None and torch.equal(clone._abc.table[1], fitted._abc.table[1])
+    assert clone.executor is None
+    assert torch.equal(clone.posterior_stage.table[1], fitted.posterior_stage.table[1])
     with pytest.raises(TypeError, match="executor"):
         el.methods.get("rejection-abc", prior=prior, executor=object())
     with pytest.raises(TypeError, match="executor"):

@@ -16,6 +16,7 @@ import torch
 import ebm_lfi as el
 from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import DenoisingScoreMatching
+from ebm_lfi.methods.exchange_stage import tolerance_levels
 
 DT = torch.float64
 M = 10
@@ -68,12 +69,10 @@ def test_tolerance_schedule_and_errors(fitted):
     assert fitted.tolerances(0.05)[-1] == pytest.approx(0.05)  # the bound itself is inside
     with pytest.raises(ValueError, match="outside the trained range"):
         fitted.tolerances(2.0)
-    plain = el.methods.get("ssm-exchange", prior=fitted.prior, model=fitted.model)
-    plain.model = ExpFamEBM.default((M,), theta_dim=1, hidden=(8,)).double()
-    plain._fitted = True
+    plain = ExpFamEBM.default((M,), theta_dim=1, hidden=(8,)).double()
     with pytest.raises(ValueError, match="range of noise scales"):
-        plain.tolerances(0.3)
-    assert plain.tolerances() == []
+        tolerance_levels(plain, 0.3, anneal=4)
+    assert tolerance_levels(plain, None, anneal=4) == []
 
 
 def test_noise_conditional_model_and_loss():

@@ -6,9 +6,8 @@ import torch
 from scipy import integrate
 from torch import nn
 
-from ebm_lfi.energy.io import FORMAT_VERSION
 from ebm_lfi.energy.mlp import MLP
-from ebm_lfi.energy.model import ExpFamEBM
+from ebm_lfi.energy.model import FORMAT_VERSION, ExpFamEBM
 
 DT = torch.float64
 

@@ -17,8 +17,8 @@ import torch
 
 from ebm_lfi.priors import BoxUniform
 from ebm_lfi.samplers.mcmc.diagnostics import effective_sample_size
-from ebm_lfi.samplers.mcmc.exchange import ExponentialFamily, exchange_mcmc
-from ebm_lfi.samplers.mcmc.exchange_auxiliary import gaussian_draw
+from ebm_lfi.samplers.mcmc.exchange import exchange_mcmc
+from ebm_lfi.samplers.mcmc.exchange_auxiliary import ExponentialFamily, gaussian_draw
 from ebm_lfi.samplers.mcmc.inner_check import inner_chain_check
 
 ot = pytest.importorskip("ot")

@@ -179,7 +179,9 @@ def test_training_is_seeded(problem, offline_run):
 def test_statistics_standardised_as_our_abc(problem, fitted):
     """s(x) divided by the method's scales: sd 1 over fresh prior-predictive simulations."""
     sumstat = EBMSumstat(fitted)
-    np.testing.assert_array_equal(sumstat.scale.numpy(), fitted._abc.scaler.scale.double())
+    np.testing.assert_array_equal(
+        sumstat.scale.numpy(), fitted.posterior_stage.scaler.scale.double()
+    )
     _, x = el.simulate(problem[1], problem[0], 500, seed=7)
     stats = np.stack([sumstat({"x": row.numpy()}) for row in x])
     with torch.no_grad():

@@ -229,9 +229,9 @@ def test_embedding_of_fp_abc_regression_statistics(prior, data):
     with pytest.raises(el.methods.NotFittedError):
         embedding(fp)
     fp.fit(theta, x, seed=0)
-    with pytest.raises(ValueError, match="x="):  # fp-abc keeps no training data
-        embedding(fp)
-    net = embedding(fp, x=x)
+    net = embedding(fp)  # standardised on the training data that the fit keeps
+    with torch.no_grad():
+        assert torch.equal(net(x[:50]), embedding(fp, x=x)(x[:50]))
     with torch.no_grad():
         s = fp.model.predict(x)
     assert torch.allclose(net(x).double(), ((s - s.mean(0)) / s.std(0)).double(), atol=1e-4)

@@ -1,4 +1,5 @@
-"""Tests of the MCMC kernels (random walk, MALA) and of the ESS / split R-hat diagnostics."""
+"""Tests of the MCMC kernels (random walk, MALA), their burn-in adaptation, the driver and the
+ESS / split R-hat diagnostics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from ebm_lfi.samplers.mcmc.adaptation import (
+    adaptation_init,
+    adaptation_update,
+    robbins_monro,
+    window_length,
+)
 from ebm_lfi.samplers.mcmc.diagnostics import effective_sample_size, rhat
 from ebm_lfi.samplers.mcmc.driver import sample_mcmc
 from ebm_lfi.samplers.mcmc.kernels import mala_init, mala_step, random_walk_init, random_walk_step
@@ -89,6 +96,48 @@ def test_mala_gradient_and_per_chain_step_sizes():
         mala_step(state, log_prob, torch.ones(3, dtype=DT))
     with pytest.raises(ValueError, match=r"\(5,\)"):
         random_walk_init(x, lambda y: y.sum())
+
+
+def test_robbins_monro_settles_where_the_acceptance_meets_the_target():
+    # A noiseless acceptance a(h) = exp(-h) crosses the target 0.3 at h = log(1 / 0.3).
+    log_h = math.log(5.0)
+    for t in range(5000):
+        log_h = robbins_monro(log_h, math.exp(-math.exp(log_h)), 0.3, t)
+    assert abs(math.exp(log_h) - math.log(1 / 0.3)) < 0.01
+
+
+def test_adaptation_learns_the_shape_and_freezes_the_last_window():
+    # Positions drawn from N(0, C): the shape converges to chol(C) up to sampling error, the
+    # size moves only with the acceptance (here on target), and the last window of burn-in
+    # leaves the shape as it is.
+    chol = torch.linalg.cholesky(COV)
+    burn_in, g = 400, torch.Generator().manual_seed(5)
+    state = adaptation_init(torch.randn(50, 2, generator=g, dtype=DT), log_scale=0.5)
+    length = window_length(burn_in)
+    shapes = []
+    for _ in range(burn_in):
+        x = torch.randn(50, 2, generator=g, dtype=DT) @ chol.T
+        state = adaptation_update(state, x, acceptance=0.3, target=0.3, burn_in=burn_in)
+        shapes.append(state.scale_tril)
+    assert state.count == burn_in and state.log_scale == 0.5
+    changes = [t for t in range(1, burn_in) if not torch.equal(shapes[t], shapes[t - 1])]
+    assert len(changes) > 1 and changes[-1] < burn_in - length
+    # 50 chains x 40 steps per window: relative error of a factor entry ~ 1 / sqrt(2000).
+    torch.testing.assert_close(state.scale_tril, chol, rtol=0.15, atol=0.15)
+
+
+def test_adaptation_start_and_degenerate_windows():
+    one = adaptation_init(torch.tensor([[3.0, -20.0]], dtype=DT), log_scale=0.5)
+    torch.testing.assert_close(one.scale_tril, torch.diag(torch.tensor([0.3, 2.0], dtype=DT)))
+    start = adaptation_init(torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), 0.0)
+    length = window_length(500)
+    # Windows without a finite covariance, or in which the chains sat on one point (a shape of
+    # zero would freeze them), leave the shape as it was.
+    for still in (torch.full((4, 2), math.nan), torch.ones(4, 2)):
+        state = start
+        for _ in range(length):
+            state = adaptation_update(state, still, 0.5, target=0.5, burn_in=500)
+        assert state.window == () and torch.equal(state.scale_tril, start.scale_tril)
 
 
 @pytest.mark.parametrize("kernel", ["rw", "mala"])

@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import math
+import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 import ebm_lfi as el
-from ebm_lfi.methods import ABCConfig, EnergyExchange, ExchangeConfig, NotFittedError
+from ebm_lfi.methods import (
+    ABCConfig,
+    ABCStage,
+    Draws,
+    EnergyExchange,
+    EnergyFit,
+    ExchangeConfig,
+    ExchangeStage,
+    FitStage,
+    FixedStatistics,
+    Method,
+    NotFittedError,
+    PosteriorStage,
+    PotentialStage,
+)
+from ebm_lfi.training.selection import candidates
 
 FAST_TRAINING = {"epochs": 3, "batch_size": 128, "patience": None}
 
@@ -244,3 +261,97 @@ def test_new_training_families_fit_and_sample_through_one_interface(gaussian_dat
     if name == "dsm-exchange":
         assert post.diagnostics["tolerance"] == pytest.approx(0.05)
         assert method.model.noise_conditional
+
+
+# ---- a method is a fit stage plus a posterior stage ----
+
+
+def _stage_options():
+    """Cheap settings of each posterior stage."""
+    return {
+        "abc": lambda: ABCStage({"num_accepted": 100}),
+        "exchange": lambda: ExchangeStage(
+            {"num_chains": 4, "burn_in": 10, "inner_steps": 3, "thin": 1, "check_inner": 0}
+        ),
+        "potential": lambda: PotentialStage({"num_chains": 4, "burn_in": 10, "thin": 1}),
+    }
+
+
+def test_any_stage_on_a_fit_that_supports_it(gaussian_data):
+    task, theta, x = gaussian_data
+    options = dict(structure="iid", num_statistics=2, training=FAST_TRAINING)
+    fits = {
+        "ssm": EnergyFit(task.prior, loss="ssm", **options).fit(theta, x, seed=0),
+        "nce": EnergyFit(task.prior, loss="nce", **options).fit(theta, x, seed=0),
+        "fixed": FixedStatistics(task.prior, task.sufficient_statistics).fit(theta, x),
+    }
+    supported = {"abc": ("ssm", "nce", "fixed"), "exchange": ("ssm", "nce"), "potential": ("nce",)}
+    x_o, stages = task.observation(0), _stage_options()
+    for stage_name, make in stages.items():
+        for fit_name in supported[stage_name]:
+            fit, stage = fits[fit_name], make()
+            assert isinstance(fit, FitStage) and isinstance(stage, PosteriorStage)
+            method = Method(fit, stage, name=f"{fit_name}+{stage_name}").prepare(seed=0)
+            draws = stage.sample(x_o.to(fit.dtype), 40, seed=1)
+            assert isinstance(draws, Draws) and isinstance(draws.diagnostics, dict)
+            if draws.chains is None:  # ABC: weighted or resampled draws
+                assert draws.samples.shape == (40, 2)
+            else:  # MCMC: chains (c, d, p), 40 draws rounded up to a multiple of 4 chains
+                assert draws.samples is None and draws.chains.shape == (4, 10, 2)
+            post = method.posterior(x_o, 40, seed=1)  # the same draw, wrapped
+            expected = draws.samples if draws.chains is None else draws.chains.reshape(-1, 2)
+            assert torch.equal(post.samples, expected), (fit_name, stage_name)
+            assert post.method == f"{fit_name}+{stage_name}"
+            assert bool((task.prior.log_prob(post.samples) > -math.inf).all())
+    # one fit serves several stages: nothing is refitted or copied
+    on_ssm = [Method(fits["ssm"], stages[name]()).prepare() for name in ("abc", "exchange")]
+    assert all(m.model is fits["ssm"].model for m in on_ssm)
+    # a stage refuses a fit that lacks what it reads
+    with pytest.raises(TypeError, match="energy model"):
+        Method(fits["fixed"], stages["exchange"]()).prepare()
+    with pytest.raises(ValueError, match="ratio model"):
+        Method(fits["ssm"], stages["potential"]()).prepare()
+    with pytest.raises(NotFittedError):
+        Method(EnergyFit(task.prior), ABCStage()).prepare()
+
+
+def test_a_registered_method_is_its_fit_plus_its_stage(gaussian_data):
+    task, theta, x = gaussian_data
+    options = dict(structure="iid", num_statistics=2, training=FAST_TRAINING)
+    registered = el.methods.get("ssm-abc", prior=task.prior, abc={"num_accepted": 100}, **options)
+    composed = Method(EnergyFit(task.prior, loss="ssm", **options), ABCStage({"num_accepted": 100}))
+    posts = [
+        m.fit(theta, x, seed=4).posterior(task.observation(1), 50, seed=5)
+        for m in (registered, composed)
+    ]
+    assert torch.equal(posts[0].samples, posts[1].samples)
+    assert posts[0].diagnostics["loss"] == posts[1].diagnostics["loss"] == "SlicedScoreMatching"
+    # the executor belongs to the ABC stage: settable on the method, left behind by pickle
+    with ThreadPoolExecutor(1) as pool:
+        registered.executor = pool
+        clone = pickle.loads(pickle.dumps(registered))
+    assert registered.posterior_stage.executor is pool and clone.executor is None
+    again = clone.posterior(task.observation(1), 50, seed=5)
+    assert torch.equal(again.samples, posts[0].samples)
+    with pytest.raises(TypeError, match="executor"):
+        registered.executor = "dask"
+    exchange = el.methods.get("ssm-exchange", prior=task.prior)
+    assert getattr(exchange, "executor", False) is False  # el.infer leaves such methods alone
+
+
+def test_from_fitted_shares_the_fit():
+    task = el.benchmarks.get("gaussian")
+    theta, x = el.simulate(task.simulator, task.prior, 500, seed=2)
+    options = dict(structure="mlp", num_statistics=2, training=FAST_TRAINING)
+    abc = el.methods.get("sm-abc", prior=task.prior, **options).fit(theta, x, seed=0)
+    ex = EnergyExchange.from_fitted(abc, exchange={"num_chains": 2, "burn_in": 5, "thin": 1})
+    assert ex.name == "sm-exchange" and ex.fit_stage is abc.fit_stage
+    assert ex.history is abc.history and ex.posterior_stage.config.num_chains == 2
+    with pytest.raises(NotFittedError):
+        EnergyExchange.from_fitted(el.methods.get("ssm-abc", prior=task.prior))
+
+
+def test_num_statistics_none_means_one_per_parameter():
+    # structure="auto" with num_statistics=None: k = p, only the structure is searched
+    structures, _, ks = candidates((10,), 2, "auto", None)
+    assert ks == [2] and "mlp" in structures

@@ -1,5 +1,6 @@
-r"""Tests of ebm_lfi.posterior.plotting.pair_plot: the grid, the saved file, the legend, weighting of
-the scatter points, agreement with Posterior.plot, and validation. Structure, not pixels."""
+r"""Tests of ebm_lfi.posterior.plotting.pair_plot: the grid, the saved file, the legend,
+weighting of the scatter points, agreement with Posterior.plot, and validation. Structure, not
+pixels."""
 
 import sys
 import warnings

@@ -6,9 +6,25 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Beta, Gamma, Independent, MultivariateNormal, Normal, Uniform
+from torch.distributions import (
+    Beta,
+    Exponential,
+    Gamma,
+    Independent,
+    MultivariateNormal,
+    Normal,
+    Uniform,
+)
 
-from ebm_lfi.priors import BoxUniform, parameter_names, prior_bounds, prior_dim, validate_prior
+from ebm_lfi.priors import (
+    BoxUniform,
+    SupportBijection,
+    parameter_names,
+    prior_bounds,
+    prior_dim,
+    support_bounds,
+    validate_prior,
+)
 
 LOW, HIGH = [-1.0, 0.0, 2.0], [1.0, 3.0, 2.5]
 
@@ -143,3 +159,52 @@ def test_validate_prior_accepts_vector_distributions():
 def test_batch_of_scalars_is_refused_with_a_hint():
     with pytest.raises(ValueError, match="Independent"):
         validate_prior(Normal(torch.zeros(3), 1.0))
+
+
+def test_support_bounds_of_common_priors():
+    box = BoxUniform([0.0, -2.0], [1.0, 3.0])
+    low, high = support_bounds(box, 2)
+    assert low.tolist() == [0.0, -2.0] and high.tolist() == [1.0, 3.0]
+    assert low.dtype == torch.float64 and low.device.type == "cpu"
+    uniform = Independent(Uniform(torch.zeros(3), torch.ones(3)), 1)
+    assert support_bounds(uniform, 3)[1].tolist() == [1.0] * 3
+    low, high = support_bounds(Independent(Normal(torch.zeros(3), 1.0), 1), 3)
+    assert bool(torch.isinf(low).all() & torch.isinf(high).all())
+
+
+def mixed_bijection() -> SupportBijection:
+    # coordinates: box (0, 1), lower bound 2, upper bound 3, unbounded, box (-1, 4)
+    low = torch.tensor([0.0, 2.0, -math.inf, -math.inf, -1.0], dtype=torch.float64)
+    high = torch.tensor([1.0, math.inf, 3.0, math.inf, 4.0], dtype=torch.float64)
+    return SupportBijection(low, high, tiny=1e-12)
+
+
+def test_support_bijection_round_trip_and_jacobian():
+    g = mixed_bijection()
+    gen = torch.Generator().manual_seed(0)
+    u = 3 * torch.randn(300, 5, generator=gen, dtype=torch.float64)
+    theta = g.inverse(u)
+    assert bool(((theta > g.low) & (theta < g.high)).all())
+    torch.testing.assert_close(g.forward(theta), u, rtol=1e-9, atol=1e-9)
+    # The map is elementwise: its log-derivative is the log of the gradient of the sum.
+    ug = u.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(g.inverse(ug).sum(), ug)
+    torch.testing.assert_close(g.log_abs_det_jacobian(u), grad.abs().log(), rtol=1e-10, atol=1e-10)
+
+
+def test_support_bijection_moves_bounds_inside_and_clamps_back():
+    g = mixed_bijection()
+    edges = torch.tensor([[0.0, 2.0, 3.0, 0.0, 4.0]], dtype=torch.float64)
+    u = g.forward(edges)
+    assert bool(torch.isfinite(u).all())
+    far = torch.full((1, 5), 1e4, dtype=torch.float64)
+    theta = g.inverse(torch.cat([far, -far]))
+    assert bool(((theta >= g.low) & (theta <= g.high)).all())
+
+
+def test_support_bijection_from_prior():
+    prior = Independent(Exponential(torch.ones(2)), 1)
+    g = SupportBijection.from_prior(prior, dtype=torch.float32)
+    assert g.low.dtype == torch.float32 and g.lower.tolist() == [True, True]
+    theta = prior.sample((50,))
+    torch.testing.assert_close(g.forward(theta), theta.log())

@@ -159,10 +159,7 @@ def test_fixed_true_statistics_recover_natural_parameters():
         ScoreMatching(),
         model.transform_x(x),
         theta,
-        epochs=100,
-        batch_size=512,
-        lr=5e-3,
-        patience=None,
+        config={"epochs": 100, "batch_size": 512, "lr": 5e-3, "patience": None},
         seed=0,
     )
     trained, s_mcc = held_out_mcc(model)
@@ -194,10 +191,7 @@ def fit_learned(theta: Tensor, x: Tensor, structure: str) -> tuple[ExpFamEBM, fl
         SlicedScoreMatching(),
         model.transform_x(x),
         theta,
-        epochs=60,
-        batch_size=256,
-        lr=3e-3,
-        patience=None,
+        config={"epochs": 60, "batch_size": 256, "lr": 3e-3, "patience": None},
         seed=0,
     )
     return model, untrained_eta, untrained_s

@@ -1,4 +1,4 @@
-r"""Tests of :mod:`ebm_lfi.simulation.simulate`: seeding, batching, executors and the failure policy.
+r"""Tests of :mod:`ebm_lfi.simulation`: seeding, batching, executors and the failure policy.
 
 Simulators are defined at module level so that they pickle for process pools and Dask.
 """
@@ -18,8 +18,9 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from ebm_lfi.priors import BoxUniform
+from ebm_lfi.simulation.outcomes import SimulationError
 from ebm_lfi.simulation.simulate import SimulationInfo, simulate
-from ebm_lfi.simulation.simulator import SimulationError, Simulator
+from ebm_lfi.simulation.simulator import Simulator
 
 # ----------------------------------------------------------------------------- simulators
 # Each returns x = (theta_1 + e_1, theta_2 + e_2, e_3) with e ~ N(0, I_3) from its own RNG.
@@ -225,6 +226,30 @@ def test_call_reproduces_simulate(prior):
         theta, x = simulate(simulator, prior, 20, seed=6)
         assert torch.equal(simulator(theta, seed=6), x)
         assert torch.equal(simulator(theta[0], seed=6), x[0])
+
+
+def test_run_seeds_each_row_by_its_index_and_returns_failures_as_outcomes(prior):
+    r"""Rows ``start + j`` of :meth:`Simulator.run` are simulations ``start + j`` of the seed,
+    whatever the slice; a failing row is an outcome holding its error, not an exception."""
+    theta = torch.rand(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    theta[4, 0] = 0.9  # flaky raises for theta_1 > 0.5
+    theta[:, 1] = theta[:, 1].clamp(min=0.2)  # and returns NaN for theta_2 < 0.1
+    theta[[0, 1, 2, 3, 5], 0] = theta[[0, 1, 2, 3, 5], 0].clamp(max=0.4)
+    simulator = Simulator(flaky)
+    rows = theta.numpy().copy()
+    whole = simulator.run(rows, 7)
+    tail = simulator.run(rows[3:], 7, start=3)
+    assert [o.error is None for o in whole] == [True, True, True, True, False, True]
+    assert isinstance(whole[4].error, ValueError) and whole[4].value is None
+    for a, b in zip(whole[3:], tail):
+        assert (a.error is None) == (b.error is None)
+        if a.error is None:
+            assert np.array_equal(a.value, b.value)
+    expected = simulator(theta[:4], seed=7)
+    for j in range(4):
+        assert np.array_equal(whole[j].value, expected[j].numpy())
+    portable = simulator.run(rows[4:5], 7, start=4, portable=True)[0]
+    assert "ValueError" in portable.traceback and isinstance(portable.error, ValueError)
 
 
 def test_seed_none_draws_a_fresh_logged_seed(prior, caplog):

@@ -1,4 +1,4 @@
-r"""Reference posteriors from the exact likelihood on a refined grid; rebuilds ``data/``.
+r"""Reference posteriors from the exact likelihood on a refined grid; rebuilds the data files.
 
 For a task with prior :math:`\mathcal{U}(B)` on a box :math:`B \subset \mathbb{R}^p` and
 observation :math:`x_o`, the posterior density is :math:`\propto p(x_o \mid \theta)` on
@@ -18,7 +18,9 @@ approximation error is negligible next to Monte-Carlo error at :math:`10^4` samp
 
 Running ``python -m ebm_lfi.benchmarks.reference`` regenerates every task's
 ``<name>.npz`` (observations, true parameters, quantised samples) plus ``manifest.json`` and
-``README.md`` in the data directory, from the fixed seeds of the tasks.
+``README.md`` in the data directory (:func:`~ebm_lfi.benchmarks.task.data_directory`, the
+package's ``ebm_lfi/benchmarks/data`` unless ``--out`` or ``$EBM_LFI_DATA`` names another), from
+the fixed seeds of the tasks.
 """
 
 from __future__ import annotations
@@ -360,7 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Regenerate benchmark observations and reference posteriors.",
     )
     parser.add_argument("--tasks", nargs="+", default=available(), choices=available())
-    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: the package's data directory, or $EBM_LFI_DATA)",
+    )
     parser.add_argument("--num-samples", type=int, default=NUM_SAMPLES)
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument(

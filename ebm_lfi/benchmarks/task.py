@@ -4,10 +4,11 @@ A task bundles a prior :math:`\pi(\theta)` (a :class:`~ebm_lfi.priors.BoxUniform
 numpy simulator :math:`x \sim p(x \mid \theta)`, the exact log-likelihood
 :math:`\log p(x \mid \theta)` (vectorised in torch, computed in float64) and, where the model is
 an exponential family, its sufficient statistics. The observations, their true parameters and
-the reference posterior samples live in ``data/<name>.npz`` (see ``data/README.md``), built by
-``python -m ebm_lfi.benchmarks.reference``.
+the reference posterior samples live in ``<name>.npz`` files of the data directory (see its
+``README.md``), built by ``python -m ebm_lfi.benchmarks.reference``.
 
-The data directory is ``$EBM_LFI_DATA`` when that variable is set, else ``<repo root>/data``.
+The data directory is ``$EBM_LFI_DATA`` when that variable is set, else the folder ``data``
+inside this package (``ebm_lfi/benchmarks/data``), installed with the package.
 
 Reference posterior samples are stored quantised to ``uint16`` inside the prior box,
 :math:`\theta = l + (q + \tfrac12)(h - l) / 2^{16}`, an error of at most :math:`(h - l)/2^{17}`.
@@ -41,11 +42,11 @@ _LEVELS = 65536
 
 
 def data_directory() -> Path:
-    r"""Directory holding the benchmark data: ``$EBM_LFI_DATA`` or ``<repo root>/data``."""
+    r"""Directory holding the benchmark data: ``$EBM_LFI_DATA`` or ``ebm_lfi/benchmarks/data``."""
     env = os.environ.get("EBM_LFI_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "data"
+    return Path(__file__).resolve().parent / "data"
 
 
 def quantize(samples: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -106,7 +107,7 @@ class Task:
     Tasks are built by :func:`ebm_lfi.benchmarks.get`; users rarely construct them.
 
     Arguments:
-        name: Registry name, also the data file stem ``data/<name>.npz``.
+        name: Registry name, also the stem of the data file ``<name>.npz``.
         low: Lower bounds of the uniform prior box, length :math:`p`.
         high: Upper bounds of the uniform prior box, length :math:`p`.
         parameter_names: Names of the :math:`p` parameters.
@@ -118,7 +119,7 @@ class Task:
             drawing row ``i``'s noise only from ``rng[i]``.
         log_likelihood_fn: ``fn(theta (n, p), x (n or 1, *x_shape)) -> (n,)`` in float64 torch.
         statistics_fn: ``fn(x (n, *x_shape)) -> (n, k)`` sufficient statistics, or ``None``.
-        seed: Root seed of the stored data (see ``data/README.md``).
+        seed: Root seed of the stored data (see the data directory's ``README.md``).
         description: One line describing the model and its conventions.
         num_observations: Number of stored observations.
     """
@@ -151,7 +152,8 @@ class Task:
 
     @property
     def simulator(self):
-        r"""The simulator as an :class:`ebm_lfi.simulation.simulate.Simulator` (batched, seeded per row)."""
+        r"""The simulator as an :class:`~ebm_lfi.simulation.simulator.Simulator` (batched, seeded
+        per row)."""
         from ..simulation.simulator import Simulator
 
         return Simulator(self.simulate_fn, batched=True)
@@ -270,7 +272,7 @@ class Task:
         r"""Reference posterior samples for observation ``i``.
 
         Drawn from the exact posterior (uniform prior times exact likelihood) on a refined
-        grid; see ``data/README.md``.
+        grid; see the data directory's ``README.md``.
 
         Arguments:
             i: Index in ``0 .. num_observations - 1``.

@@ -12,7 +12,9 @@ Commands:
   grammar and file formats are in :mod:`ebm_lfi.cli.inputs`).
 
 ``ebm-lfi --help`` and ``ebm-lfi run --help`` document every option with examples. The module
-runs as ``python -m ebm_lfi.cli`` too.
+runs as ``python -m ebm_lfi.cli`` too. The arguments are parsed before anything heavy is
+imported: ``--help``, ``--version``, a usage error and ``ebm-lfi methods`` never load torch;
+``tasks`` loads the benchmark tasks and ``run`` the whole library.
 
 Exit status:
 
@@ -31,18 +33,14 @@ and ``--quiet`` silences both.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-import torch
-
-from .catalog import list_methods, list_tasks
-from .inputs import UsageError, cwd_on_path
-from .parser import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, build_parser
-from .run import run_command
+from .parser import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, build_parser
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -72,6 +70,29 @@ def _silence_stdout() -> None:
         pass
 
 
+def _command(args: argparse.Namespace, argv: list[str]) -> int:
+    """Carry out the parsed command, importing only what it needs."""
+    if args.command in ("tasks", "methods"):
+        from .catalog import list_methods, list_tasks
+
+        listing = list_tasks if args.command == "tasks" else list_methods
+        listing(args.json, sys.stdout)
+        return EXIT_OK
+    import torch
+
+    from .inputs import cwd_on_path
+    from .run import run_command
+
+    threads = torch.get_num_threads()
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        with cwd_on_path():
+            return run_command(args, argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     r"""Run ``ebm-lfi`` with the arguments ``argv`` (default ``sys.argv[1:]``).
 
@@ -96,18 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_level = package_logger.level
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.DEBUG if debug else logging.WARNING)
-    threads = torch.get_num_threads()
     try:
-        if args.command == "tasks":
-            list_tasks(args.json, sys.stdout)
-            return EXIT_OK
-        if args.command == "methods":
-            list_methods(args.json, sys.stdout)
-            return EXIT_OK
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        with cwd_on_path():
-            return run_command(args, argv)
+        return _command(args, argv)
     except UsageError as err:
         _report(err, debug, "", "")
         return EXIT_USAGE
@@ -121,6 +132,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(err, debug, f"{type(err).__name__}: ", " (rerun with --debug for the traceback)")
         return EXIT_FAILURE
     finally:
-        torch.set_num_threads(threads)
         package_logger.removeHandler(handler)
         package_logger.setLevel(old_level)

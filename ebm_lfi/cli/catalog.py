@@ -1,4 +1,8 @@
-r"""The listing commands ``ebm-lfi tasks`` and ``ebm-lfi methods``: a plain-text table or JSON."""
+r"""The listing commands ``ebm-lfi tasks`` and ``ebm-lfi methods``: a plain-text table or JSON.
+
+``methods`` reads the registry's names and descriptions without importing torch; ``tasks``
+imports the benchmark tasks (and torch with them) only when it runs.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import TextIO
 
-from .. import benchmarks, methods
+from ..methods.registry import available as available_methods
 
 __all__ = ["task_rows", "method_rows", "format_table", "list_tasks", "list_methods"]
 
@@ -18,9 +22,11 @@ def _bound(value: float) -> str:
 def task_rows() -> list[dict[str, object]]:
     r"""One record per benchmark task: name, parameters with their prior box, x shape,
     number of stored observations and description."""
+    from ..benchmarks.tasks import available, get
+
     rows = []
-    for name in benchmarks.available():
-        task = benchmarks.get(name)
+    for name in available():
+        task = get(name)
         rows.append(
             {
                 "name": name,
@@ -37,7 +43,7 @@ def task_rows() -> list[dict[str, object]]:
 
 def method_rows() -> list[dict[str, str]]:
     """One record per registered method: name and description."""
-    return [{"name": n, "description": d} for n, d in methods.available().items()]
+    return [{"name": n, "description": d} for n, d in available_methods().items()]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

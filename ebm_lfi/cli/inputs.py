@@ -1,8 +1,8 @@
 r"""Reading what a user names on the command line: priors, simulators, observations, options.
 
-Every mistake a user can make here raises :class:`UsageError` with one line that says what is
-wrong and what is expected; :func:`ebm_lfi.cli.main` prints it as ``error: ...`` and exits
-with status 2.
+Every mistake a user can make here raises :class:`~ebm_lfi.cli.parser.UsageError` with one
+line that says what is wrong and what is expected; :func:`ebm_lfi.cli.main` prints it as
+``error: ...`` and exits with status 2.
 
 Prior grammar (``--prior``), case-insensitive, one pair of numbers per parameter:
 
@@ -34,9 +34,9 @@ import torch
 from torch.distributions import Distribution, Independent, Normal
 
 from ..priors import BoxUniform, validate_prior
+from .parser import UsageError
 
 __all__ = [
-    "UsageError",
     "cwd_on_path",
     "load_object",
     "parse_prior",
@@ -51,10 +51,6 @@ _PRIOR_GRAMMAR = (
     "'module:object' naming a torch distribution"
 )
 _RESERVED_NAMES = ("weight", "chain", "draw")
-
-
-class UsageError(Exception):
-    """A mistake in the command line or in the files it names (exit status 2)."""
 
 
 @contextmanager

@@ -8,12 +8,24 @@ from typing import Any
 
 from .. import __version__
 
-__all__ = ["build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+__all__ = [
+    "build_parser",
+    "UsageError",
+    "EXIT_OK",
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+]
 
 EXIT_OK = 0  # success
 EXIT_FAILURE = 1  # the run itself failed (simulator error, training error, ...)
 EXIT_USAGE = 2  # bad command line or input files (argparse's own status for usage errors)
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class UsageError(Exception):
+    """A mistake in the command line or in the files it names (exit status 2)."""
+
 
 _MAIN_EPILOG = """\
 examples:

@@ -27,13 +27,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import __version__, benchmarks, methods
+from .. import __version__
+from ..benchmarks.tasks import available as available_tasks
+from ..benchmarks.tasks import get as get_task
+from ..methods.registry import available as available_methods
+from ..methods.registry import get as get_method
 from ..posterior.posterior import Posterior
 from ..simulation.simulate import simulate
 from ..simulation.simulator import Simulator
 from .catalog import format_table
 from .inputs import (
-    UsageError,
     load_object,
     load_observation,
     match_shape,
@@ -41,6 +44,7 @@ from .inputs import (
     parse_options,
     parse_prior,
 )
+from .parser import UsageError
 from .report import jsonable, jsonable_dict, posterior_summary, reference_metrics
 
 __all__ = [
@@ -102,11 +106,11 @@ def resolve_problem(args: argparse.Namespace) -> Problem:
                 raise UsageError(f"{flag} is for --simulator; a TASK has its own prior")
         if args.batched or args.numpy:
             raise UsageError("--batched and --numpy are for --simulator, not for a TASK")
-        if args.task.lower() not in benchmarks.available():
+        if args.task.lower() not in available_tasks():
             raise UsageError(
-                f"unknown task {args.task!r}; available: {', '.join(benchmarks.available())}"
+                f"unknown task {args.task!r}; available: {', '.join(available_tasks())}"
             )
-        task = benchmarks.get(args.task)
+        task = get_task(args.task)
         observation = 0 if observation is None else observation
         if isinstance(observation, int):
             if not 0 <= observation < task.num_observations:
@@ -184,12 +188,12 @@ def build_method(
     Returns:
         The unfitted method and the options it was built with.
     """
-    if name.lower() not in methods.available():
-        raise UsageError(f"unknown method {name!r}; available: {', '.join(methods.available())}")
+    if name.lower() not in available_methods():
+        raise UsageError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
     options = dict(options)
     while True:
         try:
-            method = methods.get(
+            method = get_method(
                 name,
                 prior=problem.prior,
                 simulator=problem.simulator,

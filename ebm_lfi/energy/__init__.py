@@ -1,9 +1,10 @@
 r"""The energy model: :class:`ExpFamEBM`, its statistics networks and its data transforms.
 
 ``model``: the conditional exponential family
-:math:`\log \tilde p(x \mid \theta) = \eta(\theta)^\top s(x) + b(x)`. ``nets``, ``mlp``,
-``pooled_nets``: the statistics networks (MLP, exchangeable, Markov). ``transforms``, ``tails``:
-the map of the data to :math:`\mathbb{R}` (support, heavy tails, standardisation).
+:math:`\log \tilde p(x \mid \theta) = \eta(\theta)^\top s(x) + b(x)` (its default builder,
+ratio and noise-conditional heads and save / load). ``nets``: the factory of the statistics
+networks, built from ``mlp`` (MLP) and ``pooled_nets`` (exchangeable, Markov). ``transforms``,
+``tails``: the map of the data to :math:`\mathbb{R}` (support, heavy tails, standardisation).
 """
 
 from .mlp import MLP

@@ -1,23 +1,23 @@
-r"""Networks for the statistics :math:`s(x)`, base measure :math:`b(x)` and natural parameters.
+r"""The factory of the statistics networks :math:`s(x)`, :math:`b(x)`, and their saved configs.
 
 Three built-in architectures, all with smooth activations by default (score matching needs
 :math:`\partial^2_{x_i} f`; a piecewise-linear activation such as ReLU has zero curvature almost
 everywhere, so the Hessian diagonal it yields is the zero function):
 
-* :class:`MLP` (in :mod:`ebm_lfi.energy.mlp`): a multi-layer perceptron acting on the last axis (or on
-  the flattened event).
-* :class:`ExchangeableNet` (in :mod:`ebm_lfi.energy.pooled_nets`, like the next): a deep-sets / PEN
-  network for an iid sample of :math:`m` draws,
-  :math:`\rho\big(\operatorname{pool}_{j} \phi(x_j)\big)`, invariant to permuting the draws
-  (Zaheer et al., 2017, https://arxiv.org/abs/1703.06114).
-* :class:`MarkovNet`: the partially exchangeable network of Wiqvist et al. (2019,
-  https://arxiv.org/abs/1901.10230) for a Markov series of order :math:`r`:
+* :class:`~ebm_lfi.energy.mlp.MLP`: a multi-layer perceptron acting on the last axis (or on the
+  flattened event).
+* :class:`~ebm_lfi.energy.pooled_nets.ExchangeableNet`: a deep-sets / PEN network for an iid
+  sample of :math:`m` draws, :math:`\rho\big(\operatorname{pool}_{j} \phi(x_j)\big)`, invariant
+  to permuting the draws (Zaheer et al., 2017, https://arxiv.org/abs/1703.06114).
+* :class:`~ebm_lfi.energy.pooled_nets.MarkovNet`: the partially exchangeable network of Wiqvist
+  et al. (2019, https://arxiv.org/abs/1901.10230) for a Markov series of order :math:`r`:
   :math:`\rho\big(x_{1:r}, \operatorname{pool}_{t} \phi(x_{t:t+r})\big)` over the overlapping
   windows of length :math:`r + 1`.
 
-Both structured networks share :class:`PooledFeatures`: monomials up to degree two of each draw or
-window plus a small learned network, sum-pooled, read out linearly by default, so that their
-outputs have the form of the statistics of an iid / Markov exponential family.
+Both structured networks share :class:`~ebm_lfi.energy.pooled_nets.PooledFeatures`: monomials up
+to degree two of each draw or window plus a small learned network, sum-pooled, read out linearly
+by default, so that their outputs have the form of the statistics of an iid / Markov exponential
+family.
 
 This module builds them (:func:`statistics_network`) and describes them for saving
 (:func:`net_config`, :func:`build_net`). Any user :class:`torch.nn.Module` with the right input
@@ -61,8 +61,9 @@ def statistics_network(
         x_shape: Shape of one data point.
         out_features: Output size :math:`D_{out}`.
         structure: ``"mlp"`` (any shape, flattened), ``"iid"`` (:math:`(m,)` or :math:`(m, d)`
-            exchangeable draws, :class:`ExchangeableNet`) or ``"markov"`` (a series of shape
-            :math:`(T,)` or :math:`(T, d)`, :class:`MarkovNet` of order ``order``).
+            exchangeable draws, :class:`~ebm_lfi.energy.pooled_nets.ExchangeableNet`) or
+            ``"markov"`` (a series of shape :math:`(T,)` or :math:`(T, d)`,
+            :class:`~ebm_lfi.energy.pooled_nets.MarkovNet` of order ``order``).
         hidden: Hidden widths of the network (of :math:`\rho` for ``"iid"`` / ``"markov"``);
             default ``(64, 64)`` for ``"mlp"`` and ``()`` otherwise: a linear read-out of the
             sum-pooled draw / window features, the form of the statistics of an iid or Markov
@@ -71,7 +72,8 @@ def statistics_network(
         embedding: Size of the learned draw / window features (default 8 for ``"iid"``; 0 for
             ``"markov"``, whose window monomials alone cost about 1.5 sliced-SM epochs of the
             MLP, where 8 learned features cost 12: model choice adds them when they pay).
-        quadratic, window_hidden: Draw / window features (see :class:`PooledFeatures`).
+        quadratic, window_hidden: Draw / window features (see
+            :class:`~ebm_lfi.energy.pooled_nets.PooledFeatures`).
 
     Returns:
         The network and the event axes over which standardisation should pool (``(0,)``

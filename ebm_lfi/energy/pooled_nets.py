@@ -58,7 +58,7 @@ class PooledFeatures(nn.Module):
         window: Window size :math:`q`.
         embedding: Output size of :math:`\phi_{\text{net}}` (``0``: none).
         hidden: Hidden widths of :math:`\phi_{\text{net}}`.
-        activation: Activation name (see :class:`MLP`).
+        activation: Activation name (see :class:`~ebm_lfi.energy.mlp.MLP`).
         pool: ``"sum"`` or ``"mean"`` over the windows.
         quadratic: Include the monomials.
 
@@ -126,7 +126,7 @@ class ExchangeableNet(nn.Module):
         out_features: Output size.
         hidden: Hidden widths of :math:`\rho` (default ``()``: linear).
         embedding: Output size of the learned draw network (``0``: none).
-        activation: Activation name (see :class:`MLP`).
+        activation: Activation name (see :class:`~ebm_lfi.energy.mlp.MLP`).
         pool: ``"sum"`` (default) or ``"mean"``.
         quadratic: Include the draw monomials :math:`x_j` and :math:`x_j x_j^\top`.
         window_hidden: Hidden widths of the learned draw network.
@@ -222,7 +222,7 @@ class MarkovNet(nn.Module):
         order: Markov order :math:`r \geq 1`; :math:`\phi` sees windows of :math:`r + 1` steps.
         hidden: Hidden widths of :math:`\rho` (default ``()``: linear).
         embedding: Output size of the learned window network (``0``: none).
-        activation: Activation name (see :class:`MLP`).
+        activation: Activation name (see :class:`~ebm_lfi.energy.mlp.MLP`).
         pool: ``"sum"`` (default) or ``"mean"`` over the windows.
         quadratic: Include the window monomials.
         window_hidden: Hidden widths of the learned window network.

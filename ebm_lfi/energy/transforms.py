@@ -68,6 +68,13 @@ def _bound_tensor(bound: Bound, shape: tuple[int, ...], fill: float) -> Tensor:
 class SupportTransform(nn.Module):
     r"""Per-coordinate bijection from the support of :math:`x` to :math:`\mathbb{R}`.
 
+    The parameters have the same map (:class:`~ebm_lfi.priors.SupportBijection`, for the
+    samplers); this one is kept apart because it serves the data: it is a module whose bounds
+    are buffers saved with the model, :meth:`check` refuses values outside the open support
+    where the samplers' map moves them inside, and its Jacobian is that of :math:`x \mapsto u`.
+    The two also compute the logit differently (:math:`\log(x - l) - \log(h - x)` here), so
+    sharing one would change the numbers of every fitted model.
+
     Arguments:
         event_shape: The shape of one data point, :math:`x_{shape}`.
         lower: Lower bound(s): ``None``, a float, or an array broadcasting to ``event_shape``;

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .score_matching import _check_batch
+from .score_matching import check_batch
 
 __all__ = ["NCE", "ConditionalNCE", "cnce_noise_scale"]
 
@@ -73,7 +73,7 @@ class NCE(nn.Module):
         r"""The loss of each positive row with its negatives, shape :math:`(n,)`."""
         if not getattr(model, "has_normalizer", False):
             raise ValueError("NCE needs a ratio model: build ExpFamEBM with normalizer=True")
-        y, theta = _check_batch(y, theta)
+        y, theta = check_batch(y, theta)
         n, nu = y.shape[0], self.num_negatives
         if n < 2:
             raise ValueError("NCE needs at least 2 rows per batch to form negatives")
@@ -176,7 +176,7 @@ class ConditionalNCE(nn.Module):
         Returns:
             The loss, a scalar.
         """
-        y, theta = _check_batch(y, theta)
+        y, theta = check_batch(y, theta)
         self.calibrate(y)
         m = self.num_noise
         eps = torch.randn((m, *y.shape), generator=generator, dtype=y.dtype, device=y.device)

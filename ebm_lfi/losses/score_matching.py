@@ -51,6 +51,7 @@ __all__ = [
     "score_and_hessian_diagonal",
     "hessian_diagonal",
     "sample_projections",
+    "check_batch",
 ]
 
 _TANGENT_BUDGET = 2**19  # tangent entries per vmap chunk of Hessian-vector products
@@ -185,7 +186,16 @@ def _require_smooth(model: nn.Module, loss: str) -> None:
             )
 
 
-def _check_batch(y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+def check_batch(y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The batch of a loss, checked: ``y`` detached, ``theta`` broadcast to its rows.
+
+    Arguments:
+        y: Transformed data, shape :math:`(n, *x_{shape})`.
+        theta: Parameters, shape :math:`(n, p)`, :math:`(1, p)` or :math:`(p,)`.
+
+    Returns:
+        ``y`` and ``theta`` of shape :math:`(n, p)`.
+    """
     if not isinstance(y, Tensor) or not isinstance(theta, Tensor):
         raise TypeError("y and theta must be tensors")
     if y.ndim < 2:
@@ -242,7 +252,7 @@ class ScoreMatching(nn.Module):
             The loss, a scalar.
         """
         _require_smooth(model, "ScoreMatching")
-        y, theta = _check_batch(y, theta)
+        y, theta = check_batch(y, theta)
 
         colors = getattr(model, "hessian_colors", None) if self.structured else None
         g, h = batched_score_and_hessian_diagonal(
@@ -305,7 +315,7 @@ class SlicedScoreMatching(nn.Module):
             The loss, a scalar.
         """
         _require_smooth(model, "SlicedScoreMatching")
-        y, theta = _check_batch(y, theta)
+        y, theta = check_batch(y, theta)
         n, P = y.shape[0], self.num_projections
         with torch.enable_grad():
             y = y.requires_grad_(True)
@@ -381,7 +391,7 @@ class DenoisingScoreMatching(nn.Module):
         Returns:
             The loss, a scalar.
         """
-        y, theta = _check_batch(y, theta)
+        y, theta = check_batch(y, theta)
         n = y.shape[0]
         bshape = (n,) + (1,) * (y.ndim - 1)
         if self.conditional:

@@ -1,100 +1,94 @@
 r"""Inference methods behind one interface: ``fit(theta, x, seed=...)`` then
 ``posterior(x_o, num_samples=..., seed=...)`` returning an :class:`~ebm_lfi.Posterior`.
 
-Build one by name with :func:`get`; :func:`available` lists them.
+A method is a fit stage plus a posterior stage (:mod:`ebm_lfi.methods.method`). Build one by
+name with :func:`get`; :func:`available` lists them (without importing torch: the names below
+are loaded on first use).
 """
 
-from .baselines import PosteriorMeanRegressor, RegressionABC, RejectionABC
-from .common import NotFittedError
-from .energy_methods import EnergyABC, make_loss
-from .exchange_method import EnergyExchange, ExchangeConfig
-from .ratio_method import PotentialConfig, RatioPosterior
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .registry import available, get, register
-from .statistics_abc import ABCConfig, StatisticsABC
+
+# public name -> the module that defines it
+_NAMES = {
+    "Method": ".method",
+    "Draws": ".method",
+    "FitStage": ".method",
+    "PosteriorStage": ".method",
+    "EnergyFit": ".fit",
+    "make_loss": ".fit",
+    "ABCConfig": ".abc_stage",
+    "ABCStage": ".abc_stage",
+    "ExchangeConfig": ".exchange_stage",
+    "ExchangeStage": ".exchange_stage",
+    "PotentialConfig": ".potential_stage",
+    "PotentialStage": ".potential_stage",
+    "EnergyABC": ".energy_methods",
+    "EnergyExchange": ".energy_methods",
+    "RatioPosterior": ".energy_methods",
+    "FixedStatistics": ".baselines",
+    "RegressionFit": ".baselines",
+    "RejectionABC": ".baselines",
+    "RegressionABC": ".baselines",
+    "PosteriorMeanRegressor": ".baselines",
+    "NotFittedError": ".common",
+}
 
 __all__ = [
     "available",
     "get",
     "register",
+    "Method",
+    "Draws",
+    "FitStage",
+    "PosteriorStage",
+    "EnergyFit",
     "ABCConfig",
+    "ABCStage",
     "ExchangeConfig",
+    "ExchangeStage",
     "PotentialConfig",
-    "RatioPosterior",
+    "PotentialStage",
     "EnergyABC",
     "EnergyExchange",
+    "RatioPosterior",
+    "FixedStatistics",
+    "RegressionFit",
     "RejectionABC",
     "RegressionABC",
     "PosteriorMeanRegressor",
-    "StatisticsABC",
     "NotFittedError",
     "make_loss",
 ]
 
+if TYPE_CHECKING:
+    from .abc_stage import ABCConfig, ABCStage
+    from .baselines import (
+        FixedStatistics,
+        PosteriorMeanRegressor,
+        RegressionABC,
+        RegressionFit,
+        RejectionABC,
+    )
+    from .common import NotFittedError
+    from .energy_methods import EnergyABC, EnergyExchange, RatioPosterior
+    from .exchange_stage import ExchangeConfig, ExchangeStage
+    from .fit import EnergyFit, make_loss
+    from .method import Draws, FitStage, Method, PosteriorStage
+    from .potential_stage import PotentialConfig, PotentialStage
 
-def _named(cls, name: str, **fixed):
-    def build(**options):
-        for key in fixed:
-            if key in options:
-                raise TypeError(f"method {name!r} fixes {key}={fixed[key]!r}; do not pass {key}")
-        method = cls(**fixed, **options)
-        method.name = name
-        return method
 
-    return build
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+    globals()[name] = value
+    return value
 
 
-register(
-    "sm-abc",
-    _named(EnergyABC, "sm-abc", loss="sm"),
-    "ABC on statistics learned by exact score matching",
-)
-register(
-    "ssm-abc",
-    _named(EnergyABC, "ssm-abc", loss="ssm"),
-    "ABC on statistics learned by sliced score matching",
-)
-register(
-    "dsm-abc",
-    _named(EnergyABC, "dsm-abc", loss="dsm"),
-    "ABC on statistics learned by denoising score matching over a range of noise scales",
-)
-register(
-    "dsm-exchange",
-    _named(EnergyExchange, "dsm-exchange", loss="dsm"),
-    "ABC at any tolerance: exchange MCMC on the noise-conditional DSM fit (Gaussian kernel)",
-)
-register(
-    "nce",
-    _named(RatioPosterior, "nce", loss="nce"),
-    "NCE ratio model; its tractable posterior potential sampled by MCMC (no simulation)",
-)
-register(
-    "nce-abc",
-    _named(EnergyABC, "nce-abc", loss="nce"),
-    "ABC on statistics learned by noise-contrastive ratio estimation",
-)
-register(
-    "cnce-abc",
-    _named(EnergyABC, "cnce-abc", loss="cnce"),
-    "ABC on statistics learned by conditional NCE (Gaussian perturbations, Ceylan & Gutmann)",
-)
-register(
-    "sm-exchange",
-    _named(EnergyExchange, "sm-exchange", loss="sm"),
-    "exchange MCMC with the exact-score-matching exponential family as likelihood",
-)
-register(
-    "ssm-exchange",
-    _named(EnergyExchange, "ssm-exchange", loss="ssm"),
-    "exchange MCMC with the sliced-score-matching exponential family as likelihood",
-)
-register(
-    "rejection-abc",
-    _named(RejectionABC, "rejection-abc"),
-    "rejection ABC on the raw data or user statistics",
-)
-register(
-    "fp-abc",
-    _named(RegressionABC, "fp-abc"),
-    "ABC on regression statistics E[theta|x] (Fearnhead & Prangle 2012)",
-)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,139 +1,125 @@
 r"""Baselines: rejection ABC on raw or hand-made statistics, and regression statistics.
 
-* ``rejection-abc``: ABC with the statistics the user gives (default: the raw data, flattened).
-* ``fp-abc`` (Fearnhead & Prangle 2012, "Constructing summary statistics for approximate
-  Bayesian computation: semi-automatic ABC", JRSS B 74:419): a network regresses
-  :math:`\theta` on :math:`x` by least squares; its output, an estimate of the posterior mean
-  :math:`\mathbb{E}[\theta \mid x]`, is the statistic.
+* ``rejection-abc`` (:class:`RejectionABC`): ABC with the statistics the user gives (default:
+  the raw data, flattened); its fit stage, :class:`FixedStatistics`, learns nothing.
+* ``fp-abc`` (:class:`RegressionABC`; Fearnhead & Prangle 2012, "Constructing summary
+  statistics for approximate Bayesian computation: semi-automatic ABC", JRSS B 74:419): a
+  network regresses :math:`\theta` on :math:`x` by least squares (:class:`RegressionFit`); its
+  output, an estimate of the posterior mean :math:`\mathbb{E}[\theta \mid x]`, is the statistic.
 
-Both share the ABC stage with the energy methods (:class:`~.statistics_abc.StatisticsABC`).
+Both put the ABC stage of the energy methods (:class:`~ebm_lfi.methods.abc_stage.ABCStage`)
+on their fit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..energy.nets import statistics_network
 from ..energy.transforms import DataTransform, Standardize
-from ..posterior.posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
 from ..simulation.simulator import Simulator
 from ..training.config import TrainConfig
 from ..training.loop import train
-from .common import NotFittedError, as_config, batched, check_observation, check_training_data
-from .statistics_abc import ABCConfig, StatisticsABC, check_executor
+from .abc_stage import ABCConfig, ABCStage
+from .common import NotFittedError, as_config, batched, check_training_data
+from .method import Method
 
-__all__ = ["RejectionABC", "RegressionABC", "PosteriorMeanRegressor"]
+__all__ = [
+    "FixedStatistics",
+    "RegressionFit",
+    "PosteriorMeanRegressor",
+    "RejectionABC",
+    "RegressionABC",
+]
 
 
-class _ABCMethod:
-    """Shared fit/posterior of ABC with some statistics; subclasses set ``_statistics``."""
+class FixedStatistics:
+    r"""A fit stage with nothing to learn: user statistics, or the flattened data.
 
-    name = "abc"
+    Arguments:
+        prior: The prior over :math:`\theta`.
+        statistics: Batched statistics function ``x (n, *x_shape) -> (n, k)``, or ``None``
+            for the raw data.
+        device: ``"cpu"`` (default) or ``"cuda"``.
+
+    :meth:`fit` only checks the training pairs and keeps them (:attr:`training_data`).
+    """
 
     def __init__(
         self,
         prior: Distribution,
+        statistics: Callable[[Tensor], Tensor] | None = None,
         *,
-        simulator: Simulator | Callable | None = None,
-        abc: ABCConfig | dict | None = None,
-        reference=None,
-        executor: Executor | None = None,
         device: str | torch.device = "cpu",
-        progress: bool = False,
     ):
+        if statistics is not None and not callable(statistics):
+            raise TypeError(f"statistics must be callable, got {type(statistics).__name__}")
         self.prior = validate_prior(prior)
         self.num_parameters = prior_dim(prior)
         self.parameter_names = parameter_names(prior, self.num_parameters)
-        self.simulator = simulator
-        self.abc_config = as_config(abc, ABCConfig, "abc")
-        self.reference = reference
-        self.executor = check_executor(executor)
+        self.user_statistics = statistics
         self.device = torch.device(device)
-        self.progress = progress
-        self.x_shape: tuple[int, ...] | None = None
-        self._abc: StatisticsABC | None = None
+        self.fitted = False
+        self.training_data: tuple[Tensor, Tensor] | None = None
+        self._x_shape: tuple[int, ...] | None = None
+        self._dtype: torch.dtype | None = None
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "executor": None}  # a live executor does not travel
-
-    def _statistics(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _learn(self, theta: Tensor, x: Tensor, seed: int | None) -> None:
-        """Learn the statistics (nothing to learn by default)."""
-
-    def fit(self, theta, x, *, seed: int | None = None):
-        """Learn the statistics (if any) and build the ABC reference table."""
+    def fit(self, theta, x, *, seed: int | None = None) -> FixedStatistics:
+        r"""Check and keep the training pairs ``theta (n, p)``, ``x (n, *x_shape)``; then
+        :meth:`_learn` (nothing here)."""
         theta, x = check_training_data(theta, x, self.num_parameters)
         theta, x = theta.to(self.device), x.to(self.device)
-        self.x_shape = tuple(x.shape[1:])
+        self._x_shape, self._dtype = tuple(x.shape[1:]), theta.dtype
         self._learn(theta, x, seed)
-        self._abc = StatisticsABC(self.prior, self._statistics, self.simulator, self.abc_config)
-        self._abc.prepare(
-            theta,
-            x,
-            seed=seed,
-            reference=self.reference,
-            progress=self.progress,
-            executor=self.executor,
-        )
+        self.training_data = (theta, x)
+        self.fitted = True
         return self
 
-    def statistics(self, x) -> Tensor:
-        """The statistics used by the ABC distance, shape ``(n, k)``."""
-        if self._abc is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call .fit(theta, x)")
-        return batched(self._statistics, torch.as_tensor(x, device=self.device))
-
-    def posterior(self, x_o, num_samples: int = 1000, *, seed: int | None = None) -> Posterior:
-        r"""ABC posterior of :math:`\theta` given ``x_o`` (shaped like one simulation)."""
-        if self._abc is None:
-            raise NotFittedError(
-                f"{type(self).__name__} is not fitted: call .fit(theta, x) before .posterior()"
-            )
-        dtype = self._abc.table[0].dtype if self._abc.table else torch.get_default_dtype()
-        x_o = check_observation(x_o, self.x_shape, dtype).to(self.device)
-        samples, weights, diag = self._abc.sample(
-            x_o, num_samples, seed=seed, executor=self.executor
-        )
-        return Posterior(
-            samples,
-            weights=weights,
-            parameter_names=self.parameter_names,
-            diagnostics=diag,
-            method=self.name,
-        )
-
-
-class RejectionABC(_ABCMethod):
-    r"""ABC on user statistics ``statistics(x) -> (n, k)`` (default: the flattened data).
-
-    Arguments:
-        prior: The prior over :math:`\theta`.
-        statistics: Batched statistics function, or ``None`` for the raw data.
-        simulator, abc, reference, executor, device, progress: As for every ABC method (see
-            :class:`~ebm_lfi.methods.EnergyABC`).
-    """
-
-    name = "rejection-abc"
-
-    def __init__(self, prior, *, statistics: Callable[[Tensor], Tensor] | None = None, **kw):
-        super().__init__(prior, **kw)
-        if statistics is not None and not callable(statistics):
-            raise TypeError(f"statistics must be callable, got {type(statistics).__name__}")
-        self.user_statistics = statistics
+    def _learn(self, theta: Tensor, x: Tensor, seed: int | None) -> None:
+        """Learn the statistics (nothing to learn here)."""
 
     def _statistics(self, x: Tensor) -> Tensor:
         if self.user_statistics is None:
             return x.reshape(x.shape[0], -1)
         s = torch.as_tensor(self.user_statistics(x))
         return s.reshape(s.shape[0], -1).to(x.dtype)
+
+    def check_fitted(self) -> None:
+        """Raise :class:`~ebm_lfi.methods.NotFittedError` unless fitted."""
+        if not self.fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call .fit(theta, x)")
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """The shape of one simulation (known after :meth:`fit`)."""
+        return self._x_shape
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype of the training parameters (known after :meth:`fit`)."""
+        return self._dtype
+
+    def statistics(self, x) -> Tensor:
+        """The statistics used by the ABC distance, shape ``(n, k)``."""
+        self.check_fitted()
+        return batched(self._statistics, torch.as_tensor(x, device=self.device))
+
+    @property
+    def diagnostics(self) -> dict:
+        """Nothing was chosen or measured."""
+        return {}
+
+    def summary(self) -> dict:
+        """Nothing to add to the diagnostics of a posterior."""
+        return {}
 
 
 class PosteriorMeanRegressor(nn.Module):
@@ -158,40 +144,40 @@ def _mse(model: PosteriorMeanRegressor, y: Tensor, u: Tensor) -> Tensor:
     return (model(y) - u).square().sum(-1).mean()
 
 
-class RegressionABC(_ABCMethod):
-    r"""Semi-automatic ABC (Fearnhead & Prangle 2012): statistics are a regression of
-    :math:`\theta` on :math:`x`.
+class RegressionFit(FixedStatistics):
+    r"""The fit stage of semi-automatic ABC: statistics :math:`\hat\theta(x)`, a least-squares
+    regression of :math:`\theta` on :math:`x` (:class:`PosteriorMeanRegressor`).
 
     Arguments:
         prior: The prior over :math:`\theta`.
         structure: ``"mlp"``, ``"iid"`` or ``"markov"`` network.
         x_support: ``(lower, upper)`` bounds of :math:`x`.
         network: Further keywords of the network (``hidden``, ``order``, ...).
-        training: A :class:`~ebm_lfi.training.loop.TrainConfig` or a dict of its fields.
-        simulator, abc, reference, executor, device, progress: As for every ABC method (see
-            :class:`~ebm_lfi.methods.EnergyABC`).
+        training: A :class:`~ebm_lfi.training.config.TrainConfig` or a dict of its fields.
+        device: ``"cpu"`` (default) or ``"cuda"``.
+        progress: Show the training progress bar.
     """
-
-    name = "fp-abc"
 
     def __init__(
         self,
-        prior,
+        prior: Distribution,
         *,
         structure: str = "mlp",
         x_support=None,
         network: dict | None = None,
         training: TrainConfig | dict | None = None,
-        **kw,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
     ):
-        super().__init__(prior, **kw)
+        super().__init__(prior, device=device)
         self.structure, self.x_support = structure, x_support
         self.network = dict(network or {})
         self.training = as_config(training, TrainConfig, "training")
+        self.progress = progress
         self.model: PosteriorMeanRegressor | None = None
-        self.history = None
+        self.history: pd.DataFrame | None = None
 
-    def _learn(self, theta, x, seed):
+    def _learn(self, theta: Tensor, x: Tensor, seed: int | None) -> None:
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -207,7 +193,7 @@ class RegressionABC(_ABCMethod):
             _mse,
             y,
             u,
-            **self.training.as_kwargs(),
+            config=self.training,
             seed=seed,
             device=self.device,
             progress=self.progress,
@@ -217,3 +203,79 @@ class RegressionABC(_ABCMethod):
     @torch.no_grad()
     def _statistics(self, x: Tensor) -> Tensor:
         return self.model.predict(x.to(self.model.theta_transform.mean.dtype))
+
+
+class RejectionABC(Method):
+    r"""ABC on user statistics ``statistics(x) -> (n, k)`` (default: the flattened data).
+
+    Arguments:
+        prior: The prior over :math:`\theta`.
+        statistics: Batched statistics function, or ``None`` for the raw data.
+        simulator, abc, reference, executor, progress: Those of the ABC stage, as for every
+            ABC method (see :class:`~ebm_lfi.methods.EnergyABC`).
+        device: ``"cpu"`` (default) or ``"cuda"``.
+    """
+
+    name = "rejection-abc"
+
+    def __init__(
+        self,
+        prior,
+        *,
+        statistics: Callable[[Tensor], Tensor] | None = None,
+        simulator: Simulator | Callable | None = None,
+        abc: ABCConfig | dict | None = None,
+        reference: tuple[Any, Any] | None = None,
+        executor: Executor | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ):
+        fit = FixedStatistics(prior, statistics, device=device)
+        stage = ABCStage(
+            abc, simulator=simulator, reference=reference, executor=executor, progress=progress
+        )
+        super().__init__(fit, stage)
+
+
+class RegressionABC(Method):
+    r"""Semi-automatic ABC (Fearnhead & Prangle 2012): statistics are a regression of
+    :math:`\theta` on :math:`x`.
+
+    Arguments:
+        prior: The prior over :math:`\theta`.
+        structure, x_support, network, training, device: Those of the regression
+            (:class:`RegressionFit`).
+        simulator, abc, reference, executor, progress: Those of the ABC stage, as for every
+            ABC method (see :class:`~ebm_lfi.methods.EnergyABC`).
+    """
+
+    name = "fp-abc"
+
+    def __init__(
+        self,
+        prior,
+        *,
+        structure: str = "mlp",
+        x_support=None,
+        network: dict | None = None,
+        training: TrainConfig | dict | None = None,
+        simulator: Simulator | Callable | None = None,
+        abc: ABCConfig | dict | None = None,
+        reference: tuple[Any, Any] | None = None,
+        executor: Executor | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ):
+        fit = RegressionFit(
+            prior,
+            structure=structure,
+            x_support=x_support,
+            network=network,
+            training=training,
+            device=device,
+            progress=progress,
+        )
+        stage = ABCStage(
+            abc, simulator=simulator, reference=reference, executor=executor, progress=progress
+        )
+        super().__init__(fit, stage)

@@ -13,7 +13,8 @@ A pair plot of :math:`n` draws :math:`\theta_i \in \mathbb{R}^p` with weights :m
 A reference sample is drawn over it in a second colour, and a true parameter as black lines.
 The figure is built from :class:`matplotlib.figure.Figure` directly, without ``pyplot``, so
 it needs no display and leaves matplotlib's global state alone. matplotlib is imported only
-when a plot is drawn. :meth:`ebm_lfi.Posterior.plot` delegates here.
+when a plot is drawn, and this module only when :meth:`ebm_lfi.Posterior.plot`, which
+delegates here, is called.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
+
+from .stats import as_real_tensor
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["pair_plot", "as_real_tensor"]
+__all__ = ["pair_plot"]
 
 
 def pair_plot(
@@ -77,6 +78,7 @@ def pair_plot(
         TypeError: If an input is not a real-valued array or tensor.
 
     Example:
+        >>> import torch
         >>> fig = pair_plot(torch.randn(100, 2), parameter_names=["a", "b"])
         >>> len(fig.axes)
         4
@@ -152,25 +154,6 @@ def pair_plot(
     if path is not None:
         fig.savefig(os.fspath(path), dpi=100)
     return fig
-
-
-def as_real_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
-    r"""``a`` (array-like or tensor) as a detached real floating tensor; integers become the
-    default float type. Raises ``TypeError`` naming ``name`` for anything else."""
-    if isinstance(a, Tensor):
-        t = a.detach()
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(a))
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise TypeError(
-                f"{name} must be a numeric array or tensor, got {type(a).__name__}"
-            ) from e
-    if t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
-    if not t.is_floating_point():
-        t = t.to(torch.get_default_dtype())
-    return t if device is None else t.to(device)
 
 
 def _as_array(a: Any, name: str) -> np.ndarray:

@@ -8,8 +8,8 @@ effective sample size) treats the sample as the weighted empirical measure
 checks of the arguments, are in :mod:`ebm_lfi.posterior.stats`.
 
 It converts to a :class:`pandas.DataFrame` and an :class:`arviz.InferenceData`, draws pair
-plots (:mod:`ebm_lfi.posterior.plotting`), and saves to a ``.npz`` file with JSON metadata that loads
-without pickle (:mod:`ebm_lfi.posterior.io`).
+plots (:mod:`ebm_lfi.posterior.plotting`), and saves to a ``.npz`` file with JSON metadata that
+loads without pickle (:mod:`ebm_lfi.posterior.io`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 from .io import read_npz, write_npz
-from .plotting import pair_plot
 from .stats import (
     check_names,
     check_samples,
@@ -309,7 +308,8 @@ class Posterior:
     ) -> Any:
         r"""Pair plot: weighted histograms on the diagonal, scatter plots below it.
 
-        A thin wrapper of :func:`ebm_lfi.posterior.plotting.pair_plot` (see there for what is drawn).
+        A thin wrapper of :func:`ebm_lfi.posterior.plotting.pair_plot` (see there for what is
+        drawn).
         The figure is built with :class:`matplotlib.figure.Figure` directly (no ``pyplot``),
         so it neither needs a display nor changes matplotlib's global state; it renders with
         the Agg canvas when saved.
@@ -331,6 +331,8 @@ class Posterior:
         Returns:
             The :class:`matplotlib.figure.Figure`.
         """
+        from .plotting import pair_plot  # matplotlib's stack only when a plot is drawn
+
         reference_weights = None
         if isinstance(reference, Posterior):
             reference, reference_weights = reference.samples, reference.weights

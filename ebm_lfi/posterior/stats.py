@@ -15,8 +15,9 @@ empirical measure :math:`\sum_i w_i \delta_{\theta_i}`:
 * Kish's effective sample size :math:`1 / \sum_i w_i^2` (:func:`kish_ess`).
 
 :func:`check_samples`, :func:`check_weights` and :func:`check_names` validate the arguments of
-:class:`ebm_lfi.posterior.posterior.Posterior` (draws or chains, weights, parameter names), with messages
-that name the shapes.
+:class:`ebm_lfi.posterior.posterior.Posterior` (draws or chains, weights, parameter names),
+with messages that name the shapes; :func:`as_real_tensor` turns any real array-like into a
+tensor for them and for the pair plots.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .plotting import as_real_tensor
-
 __all__ = [
+    "as_real_tensor",
     "check_samples",
     "check_weights",
     "check_names",
@@ -40,6 +41,25 @@ __all__ = [
     "weighted_quantile",
     "kish_ess",
 ]
+
+
+def as_real_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
+    r"""``a`` (array-like or tensor) as a detached real floating tensor; integers become the
+    default float type. Raises ``TypeError`` naming ``name`` for anything else."""
+    if isinstance(a, Tensor):
+        t = a.detach()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(a))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(
+                f"{name} must be a numeric array or tensor, got {type(a).__name__}"
+            ) from e
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
+    if not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    return t if device is None else t.to(device)
 
 
 def check_samples(samples: Any, chains: Any) -> tuple[Tensor, Tensor | None]:

@@ -15,9 +15,10 @@ batch it is in. :func:`simulate_at` runs given parameters the same way (row :mat
 ``SeedSequence(s, spawn_key=(1, i))``, as ``simulator(theta, seed=s)``), for samplers that
 choose their parameters themselves, such as SMC-ABC.
 
-The wrapper, the seeding of each simulation and the checks of its output live in
-:mod:`ebm_lfi.simulation.simulator`; this module draws the parameters, dispatches the simulations (in this
-process or on an executor) and applies the failure policy (``on_error``, ``max_failure_rate``).
+The wrapper and the seeding of each simulation live in :mod:`ebm_lfi.simulation.simulator`, the
+checks of the outputs in :mod:`ebm_lfi.simulation.outcomes`; this module draws the parameters,
+dispatches the simulations (in this process or on an executor) and applies the failure policy
+(``on_error``, ``max_failure_rate``).
 """
 
 from __future__ import annotations
@@ -38,19 +39,8 @@ from torch.distributions import Distribution, Independent, Uniform
 from tqdm.auto import tqdm
 
 from ..priors import prior_dim, validate_prior
-from .simulator import (
-    Collector,
-    Failure,
-    Outcome,
-    SimulationError,
-    Simulator,
-    failure_error,
-    forked_torch_rng,
-    format_theta,
-    root_entropy,
-    theta_seed,
-    to_transport,
-)
+from .outcomes import Collector, Failure, Outcome, SimulationError, failure_error, format_theta
+from .simulator import Simulator, forked_torch_rng, root_entropy, theta_seed, to_transport
 
 __all__ = [
     "simulate",
@@ -83,7 +73,7 @@ def _simulate_chunk(
     simulator: Simulator, theta: np.ndarray, entropy: int, start: int
 ) -> list[Outcome]:
     """Executor entry point (module level, so that it pickles)."""
-    return simulator._simulate_rows(theta, entropy, start, True)
+    return simulator.run(theta, entropy, start, portable=True)
 
 
 @overload
@@ -341,7 +331,7 @@ def _outcome_stream(
     spans = range(0, len(theta), chunk)
     if executor is None:
         for a in spans:
-            yield a, simulator._simulate_rows(theta[a : a + chunk], entropy, first_index + a, False)
+            yield a, simulator.run(theta[a : a + chunk], entropy, first_index + a)
         return
     futures = [
         executor.submit(_simulate_chunk, simulator, theta[a : a + chunk], entropy, first_index + a)

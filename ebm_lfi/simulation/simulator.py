@@ -1,20 +1,18 @@
-r"""The simulator wrapper: a user callable, run seeded, in batches, with its outputs checked.
+r"""The simulator wrapper: a user callable, run seeded and in batches, one outcome per run.
 
 :class:`Simulator` wraps a stochastic map :math:`\theta \mapsto x \sim p(x \mid \theta)` given
 as a plain callable (of one :math:`\theta` or of a batch) so that each simulation runs with its
-own seed and fails on its own.
+own seed and fails on its own: :meth:`Simulator.run` returns one raw
+:class:`~ebm_lfi.simulation.outcomes.Outcome` per row (the output, or the exception raised),
+and calling the simulator checks those (:mod:`ebm_lfi.simulation.outcomes`) and raises on any
+failure.
 
 Seeding. A root seed :math:`s` defines ``numpy.random.SeedSequence(s)``. Its child 0 seeds the
-prior draws of :func:`ebm_lfi.simulation.simulate.simulate` (:func:`theta_seed`), and the :math:`i`-th
-child of its child 1 (``SeedSequence(s, spawn_key=(1, i))``) seeds simulation :math:`i`, through
-an ``rng`` argument or, for a callable without one, the global numpy, :mod:`random` and torch
-RNGs inside a fork that restores them. The randomness of simulation :math:`i` thus depends on
-:math:`i` only, whichever batch or process runs it.
-
-Checks. Each simulation's raw :class:`Outcome` (an array or the exception raised) goes through a
-:class:`Collector`, which converts valid outputs to tensors and reports a :class:`Failure` for a
-simulation that raised, returned NaN or infinite values, or returned a shape other than that of
-the first valid output; :func:`failure_error` turns failures into a :class:`SimulationError`.
+prior draws of :func:`ebm_lfi.simulation.simulate.simulate` (:func:`theta_seed`), and the
+:math:`i`-th child of its child 1 (``SeedSequence(s, spawn_key=(1, i))``) seeds simulation
+:math:`i`, through an ``rng`` argument or, for a callable without one, the global numpy,
+:mod:`random` and torch RNGs inside a fork that restores them. The randomness of simulation
+:math:`i` thus depends on :math:`i` only, whichever batch or process runs it.
 """
 
 from __future__ import annotations
@@ -22,26 +20,20 @@ from __future__ import annotations
 import inspect
 import logging
 import numbers
-import pickle
 import random
 import threading
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .outcomes import Collector, Outcome, failure_error
+
 __all__ = [
     "Simulator",
-    "SimulationError",
-    "Outcome",
-    "Failure",
-    "Collector",
-    "failure_error",
-    "format_theta",
     "root_entropy",
     "theta_seed",
     "forked_torch_rng",
@@ -53,43 +45,7 @@ logger = logging.getLogger("ebm_lfi.simulation.simulate")
 
 _THETA_KEY = 0  # SeedSequence child seeding the prior draws
 _SIMULATION_KEY = 1  # SeedSequence child whose i-th child seeds simulation i
-_MAX_REPORTED = 5  # failing parameters named in an error message
 _GLOBAL_RNG_LOCK = threading.RLock()  # threads may not seed the global RNGs concurrently
-
-
-class SimulationError(RuntimeError):
-    r"""A simulation raised, returned non-finite values or an output of the wrong shape.
-
-    The original exception, if any, is chained as ``__cause__``. A wrong output shape raises a
-    :class:`SimulationError` that is also a :class:`ValueError`.
-
-    Arguments:
-        message: What failed and for which parameters.
-        theta: The failing parameters, shape :math:`(k, p)`, if known.
-    """
-
-    def __init__(self, message: str, theta: Tensor | None = None):
-        super().__init__(message)
-        self.theta = theta
-
-
-class _SimulationShapeError(SimulationError, ValueError):
-    """The simulator's output shape changed between calls."""
-
-
-class _RemoteTraceback(Exception):
-    """The traceback of an exception raised in another process, as text."""
-
-    def __str__(self) -> str:
-        return "\n" + self.args[0]
-
-
-class Outcome(NamedTuple):
-    """One simulation's raw result: an array, or the exception it raised."""
-
-    value: np.ndarray | None
-    error: BaseException | None = None
-    traceback: str | None = None
 
 
 class Simulator:
@@ -179,7 +135,7 @@ class Simulator:
         if theta_t.ndim not in (1, 2):
             raise ValueError(f"theta must have shape (p,) or (n, p), got {tuple(theta_t.shape)}")
         rows = theta_t.reshape(-1, theta_t.shape[-1])
-        outcomes = self._simulate_rows(to_transport(rows), root_entropy(seed), 0, False)
+        outcomes = self.run(to_transport(rows), root_entropy(seed))
         collector = Collector(theta_t.dtype)
         failures = collector.add(rows, outcomes)
         if failures:
@@ -228,10 +184,29 @@ class Simulator:
             logger.debug("simulator %r takes batches (n, p): calling it batched", self.name)
             return out
 
-    def _simulate_rows(
-        self, theta: np.ndarray, entropy: int, start: int, portable: bool
+    def run(
+        self, theta: np.ndarray, entropy: int, start: int = 0, *, portable: bool = False
     ) -> list[Outcome]:
-        r"""Run simulations ``start, ..., start + b - 1`` on ``theta`` of shape :math:`(b, p)`."""
+        r"""Run simulations ``start, ..., start + b - 1`` of the root seed, one per row.
+
+        A failing run does not raise: its exception is its outcome.
+
+        Simulation ``start + j`` runs at ``theta[j]`` with its own seed (see the module's
+        docstring), so that the outcome of a row depends on its index only, not on the batch.
+        A batched simulator with an ``rng`` parameter is called once for the whole batch; if
+        that call raises or returns a wrong first dimension, the rows are run one by one, so
+        that each fails on its own.
+
+        Arguments:
+            theta: Parameters, shape :math:`(b, p)`, as :func:`to_transport` makes them.
+            entropy: The root seed (:func:`root_entropy`).
+            start: The index of the first simulation.
+            portable: Make the outcomes of failed runs safe to send back from another process
+                (:meth:`Outcome.failed <ebm_lfi.simulation.outcomes.Outcome.failed>`).
+
+        Returns:
+            The :math:`b` raw outcomes, in row order.
+        """
         b = len(theta)
         seeds = [_simulation_seed(entropy, start + j) for j in range(b)]
         if self.batched and self.accepts_rng and b > 1:
@@ -246,86 +221,8 @@ class Simulator:
             try:
                 outcomes.append(Outcome(self._call_one(theta[j], seeds[j])))
             except Exception as exc:
-                outcomes.append(_failed(exc, portable))
+                outcomes.append(Outcome.failed(exc, portable))
         return outcomes
-
-
-class Failure(NamedTuple):
-    """A failed simulation of a batch: its row, parameters, kind and message."""
-
-    row: int  # index within the batch
-    theta: Tensor
-    kind: str  # "raised", "non-finite" or "wrong-shape"
-    message: str
-    error: BaseException | None
-
-
-class Collector:
-    """Checks raw outcomes in order, converting valid ones and fixing ``x_shape`` on the first."""
-
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
-        self.x_shape: tuple[int, ...] | None = None
-        self.xs: list[Tensor] = []
-
-    def add(self, theta: Tensor, outcomes: list[Outcome]) -> list[Failure]:
-        r"""Check a batch of outcomes, keeping the valid ones in :attr:`xs`.
-
-        In order, an outcome fails if it raised (a remote traceback, if any, becomes the
-        error's ``__cause__``), if its shape differs from :attr:`x_shape` (once set), or if it
-        has NaN or infinite values once converted to :attr:`dtype`; otherwise it is appended
-        to :attr:`xs` as a tensor of :attr:`dtype` and, for the first one, fixes
-        :attr:`x_shape`.
-
-        Arguments:
-            theta: The batch's parameters, shape :math:`(b, p)`, row :math:`j` for outcome
-                :math:`j`.
-            outcomes: The :math:`b` raw outcomes, in the order of the rows.
-
-        Returns:
-            The failures of this batch, in row order (``[]`` if all are valid).
-        """
-        failures = []
-        for j, outcome in enumerate(outcomes):
-            if outcome.error is not None:
-                error = outcome.error
-                if outcome.traceback is not None and error.__cause__ is None:
-                    error.__cause__ = _RemoteTraceback(outcome.traceback)
-                message = f"raised {type(error).__name__}: {error}"
-                failures.append(Failure(j, theta[j], "raised", message, error))
-                continue
-            value = outcome.value
-            if self.x_shape is not None and tuple(value.shape) != self.x_shape:
-                message = (
-                    f"returned an output of shape {tuple(value.shape)}, expected shape "
-                    f"{self.x_shape} (that of the first valid output)"
-                )
-                failures.append(Failure(j, theta[j], "wrong-shape", message, None))
-                continue
-            x = torch.from_numpy(np.array(value)).to(self.dtype)
-            if not bool(torch.isfinite(x).all()):
-                message = f"returned non-finite values (NaN or inf in {self.dtype})"
-                failures.append(Failure(j, theta[j], "non-finite", message, None))
-                continue
-            self.x_shape = tuple(value.shape)
-            self.xs.append(x)
-        return failures
-
-
-def failure_error(failures: list[Failure], batch: int, name: str) -> SimulationError:
-    """The error for the ``failures`` of a batch of ``batch`` runs of the simulator ``name``."""
-    cls = _SimulationShapeError if failures[0].kind == "wrong-shape" else SimulationError
-    lines = [f"theta={format_theta(f.theta)} {f.message}" for f in failures[:_MAX_REPORTED]]
-    if len(failures) > _MAX_REPORTED:
-        lines.append(f"... and {len(failures) - _MAX_REPORTED} more")
-    error = cls(
-        f"simulator {name!r} failed for {len(failures)} of {batch} parameters in a batch:\n  "
-        + "\n  ".join(lines)
-        + "\nPass on_error='drop' to simulate() to drop failed simulations.",
-        theta=torch.stack([f.theta for f in failures]),
-    )
-    error.__cause__ = next((f.error for f in failures if f.error is not None), None)
-    return error
 
 
 def root_entropy(seed: int | None) -> int:
@@ -398,20 +295,3 @@ def _to_numpy(out: Any) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"simulator returned values of dtype {array.dtype}; expected real numbers")
     return array
-
-
-def _failed(error: Exception, portable: bool) -> Outcome:
-    """An outcome for ``error``; made safe to send back from another process if ``portable``."""
-    if not portable:
-        return Outcome(None, error)
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        error = RuntimeError(f"{type(error).__name__}: {error}")
-    return Outcome(None, error, text)
-
-
-def format_theta(theta: Tensor) -> str:
-    """``theta`` as text for error messages, to 4 decimals."""
-    return np.array2string(theta.detach().cpu().double().numpy(), precision=4, separator=", ")

@@ -4,7 +4,7 @@ A checkpoint is a ``dict`` saved with :func:`torch.save` that holds only tensors
 strings and containers of those, so it loads with ``torch.load(..., weights_only=True)`` and
 no pickled code is ever run. Its entries are
 
-* ``format`` (``"ebm_lfi.training.loop.checkpoint"``) and ``version``;
+* ``format`` (``"ebm_lfi.training.checkpoint"``) and ``version``;
 * ``epoch``, the number :math:`N` of completed epochs;
 * ``model``, ``optimizer`` and ``scheduler`` (``None`` without one), their state dicts;
 * ``early_stopping``: best loss, best epoch, epochs without improvement and the best weights;
@@ -33,6 +33,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from .config import TrainConfig
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
@@ -43,7 +45,7 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "ebm_lfi.training.loop.checkpoint"
+CHECKPOINT_FORMAT = "ebm_lfi.training.checkpoint"
 CHECKPOINT_VERSION = 1
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 
@@ -88,13 +90,12 @@ class RunState:
         default_factory=lambda: {c: [] for c in HISTORY_COLUMNS}
     )
 
-    def state_dict(self, device: torch.device, settings: Mapping[str, Any]) -> dict[str, Any]:
+    def state_dict(self, device: torch.device, settings: TrainConfig) -> dict[str, Any]:
         r"""The checkpoint of the run as it stands.
 
         Arguments:
             device: The training device (its CUDA RNG state is saved on a GPU).
-            settings: The training settings (``TrainConfig.as_kwargs()``), kept for the record
-                as numbers and strings.
+            settings: The training settings, kept for the record as numbers and strings.
 
         Returns:
             The checkpoint, a ``dict`` of tensors, numbers, strings and containers.
@@ -211,12 +212,10 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device) -> dict[str, 
     except Exception as error:
         raise ValueError(
             f"cannot read checkpoint {str(path)!r}: the file is corrupt or not a checkpoint "
-            f"written by ebm_lfi.training.loop.train ({type(error).__name__}: {error})"
+            f"written by ebm_lfi.train ({type(error).__name__}: {error})"
         ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{str(path)!r} is not a checkpoint written by ebm_lfi.training.loop.train"
-        )
+        raise ValueError(f"{str(path)!r} is not a checkpoint written by ebm_lfi.train")
     if state.get("version") != CHECKPOINT_VERSION or any(k not in state for k in _REQUIRED):
         raise ValueError(
             f"checkpoint {str(path)!r} has version {state.get('version')!r} or misses entries; "
@@ -240,10 +239,11 @@ def copy_state(state: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _plain_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    r"""The settings as numbers and strings, for the record."""
+def _plain_settings(settings: TrainConfig) -> dict[str, Any]:
+    r"""The fields of ``settings`` as numbers and strings, for the record."""
     out = {}
-    for key, value in settings.items():
+    for field in dataclasses.fields(settings):
+        key, value = field.name, getattr(settings, field.name)
         if value is None or isinstance(value, bool | int | float | str):
             out[key] = value
         elif key == "param_groups" and isinstance(value, Mapping):

@@ -1,16 +1,15 @@
-r"""The optimisation settings of :func:`ebm_lfi.training.loop.train`, and the checks of its inputs.
+r"""The optimisation settings of :func:`ebm_lfi.training.loop.train`, validated on construction.
 
 :class:`TrainConfig` says *how* to optimise (epochs, batch size, learning rates, optimiser,
-learning-rate schedule, early stopping, validation split, gradient clipping) and is validated on
-construction. :func:`optimizer_groups` and :func:`make_scheduler` turn it into the optimiser's
-parameter groups and the schedule. :func:`check_int`, :func:`check_float`, :func:`check_data`
-and :func:`check_validation` are the checks of :func:`~ebm_lfi.training.loop.train`'s public
-boundary, with messages that name the values and shapes.
+learning-rate schedule, early stopping, validation split, gradient clipping); its fields are
+checked when it is built (:func:`check_int`, :func:`check_float`, with messages that name the
+value). :func:`optimizer_groups` and :func:`make_scheduler` turn it into the optimiser's
+parameter groups and the schedule. The checks of the data live with the loop, in
+:mod:`ebm_lfi.training.loop`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +27,6 @@ __all__ = [
     "make_scheduler",
     "check_int",
     "check_float",
-    "check_data",
-    "check_validation",
 ]
 
 ParamGroups = (
@@ -41,8 +38,8 @@ ParamGroups = (
 class TrainConfig:
     r"""Optimisation settings of :func:`~ebm_lfi.training.loop.train`, validated on construction.
 
-    The fields are the keywords of :func:`~ebm_lfi.training.loop.train` that describe *how* to
-    optimise; pass them on with ``train(model, loss, *data, **config.as_kwargs(), seed=0)``.
+    Hand it to the loop as ``train(model, loss, *data, config=config, seed=0)`` (a dict of
+    its fields works too).
 
     Arguments:
         epochs: Total number of epochs (passes over the training set).
@@ -107,10 +104,6 @@ class TrainConfig:
             check_float("gamma", self.gamma, low=0.0, low_open=True, high=1.0, high_open=False)
             if self.scheduler == "plateau" and self.gamma >= 1.0:
                 raise ValueError(f"gamma must be < 1 for the plateau schedule, got {self.gamma}")
-
-    def as_kwargs(self) -> dict[str, Any]:
-        r"""Returns the fields as keywords of :func:`~ebm_lfi.training.loop.train` (a shallow copy)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def optimizer_groups(
@@ -202,37 +195,3 @@ def check_float(
             f"{lo}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}{hi}"
         )
         raise ValueError(f"{name} must be finite and in {interval}, got {value}")
-
-
-def check_data(data: Sequence[Any], name: str) -> tuple[Tensor, ...]:
-    r"""The ``data`` as tensors, checked to be non-empty with a common first dimension."""
-    if len(data) == 0:
-        raise ValueError(f"no {name} tensors given; pass e.g. train(model, loss, y, theta)")
-    tensors = tuple(torch.as_tensor(t) for t in data)
-    for i, t in enumerate(tensors):
-        if t.ndim == 0:
-            raise ValueError(f"{name}[{i}] must have a first (sample) dimension, got a scalar")
-    sizes = [t.shape[0] for t in tensors]
-    if len(set(sizes)) != 1:
-        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-        raise ValueError(f"{name} tensors must share their first dimension, got shapes {shapes}")
-    if sizes[0] == 0:
-        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-        raise ValueError(f"{name} is empty (shapes {shapes})")
-    return tensors
-
-
-def check_validation(validation: Sequence[Tensor], data: tuple[Tensor, ...]):
-    r"""The ``validation`` tensors, checked against ``data`` (one each, same trailing shapes)."""
-    if isinstance(validation, Tensor) or not isinstance(validation, Sequence):
-        raise TypeError("validation must be a tuple or list of tensors, one per data tensor")
-    validation = check_data(validation, "validation")
-    if len(validation) != len(data):
-        raise ValueError(f"validation has {len(validation)} tensors, data has {len(data)}")
-    for i, (v, t) in enumerate(zip(validation, data)):
-        if v.shape[1:] != t.shape[1:]:
-            raise ValueError(
-                f"validation[{i}] has shape {tuple(v.shape)}, incompatible with data[{i}] of "
-                f"shape {tuple(t.shape)}"
-            )
-    return validation

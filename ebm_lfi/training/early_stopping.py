@@ -3,8 +3,9 @@ r"""Early stopping: the best monitored loss so far, and a deep copy of its weigh
 An epoch improves on the best loss :math:`L^\star` when its monitored loss
 :math:`L_t < L^\star - \delta` (``min_delta``); training should stop after ``patience`` epochs
 in a row without improvement. The tracker keeps a deep copy of the weights of the best epoch
-(:func:`ebm_lfi.training.checkpoints.copy_state`), loads them back into the model on :meth:`restore`,
-and saves its state to, and loads it from, the checkpoints of :func:`ebm_lfi.training.loop.train`.
+(:func:`ebm_lfi.training.checkpoints.copy_state`), loads them back into the model on
+:meth:`restore`, and saves its state to, and loads it from, the checkpoints of
+:func:`ebm_lfi.training.loop.train`.
 """
 
 from __future__ import annotations

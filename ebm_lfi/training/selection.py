@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -135,7 +135,7 @@ def candidates(
     x_shape: Sequence[int],
     theta_dim: int,
     structure: str | Sequence[str] = "auto",
-    num_statistics: int | str = "auto",
+    num_statistics: int | str | None = "auto",
     config: SelectionConfig | None = None,
 ) -> tuple[list[str], list[int], list[int]]:
     r"""The structures, Markov orders and numbers of statistics an ``"auto"`` search tries.
@@ -164,8 +164,8 @@ def candidates(
         structures.remove("markov")
     if num_statistics == "auto":
         ks = sorted({int(f) * int(theta_dim) for f in config.k_factors})
-    else:
-        ks = [int(num_statistics)]
+    else:  # None: k = p
+        ks = [int(theta_dim if num_statistics is None else num_statistics)]
     return structures, orders, ks
 
 
@@ -253,61 +253,24 @@ def select_model(
     """
     config = config or SelectionConfig()
     training = training or TrainConfig()
-    n, p = theta.shape
-    structures, orders, ks = candidates(x.shape[1:], p, structure, num_statistics, config)
-    shared = (0,) if any(s != "mlp" for s in structures) else None
-    base_seed = 0 if seed is None else int(seed)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(base_seed + 101))
-    n_val = min(config.validation_size, max(2, n // 5))
-    val_idx, train_idx = perm[:n_val].to(theta.device), perm[n_val:].to(theta.device)
-    pilot_idx = train_idx[: config.train_size]
-    pilot = TrainConfig(
-        **{
-            **training.as_kwargs(),
-            "epochs": config.epochs,
-            "batch_size": config.batch_size,
-            "patience": None,
-        }
+    structures, orders, ks = candidates(
+        x.shape[1:], theta.shape[1], structure, num_statistics, config
     )
+    pilot = _Pilot.setup(theta, x, build, loss, structures, config, training, seed)
     rows: list[dict] = []
     models: dict[Candidate, ExpFamEBM] = {}
     scores: dict[Candidate, Tensor] = {}
 
     def run(cand: Candidate, stage: str) -> None:
         start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(base_seed)
-            model = build(cand, shared).to(device=x.device, dtype=theta.dtype)
-        model.prepare(theta, x)
-        y_val = model.transform_x(x[val_idx])
-        train(
-            model,
-            loss,
-            model.transform_x(x[pilot_idx]),
-            theta[pilot_idx],
-            **pilot.as_kwargs(),
-            validation=(y_val, theta[val_idx]),
-            seed=base_seed,
-            device=x.device,
-            progress=False,
-        )
-        model.eval()
-        if hasattr(loss, "heldout"):  # a loss with its own proper held-out score (NCE)
-            score = loss.heldout(model, y_val, theta[val_idx], seed=base_seed)
-        else:
-            score = heldout_score_matching(
-                model, y_val, theta[val_idx], num_projections=config.num_projections, seed=base_seed
-            )
-        if not bool(torch.isfinite(score).all()):
-            score = torch.full_like(score, math.inf)
-        models[cand], scores[cand] = model, score
+        models[cand], scores[cand] = pilot(cand)
         rows.append(
             {
                 "stage": stage,
                 "structure": cand.structure,
                 "order": cand.order,
                 "num_statistics": cand.num_statistics,
-                "loss": float(score.mean()),
+                "loss": float(scores[cand].mean()),
                 "seconds": time.perf_counter() - start,
             }
         )
@@ -317,50 +280,160 @@ def select_model(
         bar.set_postfix_str(f"{cand.label} k={cand.num_statistics}: {rows[-1]['loss']:.3f}")
         bar.update()
 
-    def paired_se(a: Candidate, b: Candidate) -> float:
-        d = scores[a] - scores[b]
-        return float(d.std() / math.sqrt(d.numel())) if torch.isfinite(d).all() else math.inf
+    def simplest(ordered: Sequence[Candidate], reference: Candidate) -> Candidate | None:
+        return _simplest_within(ordered, reference, scores, config.tolerance)
 
-    # stage 1: structures at the largest k
+    # stage 1: structures at the largest k, from the most constrained family to the MLP
     k_max = max(ks)
-    stage1 = []
-    for s in sorted(structures, key=["iid", "markov", "mlp"].index):
-        for r in orders if s == "markov" else [None]:
-            stage1.append(Candidate(s, k_max, r))
-    total = len(stage1) + len([k for k in ks if k != k_max])
-    bar = tqdm(total=total, desc="Model choice", unit="model", disable=not progress)
+    stage1 = [
+        Candidate(s, k_max, r)
+        for s in sorted(structures, key=["iid", "markov", "mlp"].index)
+        for r in (orders if s == "markov" else [None])
+    ]
+    bar = tqdm(
+        total=len(stage1) + len([k for k in ks if k != k_max]),
+        desc="Model choice",
+        unit="model",
+        disable=not progress,
+    )
     for cand in stage1:
         run(cand, "structure")
-    best = min(stage1, key=lambda c: float(scores[c].mean()))
-    # parsimony: the simplest structure within `tolerance` standard errors of the best one
-    # (stage1 is ordered from the most to the least constrained family)
-    for cand in stage1:
-        gap = float(scores[cand].mean() - scores[best].mean())
-        if gap <= config.tolerance * paired_se(cand, best):
-            best = cand
-            break
+    lowest = min(stage1, key=lambda c: float(scores[c].mean()))
+    best = simplest(stage1, lowest) or lowest
+    # stage 1b: learned window features, kept only if they beat the monomials by the tolerance
     stage1b = []
     if best.structure == "markov" and config.learned_features:
         stage1b = [replace(best, learned=True)]
         bar.total += 1
         run(stage1b[0], "features")
-        gap = float(scores[best].mean() - scores[stage1b[0]].mean())
-        if gap > config.tolerance * paired_se(stage1b[0], best):
-            best = stage1b[0]
-    # stage 2: the number of statistics for the winning structure
+        best = simplest([best, *stage1b], stage1b[0]) or best
+    # stage 2: the number of statistics for the winning structure, from the smallest
     stage2 = [replace(best, num_statistics=k) for k in ks if k != k_max]
     for cand in stage2:
         run(cand, "statistics")
-    chosen = best
-    for cand in sorted(stage2, key=lambda c: c.num_statistics):
-        gap = float(scores[cand].mean() - scores[best].mean())
-        if gap <= config.tolerance * paired_se(cand, best):
-            chosen = cand
-            break
+    chosen = simplest(sorted(stage2, key=lambda c: c.num_statistics), best) or best
     bar.close()
     table = pd.DataFrame(rows)
     tried = [*stage1, *stage1b, *stage2]
     table["learned"] = [c.learned for c in tried]
-    table["se"] = [paired_se(c, best) if c != best else 0.0 for c in tried]
+    table["se"] = [_paired_se(scores, c, best) if c != best else 0.0 for c in tried]
     table["selected"] = [c == chosen for c in tried]
     return models[chosen], table
+
+
+def _simplest_within(
+    ordered: Sequence[Candidate],
+    reference: Candidate,
+    scores: Mapping[Candidate, Tensor],
+    tolerance: float,
+) -> Candidate | None:
+    r"""The parsimony rule: the first of ``ordered`` (simplest first) whose mean held-out loss
+    exceeds the ``reference``'s by at most ``tolerance`` paired standard errors; ``None`` if
+    none does. The same rule picks the structure, keeps learned features and picks
+    :math:`k`. A candidate whose held-out losses are not all finite (a diverged pilot fit) is
+    never chosen: its standard error is infinite and would let any gap through."""
+    for cand in ordered:
+        if cand != reference and not bool(torch.isfinite(scores[cand]).all()):
+            continue
+        gap = float(scores[cand].mean() - scores[reference].mean())
+        if gap <= tolerance * _paired_se(scores, cand, reference):
+            return cand
+    return None
+
+
+def _paired_se(scores: Mapping[Candidate, Tensor], a: Candidate, b: Candidate) -> float:
+    r"""Standard error of the mean of the paired differences of the per-row losses of ``a``
+    and ``b`` (common validation rows and projections); infinite if one is not finite."""
+    d = scores[a] - scores[b]
+    return float(d.std() / math.sqrt(d.numel())) if torch.isfinite(d).all() else math.inf
+
+
+@dataclass(frozen=True, eq=False)
+class _Pilot:
+    r"""The common setting of the pilot runs: every candidate is built from the same seed,
+    trained on the same rows with the same settings and seed, and scored on the same held-out
+    rows with the same projections (common random numbers)."""
+
+    theta: Tensor
+    x: Tensor
+    build: Callable[[Candidate, tuple[int, ...] | None], ExpFamEBM]
+    loss: Callable
+    shared: tuple[int, ...] | None
+    training: TrainConfig
+    train_idx: Tensor
+    val_idx: Tensor
+    num_projections: int
+    seed: int
+
+    @classmethod
+    def setup(
+        cls,
+        theta: Tensor,
+        x: Tensor,
+        build: Callable[[Candidate, tuple[int, ...] | None], ExpFamEBM],
+        loss: Callable,
+        structures: Sequence[str],
+        config: SelectionConfig,
+        training: TrainConfig,
+        seed: int | None,
+    ) -> _Pilot:
+        r"""The pilot's held-out rows (at most ``validation_size``, a fifth of the data at most
+        otherwise), training rows (at most ``train_size`` of the rest) and settings."""
+        n = theta.shape[0]
+        base_seed = 0 if seed is None else int(seed)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(base_seed + 101))
+        n_val = min(config.validation_size, max(2, n // 5))
+        val_idx, train_idx = perm[:n_val].to(theta.device), perm[n_val:].to(theta.device)
+        return cls(
+            theta=theta,
+            x=x,
+            build=build,
+            loss=loss,
+            shared=(0,) if any(s != "mlp" for s in structures) else None,
+            training=replace(
+                training, epochs=config.epochs, batch_size=config.batch_size, patience=None
+            ),
+            train_idx=train_idx[: config.train_size],
+            val_idx=val_idx,
+            num_projections=config.num_projections,
+            seed=base_seed,
+        )
+
+    def __call__(self, cand: Candidate) -> tuple[ExpFamEBM, Tensor]:
+        r"""Builds, prepares, pilot-trains and scores ``cand``.
+
+        Returns:
+            The trained model and its per-row held-out losses, shape :math:`(m,)` (all
+            :math:`+\infty` if any is not finite).
+        """
+        theta, x = self.theta, self.x
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = self.build(cand, self.shared).to(device=x.device, dtype=theta.dtype)
+        model.prepare(theta, x)
+        y_val = model.transform_x(x[self.val_idx])
+        train(
+            model,
+            self.loss,
+            model.transform_x(x[self.train_idx]),
+            theta[self.train_idx],
+            config=self.training,
+            validation=(y_val, theta[self.val_idx]),
+            seed=self.seed,
+            device=x.device,
+            progress=False,
+        )
+        model.eval()
+        if hasattr(self.loss, "heldout"):  # a loss with its own proper held-out score (NCE)
+            score = self.loss.heldout(model, y_val, theta[self.val_idx], seed=self.seed)
+        else:
+            score = heldout_score_matching(
+                model,
+                y_val,
+                theta[self.val_idx],
+                num_projections=self.num_projections,
+                seed=self.seed,
+            )
+        if not bool(torch.isfinite(score).all()):
+            score = torch.full_like(score, math.inf)
+        return model, score

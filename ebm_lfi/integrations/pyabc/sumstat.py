@@ -6,7 +6,8 @@ to run ebm_lfi problems in pyabc.
 simulations (statistics are identified only up to an affine map, so their scale is arbitrary;
 this is the distance of our own ABC). Use it as
 ``pyabc.PNormDistance(p=2, sumstat=EBMSumstat(...))`` (the Euclidean distance of
-:mod:`ebm_lfi.samplers.abc.rejection`) or inside ``pyabc.AdaptivePNormDistance``. The model is either
+:mod:`ebm_lfi.samplers.abc.rejection`) or inside ``pyabc.AdaptivePNormDistance``. The model is
+either
 
 * fitted offline: ``EBMSumstat(method)`` with a fitted ebm_lfi method (its scales are reused),
   or ``EBMSumstat(model, scale=..., reference=...)`` with an :class:`~ebm_lfi.ExpFamEBM`; or
@@ -56,7 +57,7 @@ from torch.distributions import Distribution
 
 from ...energy.model import ExpFamEBM
 from ...methods.common import batched
-from ...methods.energy_methods import EnergyMethod
+from ...methods.method import Method
 from ...methods.registry import get as get_method
 from ...priors import parameter_names as prior_parameter_names
 from ...priors import prior_dim, validate_prior
@@ -91,7 +92,7 @@ class EBMSumstat(Sumstat):
         x_shape: Shape of :math:`x` to train on (a loss name only; default: the shape of the
             single key's value, or the flat concatenation of ``keys``).
         scale: Known statistic scales, shape :math:`(k,)` or a
-            :class:`~ebm_lfi.samplers.StatisticScaler` (overrides the method's).
+            :class:`~ebm_lfi.samplers.abc.scaler.StatisticScaler` (overrides the method's).
         reference: Prior-predictive simulations, shape :math:`(n, *x_{shape})`, to fit the
             scales of an :class:`~ebm_lfi.ExpFamEBM`. With neither ``scale`` nor ``reference``
             a model gets its scales from pyabc's calibration sample (prior predictive).
@@ -116,7 +117,7 @@ class EBMSumstat(Sumstat):
 
     def __init__(
         self,
-        source: EnergyMethod | ExpFamEBM | str,
+        source: Method | ExpFamEBM | str,
         *,
         prior: Distribution | TorchPrior | None = None,
         fit_ixs: EventIxs | Collection[int] | int | None = None,
@@ -177,14 +178,15 @@ class EBMSumstat(Sumstat):
     def _init_fitted(self, source: Any) -> None:
         if isinstance(source, ExpFamEBM):
             model, data = source, None
-        elif isinstance(source, EnergyMethod) or hasattr(source, "model"):
-            if not isinstance(source.model, ExpFamEBM) or not getattr(source, "_fitted", True):
+        elif hasattr(source, "model"):  # a method (e.g. a Method with an energy fit)
+            fit = getattr(source, "fit_stage", source)
+            if not isinstance(source.model, ExpFamEBM) or not getattr(fit, "fitted", True):
                 raise ValueError(
                     f"{type(source).__name__} is not fitted: call .fit(theta, x) first, or pass "
                     "a loss name (e.g. 'ssm') to train inside pyabc"
                 )
-            model, data = source.model, getattr(source, "_train_data", None)
-            scaler = getattr(getattr(source, "_abc", None), "scaler", None)
+            model, data = source.model, getattr(fit, "training_data", None)
+            scaler = getattr(getattr(source, "posterior_stage", None), "scaler", None)
             if scaler is not None and scaler.scale is not None:
                 self.scale = scaler.scale.detach().to("cpu", torch.float64).clone()
             elif data is not None:
@@ -391,7 +393,7 @@ class EBMSumstat(Sumstat):
         )
         method.fit(theta, x, seed=seed)
         self.model = method.model.eval()
-        self.scale = method._abc.scaler.scale.detach().to("cpu", torch.float64).clone()
+        self.scale = method.posterior_stage.scaler.scale.detach().to("cpu", torch.float64).clone()
         self._s0 = None
         record = {
             "t": int(t),

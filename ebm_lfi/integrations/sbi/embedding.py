@@ -61,7 +61,8 @@ def _fitted_model(method_or_model: Any) -> tuple[nn.Module, Any]:
             f"a fitted fp-abc method or an ExpFamEBM, got {type(method_or_model).__name__}"
         )
     model = method_or_model.model
-    if model is None or not getattr(method_or_model, "_fitted", True):
+    fit = getattr(method_or_model, "fit_stage", method_or_model)
+    if model is None or not getattr(fit, "fitted", True):
         raise NotFittedError(f"{type(method_or_model).__name__} is not fitted: call .fit first")
     if not isinstance(model, nn.Module):
         raise TypeError(f"the method's model is a {type(model).__name__}, not a torch module")
@@ -253,7 +254,7 @@ def parameter_embedding(
 
 
 def _training_data(method: Any, index: int) -> Tensor:
-    data = getattr(method, "_train_data", None)
+    data = getattr(getattr(method, "fit_stage", None), "training_data", None)
     if data is None:
         what = "x" if index else "theta"
         raise ValueError(

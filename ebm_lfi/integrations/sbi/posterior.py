@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ...methods.common import NotFittedError
+from ...methods.exchange_stage import ExchangeStage
 from ...samplers.abc.rejection import systematic_resample
 
 __all__ = ["SBIPosterior"]
@@ -229,7 +230,7 @@ class SBIPosterior:
 
     def _no_density_reason(self) -> str:
         name = getattr(self.method, "name", type(self.method).__name__)
-        if hasattr(self.method, "exchange_config"):
+        if isinstance(getattr(self.method, "posterior_stage", None), ExchangeStage):
             return (
                 f"{name}: the exchange posterior pi(theta) exp(eta(theta)^T s(y_o)) / Z(theta) "
                 "involves the intractable normaliser Z(theta) of the energy model, so its "

@@ -9,21 +9,23 @@ model the accepted pairs as
 
 .. math:: u_i = \alpha + (s_i - s_o)^\top B + r_i ,
 
-where :math:`u = g(\theta)` is the parameter mapped to an unbounded space and the residuals
+where :math:`u = g^{-1}(\theta)` is the parameter mapped to an unbounded space and the residuals
 :math:`r_i` are taken to have a distribution that does not depend on :math:`s_i`. Then
 :math:`\alpha + r_i` is a draw of :math:`u` given :math:`s = s_o`, and the adjusted sample is
 
 .. math:: u_i^{\mathrm{adj}} = u_i - (s_i - s_o)^\top \hat B , \qquad
-    \theta_i^{\mathrm{adj}} = g^{-1}(u_i^{\mathrm{adj}}) .
+    \theta_i^{\mathrm{adj}} = g(u_i^{\mathrm{adj}}) .
 
 :math:`\hat\alpha, \hat B` come from weighted least squares with the Epanechnikov kernel
 weights :math:`w_i = \max(0, 1 - (d_i / \epsilon)^2)`, :math:`d_i = \| s_i - s_o \|`, which
 also weight the adjusted sample; a small ridge on :math:`B` (relative to the scale of the
 regressors) keeps the solve stable when statistics are nearly collinear.
 
-**Transform.** :math:`g` acts per coordinate: the logit of :math:`(\theta - l)/(h - l)` on a
-box :math:`[l, h]`, :math:`\log(\theta - l)` or :math:`\log(h - \theta)` for a bound on one
-side only, the identity for none. The regression is fitted on :math:`u`, so the adjusted
+**Transform.** :math:`g^{-1}` is the bijection of the prior's support onto
+:math:`\mathbb{R}^p` (:class:`~ebm_lfi.priors.SupportBijection`), per coordinate: the logit of
+:math:`(\theta - l)/(h - l)` on a box :math:`[l, h]`, :math:`\log(\theta - l)` or
+:math:`\log(h - \theta)` for a bound on one side only, the identity for none. The regression is
+fitted on :math:`u`, so the adjusted
 parameters always fall back inside the prior support (Beaumont et al. suggest this for
 bounded parameters).
 
@@ -63,13 +65,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ...priors import coordinate_bounds
+from ...priors import SupportBijection, support_bounds
 
 __all__ = [
     "AdjustmentResult",
     "epanechnikov_weights",
     "regression_adjustment",
-    "support_bounds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,55 +113,6 @@ def epanechnikov_weights(distances: Tensor, epsilon: float | None = None) -> Ten
     return (1.0 - (d / epsilon) ** 2).clamp_min(0.0)
 
 
-def support_bounds(prior: Distribution, dim: int) -> tuple[Tensor, Tensor]:
-    r"""Per-coordinate lower and upper bounds of a prior's support, ``±inf`` where open.
-
-    The bounds of :func:`ebm_lfi.priors.coordinate_bounds`: boxes, support constraints with
-    bounds (``positive``, ``greater_than``, ``interval``, ...), through ``independent``
-    wrappers and concatenations (sbi's ``MultipleIndependent``); an unrecognised support counts
-    as unbounded.
-
-    Arguments:
-        prior: The prior over :math:`(p,)` vectors.
-        dim: The number of parameters :math:`p`.
-
-    Returns:
-        ``(low, high)``, each of shape :math:`(p,)`, float64 on the CPU.
-    """
-    low, high = coordinate_bounds(prior)
-    return (
-        low.detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
-        high.detach().to("cpu", torch.float64).reshape(-1).expand(dim).clone(),
-    )
-
-
-class _Transform:
-    r"""Per-coordinate bijection :math:`g` from the support :math:`(l, h)` to :math:`\mathbb{R}`."""
-
-    def __init__(self, low: Tensor, high: Tensor, tiny: float):
-        self.low, self.high, self.tiny = low, high, tiny
-        lo_ok, hi_ok = torch.isfinite(low), torch.isfinite(high)
-        self.box, self.lower, self.upper = lo_ok & hi_ok, lo_ok & ~hi_ok, ~lo_ok & hi_ok
-        self.width = torch.where(self.box, high - low, torch.ones_like(low))
-        self.low0 = torch.where(lo_ok, low, torch.zeros_like(low))
-        self.high0 = torch.where(hi_ok, high, torch.zeros_like(high))
-
-    def forward(self, theta: Tensor) -> Tensor:
-        frac = ((theta - self.low0) / self.width).clamp(self.tiny, 1.0 - self.tiny)
-        scale = torch.maximum(self.low0.abs(), self.high0.abs()).clamp_min(1.0)
-        above = (theta - self.low0).clamp_min(self.tiny * scale)
-        below = (self.high0 - theta).clamp_min(self.tiny * scale)
-        u = torch.where(self.box, torch.logit(frac), theta)
-        u = torch.where(self.lower, torch.log(above), u)
-        return torch.where(self.upper, torch.log(below), u)
-
-    def inverse(self, u: Tensor) -> Tensor:
-        theta = torch.where(self.box, self.low0 + self.width * torch.sigmoid(u), u)
-        theta = torch.where(self.lower, self.low0 + torch.exp(u), theta)
-        theta = torch.where(self.upper, self.high0 - torch.exp(u), theta)
-        return torch.minimum(torch.maximum(theta, self.low), self.high)
-
-
 def _weighted_fit(x: Tensor, y: Tensor, w: Tensor, ridge: float) -> tuple[Tensor, Tensor]:
     r"""Weighted least squares of ``y (m, q)`` on ``[1, x (m, k)]`` with a ridge on the slopes.
 
@@ -177,6 +129,71 @@ def _weighted_fit(x: Tensor, y: Tensor, w: Tensor, ridge: float) -> tuple[Tensor
     b = torch.cat([sw * yc, y.new_zeros((k, y.shape[1]))])
     slopes = torch.linalg.lstsq(a, b).solution
     return y_bar - x_bar @ slopes, slopes
+
+
+def _check_inputs(
+    theta: Tensor, stats: Tensor, stats_obs: Tensor, distances: Tensor, weights: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """The inputs of :func:`regression_adjustment` as tensors, their shapes checked."""
+    theta = torch.as_tensor(theta)
+    stats, stats_obs = torch.as_tensor(stats), torch.as_tensor(stats_obs)
+    distances = torch.as_tensor(distances)
+    if theta.ndim != 2 or stats.ndim != 2 or stats.shape[0] != theta.shape[0]:
+        raise ValueError(
+            f"theta and stats must have shapes (m, p) and (m, k), got {tuple(theta.shape)} "
+            f"and {tuple(stats.shape)}"
+        )
+    m, k = stats.shape
+    if stats_obs.shape != (k,):
+        raise ValueError(f"stats_obs must have shape ({k},), got {tuple(stats_obs.shape)}")
+    if distances.shape != (m,):
+        raise ValueError(f"distances must have shape ({m},), got {tuple(distances.shape)}")
+    if weights is not None:
+        weights = torch.as_tensor(weights)
+        if weights.shape != (m,):
+            raise ValueError(f"weights must have shape ({m},), got {tuple(weights.shape)}")
+    if m == 0:
+        raise ValueError("need at least one accepted sample")
+    return theta, stats, stats_obs, distances, weights
+
+
+def _bounds(bounds: Distribution | tuple[Tensor, Tensor] | None, p: int) -> tuple[Tensor, Tensor]:
+    """The ``bounds`` argument as float64 ``(low, high)`` of shape ``(p,)``, ``±inf`` where
+    open."""
+    if isinstance(bounds, Distribution):
+        return support_bounds(bounds, p)
+    if bounds is None:
+        low = torch.full((p,), -math.inf, dtype=torch.float64)
+        return low, torch.full((p,), math.inf, dtype=torch.float64)
+    low, high = (torch.as_tensor(b, dtype=torch.float64).reshape(-1) for b in bounds)
+    if low.shape != (p,) or high.shape != (p,):
+        raise ValueError(f"bounds must be two tensors of shape ({p},)")
+    return low, high
+
+
+def _adjust(
+    u: Tensor, x: Tensor, w: Tensor, ridge: float, heteroscedastic: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The adjusted :math:`u^{\mathrm{adj}} = \hat\alpha + r` (residuals rescaled to their
+    spread at :math:`s_o` if ``heteroscedastic``), with :math:`\hat\alpha, \hat B`.
+
+    Arguments:
+        u: Transformed parameters, shape :math:`(m, p)`.
+        x: Statistics minus the observed ones, :math:`s_i - s_o`, shape :math:`(m, k)`.
+        w: Normalised kernel weights, shape :math:`(m,)`.
+        ridge, heteroscedastic: As in :func:`regression_adjustment`.
+
+    Returns:
+        :math:`u^{\mathrm{adj}}` :math:`(m, p)`, the intercept :math:`(p,)` and the slopes
+        :math:`(k, p)`.
+    """
+    intercept, slopes = _weighted_fit(x, u, w, ridge)
+    residuals = u - intercept - x @ slopes
+    if heteroscedastic:
+        log_r2 = torch.log(residuals.square() + torch.finfo(torch.float64).tiny)
+        _, log_slopes = _weighted_fit(x, log_r2, w, ridge)
+        residuals = residuals * torch.exp(-0.5 * x @ log_slopes)
+    return intercept + residuals, intercept, slopes
 
 
 def regression_adjustment(
@@ -202,7 +219,8 @@ def regression_adjustment(
             :func:`epanechnikov_weights`).
         weights: Optional prior weights of the samples, shape :math:`(m,)` (e.g. SMC-ABC
             importance weights); the kernel weights multiply them.
-        bounds: The prior (its support gives :math:`g`, see :func:`support_bounds`), or
+        bounds: The prior (its support gives :math:`g`, see
+            :func:`~ebm_lfi.priors.support_bounds`), or
             ``(low, high)`` tensors :math:`(p,)` with ``±inf`` for open sides, or ``None``
             (unbounded, :math:`g` the identity).
         heteroscedastic: Also rescale the residuals by a log-linear model of their spread.
@@ -222,26 +240,11 @@ def regression_adjustment(
         >>> out.info["applied"], out.samples.shape
         (True, torch.Size([500, 1]))
     """
-    theta = torch.as_tensor(theta)
-    stats, stats_obs = torch.as_tensor(stats), torch.as_tensor(stats_obs)
-    distances = torch.as_tensor(distances)
-    if theta.ndim != 2 or stats.ndim != 2 or stats.shape[0] != theta.shape[0]:
-        raise ValueError(
-            f"theta and stats must have shapes (m, p) and (m, k), got {tuple(theta.shape)} "
-            f"and {tuple(stats.shape)}"
-        )
+    theta, stats, stats_obs, distances, weights = _check_inputs(
+        theta, stats, stats_obs, distances, weights
+    )
     m, p = theta.shape
     k = stats.shape[1]
-    if stats_obs.shape != (k,):
-        raise ValueError(f"stats_obs must have shape ({k},), got {tuple(stats_obs.shape)}")
-    if distances.shape != (m,):
-        raise ValueError(f"distances must have shape ({m},), got {tuple(distances.shape)}")
-    if weights is not None:
-        weights = torch.as_tensor(weights)
-        if weights.shape != (m,):
-            raise ValueError(f"weights must have shape ({m},), got {tuple(weights.shape)}")
-    if m == 0:
-        raise ValueError("need at least one accepted sample")
     dtype, device = theta.dtype, theta.device
     f64 = dict(dtype=torch.float64, device=device)
 
@@ -273,35 +276,20 @@ def regression_adjustment(
             f"{num_positive} samples of positive weight for {k + 1} coefficients per parameter"
         )
 
-    if isinstance(bounds, Distribution):
-        low, high = support_bounds(bounds, p)
-    elif bounds is None:
-        low = torch.full((p,), -math.inf, dtype=torch.float64)
-        high = torch.full((p,), math.inf, dtype=torch.float64)
-    else:
-        low, high = (torch.as_tensor(b, dtype=torch.float64).reshape(-1) for b in bounds)
-        if low.shape != (p,) or high.shape != (p,):
-            raise ValueError(f"bounds must be two tensors of shape ({p},)")
-    transform = _Transform(low.to(device), high.to(device), torch.finfo(dtype).eps)
-
+    low, high = _bounds(bounds, p)
+    transform = SupportBijection(low.to(device), high.to(device), torch.finfo(dtype).eps)
     u = transform.forward(theta.to(**f64))
     x = stats.to(**f64) - stats_obs.to(**f64)
     if not bool(torch.isfinite(u).all() & torch.isfinite(x).all()):
         return unadjusted("non-finite transformed parameters or statistics")
-    intercept, slopes = _weighted_fit(x, u, w, ridge)
-    residuals = u - intercept - x @ slopes
-    if heteroscedastic:
-        log_r2 = torch.log(residuals.square() + torch.finfo(torch.float64).tiny)
-        _, log_slopes = _weighted_fit(x, log_r2, w, ridge)
-        residuals = residuals * torch.exp(-0.5 * x @ log_slopes)
-    u_adj = intercept + residuals
+    u_adj, intercept, slopes = _adjust(u, x, w, ridge, heteroscedastic)
     theta_adj = transform.inverse(u_adj)
     if not bool(torch.isfinite(theta_adj).all()):
         return unadjusted("the adjusted parameters are not finite")
 
     total = w @ (u - w @ u).square()
-    explained = w @ (u - intercept - x @ slopes).square()
-    r2 = torch.where(total > 0, 1.0 - explained / total, torch.zeros_like(total))
+    unexplained = w @ (u - intercept - x @ slopes).square()
+    r2 = torch.where(total > 0, 1.0 - unexplained / total, torch.zeros_like(total))
     info.update(applied=True, r2=r2.tolist(), coef_norm=float(torch.linalg.norm(slopes)))
     samples = theta_adj.to(dtype)
     if bounds is not None:  # rounding to a lower precision must not leave the support

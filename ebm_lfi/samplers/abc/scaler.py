@@ -2,10 +2,10 @@ r"""The ABC distance: summary statistics scaled by their prior-predictive spread
 
 Statistics are identified only up to an affine map, so each one is divided by its standard
 deviation over prior-predictive simulations (:class:`StatisticScaler`), and the ABC samplers
-(:func:`~ebm_lfi.samplers.abc.rejection.rejection_abc`, :func:`~ebm_lfi.samplers.abc.smc.smc_abc`) measure
-the Euclidean distance between scaled statistics. :func:`as_scaler` turns their ``scale``
-argument (a scaler, known scales, or ``None`` to fit on prior-predictive statistics) into a
-:class:`StatisticScaler`.
+(:func:`~ebm_lfi.samplers.abc.rejection.rejection_abc`,
+:func:`~ebm_lfi.samplers.abc.smc.smc_abc`) measure the Euclidean distance between scaled
+statistics. :func:`as_scaler` turns their ``scale`` argument (a scaler, known scales, or ``None``
+to fit on prior-predictive statistics) into a :class:`StatisticScaler`.
 """
 
 from __future__ import annotations

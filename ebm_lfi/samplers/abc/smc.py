@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -106,6 +107,134 @@ def _simulate(fn: Callable[[Tensor], Tensor], theta: Tensor, k: int) -> Tensor:
     return stats.to(device=theta.device)
 
 
+class _Population(NamedTuple):
+    """Particles (N, p), normalised weights (N,), distances (N,), unscaled statistics (N, k)."""
+
+    theta: Tensor
+    weights: Tensor
+    distances: Tensor
+    statistics: Tensor
+
+
+Distance = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""Simulates at parameters (n, p): their unscaled statistics (n, k) and distances (n,)."""
+
+
+def _check_arguments(
+    prior: Distribution,
+    stats_obs: Tensor,
+    num_particles: int,
+    alpha: float,
+    max_simulations: int,
+    max_rounds: int | None,
+) -> None:
+    """Type and range checks of :func:`smc_abc`'s arguments."""
+    if not isinstance(prior, Distribution):
+        raise TypeError(f"prior must be a torch Distribution, got {type(prior).__name__}")
+    stats_obs = torch.as_tensor(stats_obs)
+    if stats_obs.ndim != 1:
+        raise ValueError(f"stats_obs must have shape (k,), got {tuple(stats_obs.shape)}")
+    if num_particles < 2 or not 0 < alpha < 1:
+        raise ValueError(f"need num_particles >= 2 and 0 < alpha < 1, got {num_particles}, {alpha}")
+    if max_simulations < num_particles:
+        raise ValueError(
+            f"max_simulations ({max_simulations}) must be at least num_particles ({num_particles})"
+        )
+    if max_rounds is not None and max_rounds < 1:
+        raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
+
+
+def _prior_round(
+    simulate_stats: Callable[[Tensor], Tensor],
+    prior: Distribution,
+    num_particles: int,
+    k: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, torch.Generator]:
+    """Round 0: :math:`N` prior draws :math:`(N, p)` and their statistics :math:`(N, k)`; the
+    generator moves to the device of the draws (seeded from the given one) if it is elsewhere."""
+    theta = prior_sample(prior, num_particles, generator)
+    if theta.ndim != 2:
+        raise ValueError(f"prior draws must have shape (n, p), got {tuple(theta.shape)}")
+    if generator.device != theta.device:
+        derived = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        generator = make_generator(derived, theta.device)
+    return theta, _simulate(simulate_stats, theta, k), generator
+
+
+def _perturbation_factor(population: _Population) -> Tensor:
+    r"""Cholesky factor of :math:`2 \hat\Sigma`, the perturbation kernel's covariance."""
+    theta, weights = population.theta, population.weights
+    p = theta.shape[1]
+    centred = theta - weights @ theta
+    cov = 2.0 * (centred.T * weights) @ centred / (1.0 - (weights**2).sum())
+    eye = torch.eye(p, dtype=theta.dtype, device=theta.device)
+    cov = cov + 1e-12 * cov.diagonal().mean().clamp_min(1e-30) * eye
+    return torch.linalg.cholesky(cov)
+
+
+def _sample_round(
+    population: _Population,
+    scale_tril: Tensor,
+    epsilon: float,
+    distance: Distance,
+    prior: Distribution,
+    budget: int,
+    rate_guess: float,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    r"""Proposes, simulates and accepts (distance at most :math:`\epsilon`) until :math:`N`
+    particles are accepted or ``budget`` (at least 1) simulations are spent. Batches are sized
+    from the acceptance rate seen so far in the round, ``rate_guess`` before the first.
+
+    Returns:
+        The accepted particles :math:`(m, p)`, their distances :math:`(m,)` and unscaled
+        statistics :math:`(m, k)` (:math:`m \geq N`, or fewer when the budget ran out), and the
+        number of simulations run.
+    """
+    theta, weights = population.theta, population.weights
+    n, p = theta.shape
+    new_theta, new_dist, new_raw, round_sims, accepted, empty_batches = [], [], [], 0, 0, 0
+    while accepted < n:
+        remaining = budget - round_sims
+        if remaining <= 0:
+            break
+        if empty_batches > 1000:
+            raise RuntimeError("1000 batches of proposals in a row fell outside the prior")
+        want = math.ceil(1.2 * (n - accepted) / max(rate_guess, 1e-3))
+        batch = int(min(max(want, 64), 20 * n))
+        ancestors = torch.multinomial(weights, batch, replacement=True, generator=generator)
+        noise = torch.randn((batch, p), generator=generator, dtype=theta.dtype, device=theta.device)
+        proposal = theta[ancestors] + noise @ scale_tril.T
+        inside = torch.isfinite(prior_log_prob(prior, proposal))
+        proposal = proposal[inside][:remaining]
+        if proposal.shape[0] == 0:
+            empty_batches += 1
+            continue
+        empty_batches = 0
+        proposal_stats, d = distance(proposal)
+        round_sims += proposal.shape[0]
+        ok = d <= epsilon
+        new_theta.append(proposal[ok])
+        new_dist.append(d[ok])
+        new_raw.append(proposal_stats[ok])
+        accepted += int(ok.sum())
+        rate_guess = max(accepted, 1) / round_sims
+    return torch.cat(new_theta), torch.cat(new_dist), torch.cat(new_raw), round_sims
+
+
+def _importance_weights(
+    theta: Tensor, previous: _Population, scale_tril: Tensor, prior: Distribution
+) -> Tensor:
+    r"""Normalised :math:`w^\star \propto \pi(\theta^\star) / \sum_j w_j K(\theta^\star \mid
+    \theta_j)`."""
+    log_w = torch.log(previous.weights)
+    log_new = prior_log_prob(prior, theta) - _log_kernel_mixture(
+        theta, previous.theta, log_w, scale_tril
+    )
+    return torch.softmax(log_new, dim=0)
+
+
 def smc_abc(
     simulate_stats: Callable[[Tensor], Tensor],
     prior: Distribution,
@@ -126,7 +255,7 @@ def smc_abc(
         simulate_stats: Maps parameters :math:`(n, p)` to statistics :math:`(n, k)` of one
             simulation each (seeding is the callable's business). It is called once per batch
             of proposals, in a fixed order, so a callable that seeds each simulation from its
-            batch and row (as :meth:`~ebm_lfi.methods.StatisticsABC.sample` does) may run the
+            batch and row (as :meth:`~ebm_lfi.methods.ABCStage.sample` does) may run the
             batch on any executor without changing the result.
         prior: Prior distribution over :math:`(p,)` vectors.
         stats_obs: Observed statistics, shape :math:`(k,)`.
@@ -143,91 +272,52 @@ def smc_abc(
     Returns:
         An :class:`SMCABCResult`.
     """
-    if not isinstance(prior, Distribution):
-        raise TypeError(f"prior must be a torch Distribution, got {type(prior).__name__}")
+    _check_arguments(prior, stats_obs, num_particles, alpha, max_simulations, max_rounds)
     stats_obs = torch.as_tensor(stats_obs)
-    if stats_obs.ndim != 1:
-        raise ValueError(f"stats_obs must have shape (k,), got {tuple(stats_obs.shape)}")
-    if num_particles < 2 or not 0 < alpha < 1:
-        raise ValueError(f"need num_particles >= 2 and 0 < alpha < 1, got {num_particles}, {alpha}")
-    if max_simulations < num_particles:
-        raise ValueError(
-            f"max_simulations ({max_simulations}) must be at least num_particles ({num_particles})"
-        )
-    if max_rounds is not None and max_rounds < 1:
-        raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
     k = stats_obs.shape[0]
-    generator = make_generator(seed)
-
-    # Round 0: the prior.
-    theta = prior_sample(prior, num_particles, generator)
-    if theta.ndim != 2:
-        raise ValueError(f"prior draws must have shape (n, p), got {tuple(theta.shape)}")
+    theta, stats, generator = _prior_round(
+        simulate_stats, prior, num_particles, k, make_generator(seed)
+    )
     device, dtype = theta.device, theta.dtype
-    if generator.device != device:
-        derived = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        generator = make_generator(derived, device)
-    p = theta.shape[1]
-    stats = _simulate(simulate_stats, theta, k)
-    raw = stats
-    used = num_particles
     scaler = as_scaler(scale, stats)
     obs = scaler(stats_obs.to(device=device, dtype=stats.dtype))
-    dist = torch.linalg.vector_norm(scaler(stats) - obs, dim=-1)
-    weights = torch.full((num_particles,), 1.0 / num_particles, dtype=dtype, device=device)
+
+    def distance(proposal: Tensor) -> tuple[Tensor, Tensor]:
+        proposal_stats = _simulate(simulate_stats, proposal, k)
+        return proposal_stats, torch.linalg.vector_norm(scaler(proposal_stats) - obs, dim=-1)
+
+    population = _Population(
+        theta,
+        torch.full((num_particles,), 1.0 / num_particles, dtype=dtype, device=device),
+        torch.linalg.vector_norm(scaler(stats) - obs, dim=-1),
+        stats,
+    )
+    used = num_particles
     epsilons, rates, sims = [math.inf], [1.0], [num_particles]
     stop_reason = "max_rounds"
 
     bar = tqdm(disable=not progress, desc="smc-abc", unit="round")
     while max_rounds is None or len(epsilons) < max_rounds:
-        eps = float(_weighted_quantile(dist, weights, alpha))
-        mean = weights @ theta
-        centred = theta - mean
-        cov = 2.0 * (centred.T * weights) @ centred / (1.0 - (weights**2).sum())
-        eye = torch.eye(p, dtype=dtype, device=device)
-        cov = cov + 1e-12 * cov.diagonal().mean().clamp_min(1e-30) * eye
-        scale_tril = torch.linalg.cholesky(cov)
-        log_w = torch.log(weights)
-
-        new_theta, new_dist, new_raw, round_sims, accepted = [], [], [], 0, 0
-        rate_guess, empty_batches = alpha, 0
-        while accepted < num_particles:
-            remaining = max_simulations - used
-            if remaining <= 0:
-                break
-            if empty_batches > 1000:
-                raise RuntimeError("1000 batches of proposals in a row fell outside the prior")
-            want = math.ceil(1.2 * (num_particles - accepted) / max(rate_guess, 1e-3))
-            batch = int(min(max(want, 64), 20 * num_particles))
-            ancestors = torch.multinomial(weights, batch, replacement=True, generator=generator)
-            noise = torch.randn((batch, p), generator=generator, dtype=dtype, device=device)
-            proposal = theta[ancestors] + noise @ scale_tril.T
-            inside = torch.isfinite(prior_log_prob(prior, proposal))
-            proposal = proposal[inside][:remaining]
-            if proposal.shape[0] == 0:
-                empty_batches += 1
-                continue
-            empty_batches = 0
-            proposal_stats = _simulate(simulate_stats, proposal, k)
-            d = torch.linalg.vector_norm(scaler(proposal_stats) - obs, dim=-1)
-            used += proposal.shape[0]
-            round_sims += proposal.shape[0]
-            ok = d <= eps
-            new_theta.append(proposal[ok])
-            new_dist.append(d[ok])
-            new_raw.append(proposal_stats[ok])
-            accepted += int(ok.sum())
-            rate_guess = max(accepted, 1) / round_sims
+        if used >= max_simulations:  # round 0 spent the budget
+            stop_reason = "budget"
+            break
+        eps = float(_weighted_quantile(population.distances, population.weights, alpha))
+        scale_tril = _perturbation_factor(population)
+        new_theta, new_dist, new_stats, round_sims = _sample_round(
+            population, scale_tril, eps, distance, prior, max_simulations - used, alpha, generator
+        )
+        used += round_sims
+        accepted = new_theta.shape[0]
         if accepted < num_particles:
             stop_reason = "budget"
             break
-        new_theta_t = torch.cat(new_theta)[:num_particles]
-        dist = torch.cat(new_dist)[:num_particles]
-        raw = torch.cat(new_raw)[:num_particles]
-        log_new = prior_log_prob(prior, new_theta_t) - _log_kernel_mixture(
-            new_theta_t, theta, log_w, scale_tril
+        new_theta = new_theta[:num_particles]
+        population = _Population(
+            new_theta,
+            _importance_weights(new_theta, population, scale_tril, prior),
+            new_dist[:num_particles],
+            new_stats[:num_particles],
         )
-        theta, weights = new_theta_t, torch.softmax(log_new, dim=0)
         epsilons.append(eps)
         rates.append(accepted / round_sims)
         sims.append(round_sims)
@@ -241,13 +331,13 @@ def smc_abc(
             break
     bar.close()
     return SMCABCResult(
-        particles=theta,
-        weights=weights,
-        distances=dist,
+        particles=population.theta,
+        weights=population.weights,
+        distances=population.distances,
         epsilon=torch.tensor(epsilons, dtype=dtype),
         acceptance_rate=torch.tensor(rates, dtype=dtype),
         simulations_per_round=torch.tensor(sims),
         simulations=used,
         stop_reason=stop_reason,
-        statistics=raw,
+        statistics=population.statistics,
     )

@@ -1,11 +1,14 @@
-r"""MCMC: random-walk and MALA kernels as pure ``init`` / ``step`` pairs (:mod:`.kernels`), the
-:func:`sample_mcmc` driver, convergence diagnostics (:func:`effective_sample_size`, split
-:func:`rhat`), :func:`sample_potential` on a tractable posterior potential, and
-:func:`exchange_mcmc` with :func:`inner_chain_check`."""
+r"""MCMC: random-walk and MALA kernels as pure ``init`` / ``step`` pairs (:mod:`.kernels`), their
+burn-in adaptation (:mod:`.adaptation`), the :func:`sample_mcmc` driver, convergence diagnostics
+(:func:`effective_sample_size`, split :func:`rhat`), :func:`sample_potential` on a tractable
+posterior potential, and :func:`exchange_mcmc` on an :class:`ExponentialFamily` with
+:func:`inner_chain_check`."""
 
+from .adaptation import AdaptationState, adaptation_init, adaptation_update
 from .diagnostics import effective_sample_size, rhat
 from .driver import MCMCResult, sample_mcmc
-from .exchange import ExchangeResult, ExponentialFamily, exchange_mcmc
+from .exchange import ExchangeResult, exchange_mcmc
+from .exchange_auxiliary import ExponentialFamily
 from .inner_check import InnerChainCheck, inner_chain_check
 from .kernels import (
     MALAState,
@@ -19,6 +22,7 @@ from .kernels import (
 from .potential import PotentialResult, sample_potential
 
 __all__ = [
+    "AdaptationState",
     "ExchangeResult",
     "ExponentialFamily",
     "InnerChainCheck",
@@ -27,6 +31,8 @@ __all__ = [
     "MCMCResult",
     "PotentialResult",
     "RWState",
+    "adaptation_init",
+    "adaptation_update",
     "effective_sample_size",
     "exchange_mcmc",
     "inner_chain_check",

@@ -1,15 +1,12 @@
 r"""The :func:`sample_mcmc` driver: many MALA or random-walk chains on a tractable log-density.
 
-It runs the kernels of :mod:`ebm_lfi.samplers.mcmc.kernels` (pure ``init`` / ``step`` pairs, re-exported
-here) on :math:`c` chains at once. During burn-in the shared step size :math:`h` is tuned by
-Robbins–Monro (:func:`robbins_monro`),
-
-.. math:: \log h \leftarrow \log h + (\bar{a} - a^\star) / (t + 1)^{0.6},
-
-toward a target acceptance rate :math:`a^\star` (0.574 for MALA, 0.234 for random walk, the
-rates optimal in high dimension), and the proposal shape :math:`L` is set from the pooled
-covariance of the chains; both are frozen for the kept draws, which are returned with their
-effective sample size and split :math:`\hat{R}`.
+It runs the kernels of :mod:`ebm_lfi.samplers.mcmc.kernels` (pure ``init`` / ``step`` pairs) on
+:math:`c` chains at once. During burn-in the step size :math:`h` and the proposal shape
+:math:`L` are adapted by the routine of :mod:`ebm_lfi.samplers.mcmc.adaptation` (Robbins–Monro
+on :math:`\log h`, windowed covariance of the chains for :math:`L`) toward a target acceptance
+rate :math:`a^\star`, 0.574 for MALA and 0.234 for random walk, the rates optimal in high
+dimension; both are frozen for the kept draws, which are returned with their effective sample
+size and split :math:`\hat{R}`.
 
 References:
     | Optimal scaling of discrete approximations to Langevin diffusions
@@ -26,6 +23,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .adaptation import adaptation_init, adaptation_update
 from .diagnostics import effective_sample_size, rhat
 from .kernels import (
     LogProbFn,
@@ -38,7 +36,6 @@ from .kernels import (
 __all__ = [
     "MCMCResult",
     "make_generator",
-    "robbins_monro",
     "sample_mcmc",
 ]
 
@@ -61,21 +58,6 @@ def make_generator(
     else:
         generator.manual_seed(int(seed))
     return generator
-
-
-def robbins_monro(log_value: Tensor, acceptance: Tensor, target: float, t: int) -> Tensor:
-    r"""One Robbins–Monro update of a log step size toward a target acceptance rate.
-
-    :math:`\log h \leftarrow \log h + (\bar{a} - a^\star) / (t + 1)^{0.6}`, where
-    :math:`\bar{a}` is the acceptance rate just observed.
-
-    Arguments:
-        log_value: Current :math:`\log h`, any shape.
-        acceptance: Observed acceptance rate(s), broadcastable to ``log_value``.
-        target: Target acceptance rate :math:`a^\star`.
-        t: Iteration counter, from 0.
-    """
-    return log_value + (acceptance - target) / (t + 1) ** 0.6
 
 
 class MCMCResult(NamedTuple):
@@ -112,9 +94,10 @@ def sample_mcmc(
 ) -> MCMCResult:
     r"""Runs many MALA or random-walk chains on a tractable log-density.
 
-    During burn-in the shared step size is tuned by Robbins–Monro toward
-    ``target_acceptance`` (unless ``step_size`` is given) and the proposal shape
-    :math:`L` is set from the covariance of the chains; both are frozen afterwards.
+    Unless ``step_size`` is given, the shared step size is tuned during burn-in by
+    Robbins–Monro toward ``target_acceptance`` and the proposal shape :math:`L` is set from the
+    covariance of the chains (:mod:`ebm_lfi.samplers.mcmc.adaptation`); both are frozen
+    afterwards. A given ``step_size`` is used as it is, with :math:`L = I`.
 
     Arguments:
         log_prob_fn: Maps positions :math:`(c, d)` to log-densities :math:`(c,)`; may return
@@ -149,44 +132,31 @@ def sample_mcmc(
     target = target_acceptance or (0.574 if kernel == "mala" else 0.234)
     tune = step_size is None
     default = (1.65 if kernel == "mala" else 2.38) / d ** (1 / 6 if kernel == "mala" else 1 / 2)
-    log_h = torch.tensor(math.log(step_size if step_size is not None else default))
-    if tune and c > d:
-        spread = torch.atleast_2d(x0.T.cov()) + 1e-8 * torch.eye(
-            d, dtype=x0.dtype, device=x0.device
-        )
-        scale_tril = torch.linalg.cholesky(spread) if bool(torch.isfinite(spread).all()) else None
-    else:
-        scale_tril = None
+    log_h = math.log(step_size if step_size is not None else default)
+    adaptation = adaptation_init(x0, log_h) if tune else None
+    scale_tril = None  # the kernels' L = I, when not tuned
     state = init(x0, log_prob_fn)
     if not bool(torch.isfinite(state.log_prob).all()):
         raise ValueError("initial_position must have finite log-density in every chain")
     draws = x0.new_empty((c, num_samples, d))
     accepted = torch.zeros(c, dtype=x0.dtype, device=x0.device)
-    window: list[Tensor] = []
     for t in tqdm(range(burn_in + num_samples), disable=not progress, desc="mcmc"):
-        state, info = step(
-            state, log_prob_fn, float(log_h.exp()), scale_tril=scale_tril, generator=generator
-        )
-        if t < burn_in:
-            if tune:
-                log_h = robbins_monro(log_h, float(info.acceptance_rate.mean()), target, t)
-                window.append(state.position)
-                if len(window) >= max(10, burn_in // 10):
-                    pooled = torch.atleast_2d(torch.cat(window).T.cov())
-                    pooled = pooled + 1e-10 * pooled.diagonal().mean() * torch.eye(
-                        d, dtype=x0.dtype, device=x0.device
-                    )
-                    chol, bad = torch.linalg.cholesky_ex(pooled)
-                    if not bool(bad) and bool(torch.isfinite(chol).all()):
-                        scale_tril = chol
-                    window = []
-        else:
+        if adaptation is not None:  # frozen after burn-in
+            log_h, scale_tril = adaptation.log_scale, adaptation.scale_tril
+        h = math.exp(log_h)
+        state, info = step(state, log_prob_fn, h, scale_tril=scale_tril, generator=generator)
+        if t >= burn_in:
             draws[:, t - burn_in] = state.position
             accepted += info.is_accepted.to(x0.dtype)
+        elif adaptation is not None:
+            rate = float(info.acceptance_rate.mean())
+            adaptation = adaptation_update(
+                adaptation, state.position, rate, target=target, burn_in=burn_in
+            )
     return MCMCResult(
         chains=draws,
         acceptance_rate=accepted / num_samples,
-        step_size=float(log_h.exp()),
+        step_size=math.exp(log_h),
         ess=effective_sample_size(draws) if num_samples >= 4 else draws.new_full((d,), torch.nan),
         rhat=rhat(draws) if num_samples >= 4 else draws.new_full((d,), torch.nan),
         seconds=time.perf_counter() - start,

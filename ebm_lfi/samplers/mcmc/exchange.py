@@ -12,13 +12,16 @@ The exact draw :math:`y'` is replaced, as in Pacchiardi & Dutta (2022), by an in
 :math:`\exp(\eta(\theta')^\top s(y) + b(y))` started at :math:`y_o` (MALA or random walk),
 optionally followed by :math:`K` geometric bridge steps toward :math:`\theta`, whose statistics
 are averaged into :math:`s(y')` (Murray et al. 2006, §3); or, for a model quadratic in
-:math:`y`, by an exact Gaussian draw. Both live in :mod:`ebm_lfi.samplers.mcmc.exchange_auxiliary`.
+:math:`y`, by an exact Gaussian draw. Both live in
+:mod:`ebm_lfi.samplers.mcmc.exchange_auxiliary`, with the protocol
+:class:`~ebm_lfi.samplers.mcmc.exchange_auxiliary.ExponentialFamily` of the model.
 
 All chains move as one batch: every inner step is one batched forward (and, for MALA,
-backward) pass over the chains. During burn-in only, the proposal shape :math:`L` is set from
-the pooled covariance of the chains and its size tuned by Robbins–Monro toward the target
-outer acceptance, and the inner step size toward the target inner acceptance; both are frozen
-for the kept draws. The inner chain is only approximately converged after ``inner_steps``
+backward) pass over the chains. During burn-in only, the proposal shape :math:`L` and its size
+are adapted toward the target outer acceptance by the routine of
+:mod:`ebm_lfi.samplers.mcmc.adaptation` (windowed covariance of the chains, Robbins–Monro), and
+the inner step size by Robbins–Monro toward the target inner acceptance; both are frozen for
+the kept draws. The inner chain is only approximately converged after ``inner_steps``
 steps; its error shows as a biased outer acceptance, so ``inner_steps`` and the inner target
 acceptance trade speed for accuracy. There is no Jacobian term: the caller works in the transformed
 :math:`y` space, where the Jacobian does not depend on :math:`\theta` and cancels.
@@ -36,7 +39,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -44,62 +47,14 @@ from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from ...priors import prior_log_prob
+from .adaptation import AdaptationState, adaptation_init, adaptation_update, robbins_monro
 from .diagnostics import effective_sample_size, rhat
-from .driver import make_generator, robbins_monro
-from .exchange_auxiliary import auxiliary_statistics
+from .driver import make_generator
+from .exchange_auxiliary import ExponentialFamily, auxiliary_statistics
 
-__all__ = [
-    "ExponentialFamily",
-    "ExchangeResult",
-    "exchange_mcmc",
-]
+__all__ = ["ExchangeResult", "exchange_mcmc"]
 
-
-@runtime_checkable
-class ExponentialFamily(Protocol):
-    r"""What :func:`exchange_mcmc` needs from a model (e.g. ``ExpFamEBM``).
-
-    ``natural_parameters(theta)`` maps :math:`(n, p) \to (n, k)`, ``statistics_y(y)`` maps
-    :math:`(n, *y) \to (n, k)` and ``log_unnormalized_y(y, theta)`` maps
-    :math:`(n, *y), (n, p) \to (n,)` as :math:`\eta(\theta)^\top s(y) + b(y)`.
-    """
-
-    def natural_parameters(self, theta: Tensor) -> Tensor:
-        r"""Natural parameters :math:`\eta(\theta)`.
-
-        Arguments:
-            theta: Parameters, shape :math:`(n, p)`.
-
-        Returns:
-            :math:`\eta(\theta)`, shape :math:`(n, k)`.
-        """
-        ...
-
-    def statistics_y(self, y: Tensor) -> Tensor:
-        r"""Statistics :math:`s(y)` of (transformed) data.
-
-        Arguments:
-            y: Data, shape :math:`(n, *y)`.
-
-        Returns:
-            :math:`s(y)`, shape :math:`(n, k)`.
-        """
-        ...
-
-    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
-        r"""Unnormalised log-density :math:`\eta(\theta)^\top s(y) + b(y)`.
-
-        Must be differentiable in ``y`` by :mod:`torch.autograd` (the MALA kernel) and by
-        :mod:`torch.func` (the ``"gaussian"`` kernel, see :func:`gaussian_draw`).
-
-        Arguments:
-            y: Data, shape :math:`(n, *y)`.
-            theta: Parameters, shape :math:`(n, p)`.
-
-        Returns:
-            The unnormalised log-densities, shape :math:`(n,)`.
-        """
-        ...
+LogPrior = Callable[[Tensor], Tensor]
 
 
 class ExchangeResult(NamedTuple):
@@ -111,7 +66,7 @@ class ExchangeResult(NamedTuple):
         inner_acceptance: Mean acceptance rate of the inner kernel over the kept draws.
         ess: Multi-chain effective sample size per parameter, shape :math:`(p,)`.
         rhat: Split :math:`\hat{R}` per parameter, shape :math:`(p,)`.
-        proposal_scale: The frozen proposal factor :math:`L`, shape :math:`(p, p)`
+        proposal_scale: The frozen proposal factor :math:`\lambda L`, shape :math:`(p, p)`
             (lower-triangular; pass it back as ``proposal_scale`` to reuse it).
         inner_step_size: The frozen inner step size.
         seconds: Wall-clock time.
@@ -127,6 +82,22 @@ class ExchangeResult(NamedTuple):
     seconds: float
 
 
+class _Chains(NamedTuple):
+    """Where the outer chains are: parameters (c, p), log-prior (c,), natural parameters (c, k)."""
+
+    theta: Tensor
+    log_prior: Tensor
+    eta: Tensor
+
+
+class _Inner(NamedTuple):
+    """The auxiliary draw's settings, all but the (tuned) step size."""
+
+    kernel: str
+    steps: int
+    bridging: int
+
+
 def _proposal_factor(scale: float | Tensor, p: int, like: Tensor) -> Tensor:
     scale = torch.as_tensor(scale, dtype=like.dtype, device=like.device)
     if scale.ndim == 0:
@@ -140,17 +111,111 @@ def _proposal_factor(scale: float | Tensor, p: int, like: Tensor) -> Tensor:
     )
 
 
-def _initial_factor(theta: Tensor) -> Tensor:
+def _as_log_prior(log_prior: LogPrior | Distribution) -> LogPrior:
+    """A prior distribution as its log-density (``-inf`` off the support), a callable as is."""
+    if not isinstance(log_prior, Distribution):
+        return log_prior
+    prior = log_prior
+
+    def log_prior_fn(theta: Tensor) -> Tensor:
+        return prior_log_prob(prior, theta)
+
+    return log_prior_fn
+
+
+def _initial_inner_log_step(y_obs: Tensor, kernel: str) -> float:
+    r""":math:`\log h` of the inner kernel before tuning: the optimal-scaling rate of the
+    kernel in :math:`d` dimensions times the spread of the observation's coordinates."""
+    d = y_obs.numel()
+    spread = float(y_obs.std()) if d > 1 else 1.0
+    spread = spread if math.isfinite(spread) and spread > 0 else 1.0
+    base = 1.65 * d ** (-1 / 6) if kernel == "mala" else 2.38 / math.sqrt(d)
+    return math.log(base * spread)
+
+
+def _initial_chains(
+    family: ExponentialFamily, log_prior: LogPrior, theta: Tensor, y_obs: Tensor
+) -> tuple[_Chains, Tensor]:
+    """The chains at their start and the observed statistics (1, k), with shape checks."""
     c, p = theta.shape
-    fallback = 0.1 * theta.abs().mean(dim=0).clamp_min(1.0)
-    std = theta.std(dim=0) if c > 1 else fallback
-    std = torch.where(std > 0, std, fallback)
-    return torch.diag(std)
+    with torch.no_grad():
+        lp = log_prior(theta).to(theta.dtype)
+        if lp.shape != (c,) or not bool(torch.isfinite(lp).all()):
+            raise ValueError(
+                f"log_prior must map theta_init ({c}, {p}) to finite values of shape ({c},)"
+            )
+        eta = family.natural_parameters(theta)
+        s_obs = family.statistics_y(y_obs.unsqueeze(0))
+        if eta.ndim != 2 or eta.shape[0] != c or s_obs.shape != (1, eta.shape[1]):
+            raise ValueError(
+                f"natural_parameters gave {tuple(eta.shape)} and statistics_y gave "
+                f"{tuple(s_obs.shape)}; expected ({c}, k) and (1, k)"
+            )
+    return _Chains(theta, lp, eta), s_obs
+
+
+def _exchange_step(
+    chains: _Chains,
+    family: ExponentialFamily,
+    log_prior: LogPrior,
+    s_obs: Tensor,
+    y_start: Tensor,
+    factor: Tensor,
+    inner: _Inner,
+    inner_step_size: float,
+    generator: torch.Generator,
+) -> tuple[_Chains, Tensor, Tensor, float]:
+    r"""One exchange step of every chain (see the module docstring).
+
+    Arguments:
+        chains: The current :class:`_Chains`.
+        family, log_prior: The model and the prior's log-density.
+        s_obs: Observed statistics, shape :math:`(1, k)`.
+        y_start: Where the inner chains start, the observation repeated, :math:`(c, *y)`.
+        factor: The proposal's :math:`\lambda L`, shape :math:`(p, p)`.
+        inner, inner_step_size: The auxiliary draw's settings.
+        generator: Random generator.
+
+    Returns:
+        The new chains, the acceptance probabilities :math:`\min(1, \alpha)` and decisions,
+        shape :math:`(c,)` each, and the inner kernel's mean acceptance.
+    """
+    theta, lp, eta = chains
+    noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
+    proposal = theta + noise @ factor.T
+    with torch.no_grad():
+        lp_prop = log_prior(proposal).to(theta.dtype)
+    valid = torch.isfinite(lp_prop)
+    theta_run = torch.where(valid[:, None], proposal, theta)
+    stats, inner_rate = auxiliary_statistics(
+        family,
+        y_start,
+        theta_run,
+        theta,
+        inner.kernel,
+        inner.steps,
+        inner.bridging,
+        inner_step_size,
+        generator,
+    )
+    with torch.no_grad():
+        eta_prop = family.natural_parameters(theta_run)
+        log_alpha = lp_prop - lp + ((eta_prop - eta) * (s_obs - stats)).sum(dim=-1)
+    log_alpha = torch.where(valid, log_alpha, torch.full_like(log_alpha, -torch.inf))
+    log_alpha = torch.nan_to_num(log_alpha, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
+    u = torch.rand(theta.shape[:1], generator=generator, dtype=theta.dtype, device=theta.device)
+    accept = torch.log(u) < log_alpha
+    moved = _Chains(
+        torch.where(accept[:, None], proposal, theta),
+        torch.where(accept, lp_prop, lp),
+        torch.where(accept[:, None], eta_prop, eta),
+    )
+    return moved, torch.exp(log_alpha.clamp(max=0.0)), accept, inner_rate
 
 
 def exchange_mcmc(
     family: ExponentialFamily,
-    log_prior: Callable[[Tensor], Tensor] | Distribution,
+    log_prior: LogPrior | Distribution,
     y_obs: Tensor,
     theta_init: Tensor,
     *,
@@ -170,7 +235,8 @@ def exchange_mcmc(
 
     Arguments:
         family: Provides ``natural_parameters``, ``statistics_y`` and ``log_unnormalized_y``
-            (see :class:`ExponentialFamily`), with :math:`\theta` in raw space.
+            (see :class:`~ebm_lfi.samplers.mcmc.exchange_auxiliary.ExponentialFamily`), with
+            :math:`\theta` in raw space.
         log_prior: Maps :math:`(n, p)` parameters to log-densities :math:`(n,)`, ``-inf``
             outside the support; or a prior distribution.
         y_obs: The observation in the model's (transformed) space, shape :math:`(*y)`.
@@ -181,7 +247,8 @@ def exchange_mcmc(
         inner_steps: Inner MCMC steps per outer step.
         inner_kernel: ``"mala"`` (autograd score), ``"rw"``, or ``"gaussian"``: exact draws
             for a family whose log-density is quadratic in :math:`y` (see
-            :func:`gaussian_draw`; ``inner_steps`` and ``bridging`` are then unused).
+            :func:`~ebm_lfi.samplers.mcmc.exchange_auxiliary.gaussian_draw`; ``inner_steps``
+            and ``bridging`` are then unused).
         bridging: Number :math:`K` of geometric bridge steps (0: plain exchange).
         proposal_scale: ``None`` tunes the proposal during burn-in; otherwise a fixed scalar,
             per-parameter scales :math:`(p,)` or lower-triangular factor :math:`(p, p)`.
@@ -217,105 +284,44 @@ def exchange_mcmc(
     y_obs = torch.as_tensor(y_obs).to(device=device)
     if not y_obs.is_floating_point():
         y_obs = y_obs.to(dtype)
-    if isinstance(log_prior, Distribution):
-        prior = log_prior
-
-        def log_prior_fn(t: Tensor) -> Tensor:
-            return prior_log_prob(prior, t)
-    else:
-        log_prior_fn = log_prior
+    log_prior_fn = _as_log_prior(log_prior)
     generator = make_generator(seed, device)
+    chains, s_obs = _initial_chains(family, log_prior_fn, theta, y_obs)
+    y_start = y_obs.unsqueeze(0).expand((c,) + tuple(y_obs.shape)).contiguous()
+    inner = _Inner(inner_kernel, inner_steps, bridging)
 
     inner_target = inner_target_acceptance or (0.8 if inner_kernel == "mala" else 0.4)
     tune_outer, tune_inner = proposal_scale is None, inner_step_size is None
     if tune_outer:
-        factor = _initial_factor(theta)
-        log_lambda = math.log(2.38 / math.sqrt(p))
+        outer = adaptation_init(theta, math.log(2.38 / math.sqrt(p)))
     else:
-        factor = _proposal_factor(proposal_scale, p, theta)
-        log_lambda = 0.0
+        outer = AdaptationState(0.0, _proposal_factor(proposal_scale, p, theta), (), 0)
     if tune_inner:
-        d = y_obs.numel()
-        spread = float(y_obs.std()) if d > 1 else 1.0
-        spread = spread if math.isfinite(spread) and spread > 0 else 1.0
-        base = 1.65 * d ** (-1 / 6) if inner_kernel == "mala" else 2.38 / math.sqrt(d)
-        log_h = math.log(base * spread)
+        log_h = _initial_inner_log_step(y_obs, inner_kernel)
     else:
         log_h = math.log(float(inner_step_size))
-
-    with torch.no_grad():
-        lp = log_prior_fn(theta).to(dtype)
-        if lp.shape != (c,) or not bool(torch.isfinite(lp).all()):
-            raise ValueError(
-                f"log_prior must map theta_init ({c}, {p}) to finite values of shape ({c},)"
-            )
-        eta = family.natural_parameters(theta)
-        s_obs = family.statistics_y(y_obs.unsqueeze(0))
-        if eta.ndim != 2 or eta.shape[0] != c or s_obs.shape != (1, eta.shape[1]):
-            raise ValueError(
-                f"natural_parameters gave {tuple(eta.shape)} and statistics_y gave "
-                f"{tuple(s_obs.shape)}; expected ({c}, k) and (1, k)"
-            )
-    y_start = y_obs.unsqueeze(0).expand((c,) + tuple(y_obs.shape)).contiguous()
 
     draws = theta.new_empty((c, num_samples, p))
     accepted_total = torch.zeros(c, dtype=dtype, device=device)
     inner_total = 0.0
-    window: list[Tensor] = []
-    window_length = max(10, burn_in // 10)
     for t in tqdm(range(burn_in + num_samples), disable=not progress, desc="exchange"):
-        step_factor = math.exp(log_lambda) * factor
-        noise = torch.randn((c, p), generator=generator, dtype=dtype, device=device)
-        proposal = theta + noise @ step_factor.T
-        with torch.no_grad():
-            lp_prop = log_prior_fn(proposal).to(dtype)
-        valid = torch.isfinite(lp_prop)
-        theta_run = torch.where(valid[:, None], proposal, theta)
-
-        stats, inner_rate = auxiliary_statistics(
-            family,
-            y_start,
-            theta_run,
-            theta,
-            inner_kernel,
-            inner_steps,
-            bridging,
-            math.exp(log_h),
-            generator,
+        factor = math.exp(outer.log_scale) * outer.scale_tril
+        chains, rate, accept, inner_rate = _exchange_step(
+            chains, family, log_prior_fn, s_obs, y_start, factor, inner, math.exp(log_h), generator
         )
-        with torch.no_grad():
-            eta_prop = family.natural_parameters(theta_run)
-            log_alpha = lp_prop - lp + ((eta_prop - eta) * (s_obs - stats)).sum(dim=-1)
-        log_alpha = torch.where(valid, log_alpha, torch.full_like(log_alpha, -torch.inf))
-        log_alpha = torch.nan_to_num(log_alpha, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)
-        u = torch.rand((c,), generator=generator, dtype=dtype, device=device)
-        accept = torch.log(u) < log_alpha
-        theta = torch.where(accept[:, None], proposal, theta)
-        lp = torch.where(accept, lp_prop, lp)
-        eta = torch.where(accept[:, None], eta_prop, eta)
-
         if t < burn_in:
             if tune_inner:
-                log_h = float(robbins_monro(torch.tensor(log_h), inner_rate, inner_target, t))
+                log_h = robbins_monro(log_h, inner_rate, inner_target, t)
             if tune_outer:
-                rate = float(torch.exp(log_alpha.clamp(max=0.0)).mean())
-                log_lambda = float(
-                    robbins_monro(torch.tensor(log_lambda), rate, target_acceptance, t)
+                outer = adaptation_update(
+                    outer,
+                    chains.theta,
+                    float(rate.mean()),
+                    target=target_acceptance,
+                    burn_in=burn_in,
                 )
-                window.append(theta)
-                if len(window) >= window_length and t < burn_in - window_length:
-                    pooled = torch.cat(window).T.cov().reshape(p, p)
-                    eye = torch.eye(p, dtype=dtype, device=device)
-                    pooled = pooled + 1e-10 * pooled.diagonal().mean().clamp_min(1e-30) * eye
-                    new, bad = torch.linalg.cholesky_ex(pooled)
-                    if not bool(bad) and bool(torch.isfinite(new).all()):
-                        # Keep the proposal's overall size; the shape comes from the chains.
-                        old_size = factor.diagonal().log().mean()
-                        log_lambda += float(old_size - new.diagonal().log().mean())
-                        factor = new
-                    window = []
         else:
-            draws[:, t - burn_in] = theta
+            draws[:, t - burn_in] = chains.theta
             accepted_total += accept.to(dtype)
             inner_total += inner_rate
 
@@ -326,7 +332,7 @@ def exchange_mcmc(
         inner_acceptance=inner_total / num_samples,
         ess=effective_sample_size(draws) if enough else draws.new_full((p,), torch.nan),
         rhat=rhat(draws) if enough else draws.new_full((p,), torch.nan),
-        proposal_scale=math.exp(log_lambda) * factor,
+        proposal_scale=math.exp(outer.log_scale) * outer.scale_tril,
         inner_step_size=math.exp(log_h),
         seconds=time.perf_counter() - start,
     )

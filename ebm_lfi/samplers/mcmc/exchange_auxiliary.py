@@ -1,9 +1,11 @@
-r"""The auxiliary draw of the exchange sampler and its statistics.
+r"""The auxiliary draw of the exchange sampler: draws from an unnormalised exponential family.
 
-The exchange step (:func:`~ebm_lfi.samplers.mcmc.exchange.exchange_mcmc`) needs, for each chain,
-:math:`s(y')` of a draw :math:`y' \sim p(\cdot \mid \theta') \propto \exp(\eta(\theta')^\top s(y)
-+ b(y))`. :func:`auxiliary_statistics` provides it in one of two ways, for all chains as one
-batch:
+The model is :math:`p(y \mid \theta) \propto \exp(\eta(\theta)^\top s(y) + b(y))`, given by
+anything with the methods of :class:`ExponentialFamily` (a structural protocol: the samplers
+never import the model). The exchange step (:func:`~ebm_lfi.samplers.mcmc.exchange.exchange_mcmc`)
+and its check (:func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`) need, for each chain,
+:math:`s(y')` of a draw :math:`y' \sim p(\cdot \mid \theta')`. :func:`auxiliary_statistics`
+provides it in one of two ways, for all chains as one batch:
 
 * **Inner MCMC** (Pacchiardi & Dutta 2022): ``steps`` MALA (autograd score) or random-walk steps
   of the kernels of :mod:`ebm_lfi.samplers.mcmc.kernels` on :math:`\exp(\eta(\theta')^\top s(y) +
@@ -27,7 +29,7 @@ References:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -35,10 +37,54 @@ from torch.func import grad, jvp, vmap
 
 from .kernels import mala_init, mala_step, random_walk_init, random_walk_step
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .exchange import ExponentialFamily
+__all__ = ["ExponentialFamily", "auxiliary_statistics", "gaussian_draw"]
 
-__all__ = ["auxiliary_statistics", "gaussian_draw"]
+
+@runtime_checkable
+class ExponentialFamily(Protocol):
+    r"""What the exchange sampler needs from a model (e.g. ``ExpFamEBM``).
+
+    ``natural_parameters(theta)`` maps :math:`(n, p) \to (n, k)`, ``statistics_y(y)`` maps
+    :math:`(n, *y) \to (n, k)` and ``log_unnormalized_y(y, theta)`` maps
+    :math:`(n, *y), (n, p) \to (n,)` as :math:`\eta(\theta)^\top s(y) + b(y)`.
+    """
+
+    def natural_parameters(self, theta: Tensor) -> Tensor:
+        r"""Natural parameters :math:`\eta(\theta)`.
+
+        Arguments:
+            theta: Parameters, shape :math:`(n, p)`.
+
+        Returns:
+            :math:`\eta(\theta)`, shape :math:`(n, k)`.
+        """
+        ...
+
+    def statistics_y(self, y: Tensor) -> Tensor:
+        r"""Statistics :math:`s(y)` of (transformed) data.
+
+        Arguments:
+            y: Data, shape :math:`(n, *y)`.
+
+        Returns:
+            :math:`s(y)`, shape :math:`(n, k)`.
+        """
+        ...
+
+    def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
+        r"""Unnormalised log-density :math:`\eta(\theta)^\top s(y) + b(y)`.
+
+        Must be differentiable in ``y`` by :mod:`torch.autograd` (the MALA kernel) and by
+        :mod:`torch.func` (the ``"gaussian"`` kernel, see :func:`gaussian_draw`).
+
+        Arguments:
+            y: Data, shape :math:`(n, *y)`.
+            theta: Parameters, shape :math:`(n, p)`.
+
+        Returns:
+            The unnormalised log-densities, shape :math:`(n,)`.
+        """
+        ...
 
 
 def gaussian_draw(

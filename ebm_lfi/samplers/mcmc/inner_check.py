@@ -22,8 +22,7 @@ import torch
 from torch import Tensor
 
 from .driver import make_generator
-from .exchange import ExponentialFamily
-from .exchange_auxiliary import auxiliary_statistics
+from .exchange_auxiliary import ExponentialFamily, auxiliary_statistics
 
 __all__ = ["InnerChainCheck", "inner_chain_check"]
 

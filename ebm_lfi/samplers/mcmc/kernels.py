@@ -20,8 +20,8 @@ step, for the whole batch). The step size :math:`h` is a scalar or one value per
 shape :math:`(c,)`; the optional preconditioner ``scale_tril`` :math:`L` is a
 :math:`(d, d)` lower-triangular matrix for flat positions :math:`(c, d)`.
 
-The driver :func:`~ebm_lfi.samplers.mcmc.driver.sample_mcmc` and the exchange sampler loop over these
-kernels.
+The driver :func:`~ebm_lfi.samplers.mcmc.driver.sample_mcmc` and the exchange sampler loop over
+these kernels.
 
 References:
     | Exponential convergence of Langevin distributions and their discrete approximations

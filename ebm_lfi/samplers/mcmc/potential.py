@@ -3,22 +3,17 @@ r"""MCMC on a tractable posterior potential, run in an unconstrained space.
 Some methods end with a posterior known up to a constant, e.g. an NCE fit of an exponential
 family gives :math:`\log \pi(\theta) + \eta(\theta)^\top s(y_o) + c(\theta)`, cheap and
 differentiable in :math:`\theta`. :func:`sample_potential` draws from such a density
-:math:`f(\theta) \propto \exp V(\theta)` with the chains of :func:`~.mcmc.sample_mcmc`.
+:math:`f(\theta) \propto \exp V(\theta)` with the chains of
+:func:`~ebm_lfi.samplers.mcmc.driver.sample_mcmc`.
 
 **Change of variables.** Near a bounded side of the prior support MALA and random-walk
 proposals often leave the support (and are rejected), and a density with mass piled at the
 boundary (e.g. :math:`\mathrm{Beta}(0.8, \cdot)`) mixes badly. So the chains move in
-:math:`u = g^{-1}(\theta) \in \mathbb{R}^p`, with :math:`\theta = g(u)` acting per coordinate
-(the same map as the regression adjustment, :mod:`.adjustment`):
-
-.. math:: g_j(u_j) = \begin{cases}
-    l_j + (h_j - l_j)\, \sigma(u_j) & \text{box } [l_j, h_j], \\
-    l_j + e^{u_j} & \text{lower bound only}, \\
-    h_j - e^{u_j} & \text{upper bound only}, \\
-    u_j & \text{unbounded},
-    \end{cases}
-
-with :math:`\sigma` the logistic function. The density of :math:`u` is
+:math:`u = g^{-1}(\theta) \in \mathbb{R}^p`, with :math:`\theta = g(u)` the per-coordinate
+bijection of the prior's support (:class:`~ebm_lfi.priors.SupportBijection`: a scaled logistic
+on a box, :math:`l + e^u` or :math:`h - e^u` for one bound, the identity for none; the same map
+as the regression adjustment, :mod:`~ebm_lfi.samplers.abc.adjustment`). The density of
+:math:`u` is
 
 .. math:: \log f_u(u) = V(g(u)) + \sum_{j=1}^p \log |g_j'(u_j)|, \qquad
     \log |g_j'(u_j)| = \begin{cases}
@@ -27,10 +22,10 @@ with :math:`\sigma` the logistic function. The density of :math:`u` is
     0 & \text{unbounded},
     \end{cases}
 
-and the draws :math:`u` are mapped back by :math:`g`, so that the returned :math:`\theta` are
-draws from :math:`f`. Without the Jacobian term the chains would target
-:math:`f(\theta) / |g'(g^{-1}(\theta))|` instead, e.g. :math:`\mathrm{Beta}(a - 1, b - 1)`
-for a :math:`\mathrm{Beta}(a, b)` target on a unit box.
+with :math:`\sigma` the logistic function, and the draws :math:`u` are mapped back by
+:math:`g`, so that the returned :math:`\theta` are draws from :math:`f`. Without the Jacobian
+term the chains would target :math:`f(\theta) / |g'(g^{-1}(\theta))|` instead, e.g.
+:math:`\mathrm{Beta}(a - 1, b - 1)` for a :math:`\mathrm{Beta}(a, b)` target on a unit box.
 
 In floating point :math:`g(u)` can round onto a finite bound when :math:`|u|` is large
 (onto the upper end of a unit box once :math:`u \gtrsim 37` in float64, :math:`\gtrsim 17` in
@@ -47,12 +42,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution
 
-from ...priors import prior_dim
-from ..abc.adjustment import _Transform, support_bounds
+from ...priors import SupportBijection, prior_dim
 from .diagnostics import effective_sample_size, rhat
 from .driver import sample_mcmc
 
@@ -86,13 +79,6 @@ class PotentialResult(NamedTuple):
     seconds: float
 
 
-def _log_abs_det_jacobian(transform: _Transform, u: Tensor) -> Tensor:
-    r"""Per-coordinate :math:`\log |g_j'(u_j)|` of :math:`\theta = g(u)`, shape of ``u``."""
-    box = torch.log(transform.width) + F.logsigmoid(u) + F.logsigmoid(-u)
-    one_sided = transform.lower | transform.upper
-    return torch.where(transform.box, box, torch.where(one_sided, u, torch.zeros_like(u)))
-
-
 def sample_potential(
     log_potential: Callable[[Tensor], Tensor],
     prior: Distribution,
@@ -106,8 +92,8 @@ def sample_potential(
 ) -> PotentialResult:
     r"""Draws from a tractable unnormalised posterior by MCMC in an unconstrained space.
 
-    The chains run with :func:`~.mcmc.sample_mcmc` (step size tuned by Robbins–Monro and
-    proposal shape set from the chains during burn-in) on :math:`u = g^{-1}(\theta)`, with
+    The chains run with :func:`~ebm_lfi.samplers.mcmc.driver.sample_mcmc` (step size and
+    proposal shape adapted during burn-in) on :math:`u = g^{-1}(\theta)`, with
     the log-Jacobian of :math:`\theta = g(u)` added to the potential (see the module
     docstring), and the draws are mapped back to :math:`\theta`.
 
@@ -119,7 +105,7 @@ def sample_potential(
             ``log_potential`` if the target needs it. It may return :math:`-\infty` where
             the target has no mass; it is only called strictly inside the prior support.
         prior: The prior over :math:`(p,)` vectors; only its support is used (see
-            :func:`~.adjustment.support_bounds`), to choose the map :math:`g`.
+            :func:`~ebm_lfi.priors.support_bounds`), to choose the map :math:`g`.
         initial: Starting points, shape :math:`(c, p)` (floating point), inside the support
             (points on a finite bound are moved slightly inside) and with finite
             ``log_potential``. Spread-out points, e.g. prior draws, give the burn-in a good
@@ -156,16 +142,15 @@ def sample_potential(
     if prior_dim(prior) != p:
         raise ValueError(f"initial has {p} parameters but the prior has {prior_dim(prior)}")
     dtype, device = theta0.dtype, theta0.device
-    low, high = (b.to(dtype=dtype, device=device) for b in support_bounds(prior, p))
+    tiny = max(_EDGE, 4 * torch.finfo(dtype).eps)
+    transform = SupportBijection.from_prior(prior, tiny, dtype=dtype, device=device)
+    low, high = transform.low, transform.high
     inside0 = (theta0 >= low) & (theta0 <= high) & torch.isfinite(theta0)  # False for NaN
     if not bool(inside0.all()):
         bad = (~inside0.all(dim=1)).nonzero().flatten().tolist()
         raise ValueError(
             f"initial points of chains {bad} are outside the prior support or not finite"
         )
-
-    tiny = max(_EDGE, 4 * torch.finfo(dtype).eps)
-    transform = _Transform(low, high, tiny)
 
     def log_prob_u(u: Tensor) -> Tensor:
         theta = transform.inverse(u)
@@ -179,7 +164,7 @@ def sample_potential(
                 f"log_potential must map parameters of shape {tuple(u.shape)} to "
                 f"({u.shape[0]},), got {shape}"
             )
-        lp = lp.to(u.dtype) + _log_abs_det_jacobian(transform, u).sum(dim=1)
+        lp = lp.to(u.dtype) + transform.log_abs_det_jacobian(u).sum(dim=1)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
     u0 = transform.forward(theta0)

@@ -1,4 +1,4 @@
-r"""The NCE ratio posterior (``nce``): a tractable posterior potential, sampled by MCMC.
+r"""The potential posterior stage (``nce``): a tractable posterior potential, sampled by MCMC.
 
 NCE (:class:`~ebm_lfi.losses.NCE`) fits the ratio model
 :math:`r(y, \theta) = \eta(\theta)^\top s(y) + c(\theta) + d(y) \approx \log p(y \mid \theta) -
@@ -8,9 +8,10 @@ NCE (:class:`~ebm_lfi.losses.NCE`) fits the ratio model
     + \text{const},
 
 so it is sampled by vectorised MCMC over :math:`\theta` alone
-(:func:`~ebm_lfi.samplers.sample_potential`: MALA in an unconstrained parametrisation of the
-prior's support, chains started at the training parameters whose statistics are closest to the
-observation's). No simulation at posterior time, a few milliseconds per step for all chains.
+(:func:`~ebm_lfi.samplers.mcmc.potential.sample_potential`: MALA in an unconstrained
+parametrisation of the prior's support, chains started at the training parameters whose
+statistics are closest to the observation's). No simulation at posterior time, a few
+milliseconds per step for all chains.
 
 References:
     | Noise-contrastive estimation (Gutmann & Hyvärinen, 2010)
@@ -30,19 +31,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..posterior.posterior import Posterior
+from ..energy.model import ExpFamEBM
 from ..priors import prior_log_prob
 from ..samplers.mcmc.potential import sample_potential
-from .common import as_config, check_observation
-from .energy_methods import EnergyMethod, frozen
+from .common import NotFittedError, as_config, frozen
+from .method import Draws, FitStage
+from .starting_points import StartingPoints
 
-__all__ = ["PotentialConfig", "RatioPosterior"]
+__all__ = ["PotentialConfig", "PotentialStage"]
 
 
 @dataclass(frozen=True)
 class PotentialConfig:
     r"""Settings of the MCMC on the posterior potential (see
-    :func:`~ebm_lfi.samplers.sample_potential`).
+    :func:`~ebm_lfi.samplers.mcmc.potential.sample_potential`).
 
     Arguments:
         num_chains: Chains run as one batch.
@@ -66,33 +68,49 @@ class PotentialConfig:
             raise ValueError(f"kernel must be 'mala' or 'rw', got {self.kernel!r}")
 
 
-class RatioPosterior(EnergyMethod):
-    r"""The posterior from an NCE-fitted ratio model, sampled on its potential (``nce``).
+class PotentialStage:
+    r"""MCMC on the posterior potential of a ratio model (the posterior stage of ``nce``).
 
-    Takes the arguments of the energy fit (see :class:`~ebm_lfi.methods.EnergyMethod`; the loss
-    is NCE, the model a ratio model) plus ``mcmc``: a :class:`PotentialConfig` or a dict of its
-    fields. The simulator is not needed.
+    Arguments:
+        config: A :class:`PotentialConfig` or a dict of its fields (default: its defaults).
+        progress: Show a progress bar while sampling.
+
+    The stage reads ``prior`` and ``model`` of the fit it is prepared on: an
+    :class:`~ebm_lfi.ExpFamEBM` with a normaliser head (``normalizer=True``, as NCE fits it).
+    No simulator is needed.
     """
 
-    name = "nce"
+    def __init__(self, config: PotentialConfig | dict | None = None, *, progress: bool = False):
+        self.config = as_config(config, PotentialConfig, "mcmc")
+        self.progress = progress
+        self.prior = None
+        self.model: ExpFamEBM | None = None
+        self.starts: StartingPoints | None = None
 
-    def __init__(self, prior, *, mcmc: PotentialConfig | dict | None = None, **kw):
-        kw.setdefault("loss", "nce")
-        super().__init__(prior, **kw)
-        self.mcmc_config = as_config(mcmc, PotentialConfig, "mcmc")
+    def prepare(
+        self, fit: FitStage, theta: Tensor, x: Tensor, *, seed: int | None = None
+    ) -> PotentialStage:
+        """Take the fit's ratio model and build the table of chain starting points from the
+        training pairs ``theta, x`` (``seed`` is unused: nothing random here)."""
+        model = getattr(fit, "model", None)
+        if not isinstance(model, ExpFamEBM) or not model.has_normalizer:
+            raise ValueError(
+                "the potential stage needs a ratio model (ExpFamEBM normalizer=True, as fitted "
+                f"by loss='nce'); {type(fit).__name__} has none"
+            )
+        self.prior, self.model = fit.prior, model
+        self.starts = StartingPoints(model.statistics, theta, x)
+        return self
 
-    def log_potential(self, x_o) -> Callable[[Tensor], Tensor]:
+    def log_potential(self, x_o: Tensor) -> Callable[[Tensor], Tensor]:
         r"""The unnormalised log posterior :math:`\theta \mapsto \log \pi(\theta) +
-        \eta(\theta)^\top s(y_o) + c(\theta)` for one observation, mapping :math:`(c, p)` to
-        :math:`(c,)` (``-inf`` outside the prior's support)."""
-        self._check_fitted()
-        model = self.model
-        if not model.has_normalizer:
-            raise ValueError("the nce posterior needs a ratio model (ExpFamEBM normalizer=True)")
-        x_o = check_observation(x_o, model.x_shape, model.dtype).to(self.device)
+        \eta(\theta)^\top s(y_o) + c(\theta)` for one checked observation, mapping
+        :math:`(c, p)` to :math:`(c,)` (``-inf`` outside the prior's support)."""
+        if self.model is None:
+            raise NotFittedError("the potential stage is not prepared: call .prepare(fit, ...)")
+        model, prior = self.model, self.prior
         with torch.no_grad():
             s_o = model.statistics(x_o[None])
-        prior = self.prior
 
         def potential(theta: Tensor) -> Tensor:
             eta, c = model.natural_and_normalizer(theta)  # one pass of the network per step
@@ -101,15 +119,14 @@ class RatioPosterior(EnergyMethod):
 
         return potential
 
-    def posterior(self, x_o, num_samples: int = 1000, *, seed: int | None = None) -> Posterior:
-        r"""Posterior of :math:`\theta` given ``x_o`` by MCMC on the potential; chains kept."""
-        self._check_fitted()
-        cfg = self.mcmc_config
+    def sample(self, x_o: Tensor, num_samples: int, *, seed: int | None = None) -> Draws:
+        r"""MCMC chains on the potential for one observation (no samples or weights: the
+        chains hold the draws); ``num_samples`` is rounded up to a multiple of the chains."""
+        cfg = self.config
         start = time.perf_counter()
-        x_o = check_observation(x_o, self.model.x_shape, self.model.dtype).to(self.device)
         draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
         with frozen(self.model):
-            theta0 = self._starting_points(x_o, cfg.num_chains)
+            theta0 = self.starts(x_o, cfg.num_chains)
             result = sample_potential(
                 self.log_potential(x_o),
                 self.prior,
@@ -130,4 +147,4 @@ class RatioPosterior(EnergyMethod):
             "num_chains": cfg.num_chains,
             "seconds": time.perf_counter() - start,
         }
-        return self._posterior(None, chains=chains, diagnostics=diagnostics)
+        return Draws(None, None, chains, diagnostics)

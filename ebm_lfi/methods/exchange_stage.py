@@ -1,11 +1,19 @@
-r"""Exchange MCMC with a fitted exponential family as the likelihood (``*-exchange``).
+r"""The exchange posterior stage: exchange MCMC with a fitted exponential family as the
+likelihood (``*-exchange``).
 
 The exchange algorithm (Murray, Ghahramani & MacKay, 2006) accepts :math:`\theta'` with a ratio
 in which the unknown normaliser :math:`Z(\theta)` cancels, thanks to an auxiliary draw from the
 model at :math:`\theta'`, made here by a short inner MCMC chain on the transformed data (so the
-Jacobian of the data transform cancels too). The fit is shared with the ``*-abc`` methods
-(:meth:`EnergyExchange.from_fitted`); when the simulator is known, the inner chain is checked
-against simulations at posterior draws (:func:`~ebm_lfi.samplers.inner_chain_check`).
+Jacobian of the data transform cancels too). The chains start at the training parameters
+whose learned statistics are nearest to the observation's
+(:class:`~ebm_lfi.methods.starting_points.StartingPoints`). When the simulator is known, the
+inner chain is checked against simulations at posterior draws
+(:func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`).
+
+With a noise-conditional (DSM) fit, the model at noise :math:`\sigma` is the ABC likelihood
+with a Gaussian kernel of bandwidth :math:`\sigma`; the stage targets
+:math:`\pi(\theta)\, p_\sigma(y_o \mid \theta)` at any tolerance of the trained range, reached
+by annealing through the levels of :func:`tolerance_levels`.
 
 References:
     | MCMC for doubly-intractable distributions (Murray, Ghahramani & MacKay, 2006)
@@ -20,27 +28,30 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..posterior.posterior import Posterior
+from ..energy.model import ExpFamEBM
 from ..samplers.mcmc.driver import make_generator
 from ..samplers.mcmc.exchange import exchange_mcmc
 from ..samplers.mcmc.inner_check import inner_chain_check
 from ..simulation.simulator import Simulator
-from .common import as_config, check_observation
-from .energy_methods import EnergyMethod, frozen
+from .common import NotFittedError, as_config, frozen
+from .method import Draws, FitStage
+from .starting_points import StartingPoints
 
-__all__ = ["ExchangeConfig", "EnergyExchange"]
+__all__ = ["ExchangeConfig", "ExchangeStage", "tolerance_levels"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ExchangeConfig:
-    r"""Settings of the exchange sampler (see :func:`~ebm_lfi.samplers.exchange_mcmc`).
+    r"""Settings of the exchange sampler (see
+    :func:`~ebm_lfi.samplers.mcmc.exchange.exchange_mcmc`).
 
     Arguments:
         num_chains: Chains run as one batch; they start at the training parameters whose
@@ -48,12 +59,14 @@ class ExchangeConfig:
         burn_in: Outer tuning steps per chain (discarded).
         inner_steps: Inner MCMC steps drawing the auxiliary data.
         inner_kernel: ``"auto"`` (default: exact Gaussian draws when the model is quadratic
-            in the transformed data, see :func:`~ebm_lfi.samplers.mcmc.exchange.gaussian_draw`,
-            else MALA), ``"gaussian"``, ``"mala"`` (uses the model's score) or ``"rw"``.
+            in the transformed data, see
+            :func:`~ebm_lfi.samplers.mcmc.exchange_auxiliary.gaussian_draw`, else MALA),
+            ``"gaussian"``, ``"mala"`` (uses the model's score) or ``"rw"``.
         bridging: Geometric bridge steps between :math:`\theta` and :math:`\theta'`.
         thin: Keep every ``thin``-th outer draw.
         check_inner: Posterior draws at which the inner chain is compared with the simulator
-            (:func:`~ebm_lfi.samplers.inner_chain_check`; needs the simulator; 0: no check).
+            (:func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`; needs the simulator;
+            0: no check).
         anneal: Noise-conditional fits: tolerance levels from the highest trained one down to
             the target (each earlier level gets a short run; 1: start at the target).
 
@@ -88,54 +101,98 @@ class ExchangeConfig:
             raise ValueError(f"check_inner must be >= 0, got {self.check_inner}")
 
 
-class EnergyExchange(EnergyMethod):
-    r"""Exchange MCMC with the score-matched exponential family as the likelihood
-    (``sm-exchange``, ``ssm-exchange``).
+def tolerance_levels(model: ExpFamEBM, tolerance: float | None, anneal: int) -> list[float]:
+    r"""The noise scales the exchange stage visits for ``tolerance``.
 
-    Takes the arguments of the energy fit (see :class:`EnergyMethod`) plus ``exchange``: an
-    :class:`ExchangeConfig` or a dict of its fields.
+    For a noise-conditional model: ``anneal`` levels spaced geometrically from the highest
+    trained scale down to the tolerance (default: the lowest trained one); the last is the
+    target. For any other model: ``[]`` (and a ``ValueError`` if a tolerance is asked).
+
+    Example:
+        >>> from ebm_lfi.energy.model import ExpFamEBM
+        >>> model = ExpFamEBM.default((3,), 1, hidden=(4,), noise_conditional=True,
+        ...                           noise_range=(0.1, 1.0))
+        >>> [round(s, 3) for s in tolerance_levels(model, 0.1, 3)]
+        [1.0, 0.316, 0.1]
+    """
+    if not model.noise_conditional:
+        if tolerance is not None:
+            raise ValueError(
+                "tolerance needs a fit over a range of noise scales (loss='dsm' with "
+                "sigma=(lowest, highest), as in 'dsm-exchange'); this model has none"
+            )
+        return []
+    low, high = (float(v) for v in model.noise_range)
+    target = low if tolerance is None else float(tolerance)
+    if not low * (1 - 1e-6) <= target <= high * (1 + 1e-6):  # the range is stored in float32
+        raise ValueError(
+            f"tolerance {tolerance} is outside the trained range [{low:.4g}, {high:.4g}]"
+        )
+    target = min(max(target, low), high)
+    if anneal <= 1 or target >= high:
+        return [target]
+    ratio = (target / high) ** (1 / (anneal - 1))
+    return [high * ratio**i for i in range(anneal - 1)] + [target]
+
+
+class ExchangeStage:
+    r"""Exchange MCMC with the fitted energy model as the likelihood (the posterior stage of
+    ``*-exchange``).
+
+    Arguments:
+        config: An :class:`ExchangeConfig` or a dict of its fields (default: its defaults).
+        simulator: The simulator, for the check of the inner chain (``None``: no check).
+        progress: Show a progress bar while sampling.
+
+    The stage reads ``prior`` and ``model`` (an :class:`~ebm_lfi.ExpFamEBM`) of the fit it is
+    prepared on, e.g. :class:`~ebm_lfi.methods.fit.EnergyFit`.
     """
 
-    name = "energy-exchange"
+    def __init__(
+        self,
+        config: ExchangeConfig | dict | None = None,
+        *,
+        simulator: Simulator | Callable | None = None,
+        progress: bool = False,
+    ):
+        self.config = as_config(config, ExchangeConfig, "exchange")
+        self.simulator = simulator
+        self.progress = progress
+        self.prior = None
+        self.model: ExpFamEBM | None = None
+        self.starts: StartingPoints | None = None
 
-    def __init__(self, prior, *, exchange: ExchangeConfig | dict | None = None, **kw):
-        super().__init__(prior, **kw)
-        self.exchange_config = as_config(exchange, ExchangeConfig, "exchange")
+    def prepare(
+        self, fit: FitStage, theta: Tensor, x: Tensor, *, seed: int | None = None
+    ) -> ExchangeStage:
+        """Take the fit's model and build the table of chain starting points from the
+        training pairs ``theta, x`` (``seed`` is unused: nothing random here)."""
+        model = getattr(fit, "model", None)
+        if not isinstance(model, ExpFamEBM):
+            raise TypeError(
+                "the exchange stage needs a fit with an energy model (an ExpFamEBM, e.g. "
+                f"EnergyFit); {type(fit).__name__} has none"
+            )
+        self.prior, self.model = fit.prior, model
+        self.starts = StartingPoints(model.statistics, theta, x)
+        return self
 
     def tolerances(self, tolerance: float | None = None) -> list[float]:
-        r"""The noise scales the sampler visits for ``tolerance`` (noise-conditional fits only):
-        ``anneal`` levels spaced geometrically from the highest trained scale down to the
-        tolerance (default: the lowest trained one); the last is the target."""
-        self._check_fitted()
-        if not self.model.noise_conditional:
-            if tolerance is not None:
-                raise ValueError(
-                    "tolerance needs a fit over a range of noise scales (loss='dsm' with "
-                    "sigma=(lowest, highest), as in 'dsm-exchange'); this model has none"
-                )
-            return []
-        low, high = (float(v) for v in self.model.noise_range)
-        target = low if tolerance is None else float(tolerance)
-        if not low * (1 - 1e-6) <= target <= high * (1 + 1e-6):  # the range is stored in float32
-            raise ValueError(
-                f"tolerance {tolerance} is outside the trained range [{low:.4g}, {high:.4g}]"
-            )
-        target = min(max(target, low), high)
-        levels = self.exchange_config.anneal
-        if levels <= 1 or target >= high:
-            return [target]
-        ratio = (target / high) ** (1 / (levels - 1))
-        return [high * ratio**i for i in range(levels - 1)] + [target]
+        """The noise scales visited for ``tolerance`` (see :func:`tolerance_levels`)."""
+        if self.model is None:
+            raise NotFittedError("the exchange stage is not prepared: call .prepare(fit, ...)")
+        return tolerance_levels(self.model, tolerance, self.config.anneal)
 
-    def posterior(
+    def sample(
         self,
-        x_o,
-        num_samples: int = 1000,
+        x_o: Tensor,
+        num_samples: int,
         *,
         seed: int | None = None,
         tolerance: float | None = None,
-    ) -> Posterior:
-        r"""Exchange-MCMC posterior of :math:`\theta` given ``x_o``; chains are kept.
+    ) -> Draws:
+        r"""Exchange-MCMC chains for one observation (no samples or weights: the chains hold
+        the draws).
 
         Arguments:
             x_o: The observation, shaped like one simulation.
@@ -146,51 +203,21 @@ class EnergyExchange(EnergyMethod):
                 the trained range; the sampler targets
                 :math:`\pi(\theta)\, p_\sigma(y_o \mid \theta)`. Default: the lowest
                 trained tolerance, approached by annealing from the highest (see
-                :meth:`tolerances`).
+                :func:`tolerance_levels`).
         """
-        self._check_fitted()
-        cfg = self.exchange_config
-        x_o = check_observation(x_o, self.model.x_shape, self.model.dtype).to(self.device)
+        cfg, model = self.config, self.model
         start = time.perf_counter()
         draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
         levels = self.tolerances(tolerance)
-        prior = self.prior
-
-        def log_prior(theta: Tensor) -> Tensor:
-            return prior.log_prob(theta.cpu()).to(theta.device)
-
         kernel = cfg.inner_kernel
         if kernel == "auto":
-            kernel = "gaussian" if self.model.gaussian_in_y else "mala"
-        family = self.model.at_noise(levels[-1]) if levels else self.model
-        with frozen(self.model):
+            kernel = "gaussian" if model.gaussian_in_y else "mala"
+        family = model.at_noise(levels[-1]) if levels else model
+        with frozen(model):
             with torch.no_grad():
-                y_o = self.model.transform_x(x_o[None])[0]
-                theta0 = self._starting_points(x_o, cfg.num_chains)
-            options = dict(inner_steps=cfg.inner_steps, inner_kernel=kernel, bridging=cfg.bridging)
-            for i, sigma in enumerate(levels[:-1]):  # annealing: short runs, falling tolerance
-                warm = exchange_mcmc(
-                    self.model.at_noise(sigma),
-                    log_prior,
-                    y_o,
-                    theta0,
-                    num_samples=1,
-                    burn_in=max(1, cfg.burn_in // (2 * (len(levels) - 1))),
-                    seed=None if seed is None else seed + 7919 * (i + 1),
-                    **options,
-                )
-                theta0 = warm.chains[:, -1]
-            result = exchange_mcmc(
-                family,
-                log_prior,
-                y_o,
-                theta0,
-                num_samples=draws,
-                burn_in=cfg.burn_in if len(levels) <= 1 else max(1, cfg.burn_in // 2),
-                seed=seed,
-                progress=self.progress,
-                **options,
-            )
+                y_o = model.transform_x(x_o[None])[0]
+                theta0 = self.starts(x_o, cfg.num_chains)
+            result = self._run_chains(family, y_o, theta0, levels, kernel, draws, seed)
         chains = result.chains[:, cfg.thin - 1 :: cfg.thin]
         check = {}
         if cfg.check_inner:
@@ -209,7 +236,49 @@ class EnergyExchange(EnergyMethod):
             "inner_steps": cfg.inner_steps,
             "seconds": time.perf_counter() - start,
         }
-        return self._posterior(None, chains=chains, diagnostics=diagnostics)
+        return Draws(None, None, chains, diagnostics)
+
+    def _run_chains(
+        self,
+        family,
+        y_o: Tensor,
+        theta0: Tensor,
+        levels: list[float],
+        kernel: str,
+        draws: int,
+        seed: int | None,
+    ):
+        """The exchange chains at the target level, after short runs at the higher levels
+        of the annealing schedule (each starting where the previous one ended)."""
+        cfg, prior = self.config, self.prior
+
+        def log_prior(theta: Tensor) -> Tensor:
+            return prior.log_prob(theta.cpu()).to(theta.device)
+
+        options = dict(inner_steps=cfg.inner_steps, inner_kernel=kernel, bridging=cfg.bridging)
+        for i, sigma in enumerate(levels[:-1]):  # annealing: short runs, falling tolerance
+            warm = exchange_mcmc(
+                self.model.at_noise(sigma),
+                log_prior,
+                y_o,
+                theta0,
+                num_samples=1,
+                burn_in=max(1, cfg.burn_in // (2 * (len(levels) - 1))),
+                seed=None if seed is None else seed + 7919 * (i + 1),
+                **options,
+            )
+            theta0 = warm.chains[:, -1]
+        return exchange_mcmc(
+            family,
+            log_prior,
+            y_o,
+            theta0,
+            num_samples=draws,
+            burn_in=cfg.burn_in if len(levels) <= 1 else max(1, cfg.burn_in // 2),
+            seed=seed,
+            progress=self.progress,
+            **options,
+        )
 
     def _check_inner(
         self,
@@ -225,7 +294,7 @@ class EnergyExchange(EnergyMethod):
         a tolerance, the simulations get the kernel's noise: the model is their density)."""
         if self.simulator is None:
             return {}
-        cfg = self.exchange_config
+        cfg = self.config
         draws = chains.reshape(-1, chains.shape[-1])
         pick = torch.linspace(0, draws.shape[0] - 1, min(cfg.check_inner, draws.shape[0]))
         theta = draws[pick.round().long()]
@@ -272,15 +341,3 @@ class EnergyExchange(EnergyMethod):
             "inner_sd_ratio": check.sd_ratio.tolist(),
             "inner_z": check.z.tolist(),
         }
-
-    @classmethod
-    def from_fitted(cls, method: EnergyMethod, **options) -> EnergyExchange:
-        """An exchange sampler reusing the fitted model of another energy method."""
-        method._check_fitted()
-        new = cls(method.prior, model=method.model, simulator=method.simulator, **options)
-        new.loss, new.history = method.loss, method.history
-        if method.name.endswith("-abc"):
-            new.name = method.name[: -len("-abc")] + "-exchange"
-        new._fitted = True
-        new._train_data = method._train_data
-        return new

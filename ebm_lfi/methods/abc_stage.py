@@ -1,0 +1,426 @@
+r"""The ABC posterior stage: ABC on the statistics of a fit, shared by every ``*-abc`` method.
+
+Given statistics :math:`s(x)` (learned, regression-based or hand-made), the ABC posterior keeps
+the parameters whose simulated statistics fall near :math:`s(x_o)` in the distance
+
+.. math:: d(x, x_o) = \big\| (s(x) - s(x_o)) / \hat\sigma \big\|_2 ,
+
+with :math:`\hat\sigma` the per-statistic standard deviation over prior-predictive simulations
+(learned statistics are identified only up to an affine map, so their scale is arbitrary).
+
+Two samplers: amortised rejection ABC on one reference table of simulations (the table is built
+once at fit time and serves every observation), or SMC-ABC per observation (needs the simulator;
+its simulation budget is counted and reported).
+
+**Rejection.** The :math:`m` nearest table entries are kept, :math:`m` set by
+:func:`~ebm_lfi.samplers.abc.rejection.auto_num_accepted` (a nonparametric rate in the table
+size :math:`N` and the parameter dimension :math:`p`, at least the requested number of samples)
+or by the user. By default they are weighted with the Epanechnikov kernel, whose bandwidth is the
+distance of the first entry left out, and moved by the local-linear regression adjustment
+(:func:`~ebm_lfi.samplers.abc.adjustment.regression_adjustment`), which removes the first-order
+effect of the tolerance and so allows a wider one (more kept entries, less Monte Carlo noise)
+for the same bias. **SMC-ABC** may apply the same adjustment to its final population
+(importance weights times kernel weights, bandwidth the last tolerance).
+
+**Output.** A posterior of exactly ``num_samples`` draws: the kept samples with their weights
+when there are that many, otherwise ``num_samples`` equally weighted draws resampled from them
+(systematic resampling, then shuffled); ``ABCConfig(resample=False)`` returns every kept
+sample with its weight instead. Diagnostics report ``num_accepted``, ``acceptance_rate``,
+``epsilon`` (the kernel bandwidth, or the largest kept distance for plain rejection),
+``regression_adjustment`` (whether it was applied), ``num_samples`` and the ``seed`` used.
+
+**Parallel simulation.** :class:`ABCStage` takes an optional ``executor`` (a
+:class:`concurrent.futures.Executor`, e.g. a Dask ``client.get_executor()``) that runs the
+simulations of :meth:`~ABCStage.prepare` and :meth:`~ABCStage.sample`; the statistics are
+computed here. Every
+simulation has its own seed (simulation :math:`i` of a table or of an SMC batch is seeded by
+``SeedSequence(s, spawn_key=(1, i))`` for the table's or the batch's root seed :math:`s`, see
+:mod:`ebm_lfi.simulation.simulate`), so the results are the same bit for bit with or without an
+executor, whatever its number of workers. The executor is not configuration:
+:class:`ABCConfig` stays a frozen, picklable dataclass, and a pickled stage leaves its
+executor behind.
+
+Example:
+    >>> import torch
+    >>> import ebm_lfi as el
+    >>> from ebm_lfi.methods.baselines import FixedStatistics
+    >>> prior = el.BoxUniform(torch.zeros(1), torch.ones(1))
+    >>> theta = prior.sample((2000,))
+    >>> x = theta + 0.05 * torch.randn(2000, 5)
+    >>> fit = FixedStatistics(prior, lambda x: x.mean(1, keepdim=True)).fit(theta, x)
+    >>> stage = ABCStage({"num_accepted": 100}).prepare(fit, *fit.training_data)
+    >>> draws = stage.sample(torch.full((5,), 0.5), 100, seed=0)
+    >>> draws.samples.shape, draws.diagnostics["sampler"]
+    (torch.Size([100, 1]), 'rejection')
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..samplers.abc.adjustment import regression_adjustment
+from ..samplers.abc.rejection import auto_num_accepted, rejection_abc, systematic_resample
+from ..samplers.abc.scaler import StatisticScaler
+from ..samplers.abc.smc import smc_abc
+from ..simulation.simulate import simulate, simulate_at
+from ..simulation.simulator import Simulator
+from .common import NotFittedError, as_config, batched
+from .method import Draws, FitStage
+
+__all__ = ["ABCConfig", "ABCStage", "check_executor"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_executor(executor: Any) -> Any:
+    """``executor`` if it is ``None`` or has a ``submit`` method, else a ``TypeError``."""
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            "executor must be a concurrent.futures.Executor (with a submit method, e.g. a Dask "
+            f"client.get_executor()), got {type(executor).__name__}"
+        )
+    return executor
+
+
+@dataclass(frozen=True)
+class ABCConfig:
+    r"""How the ABC posterior is drawn.
+
+    Arguments:
+        sampler: ``"rejection"`` (amortised reference table) or ``"smc"`` (per observation).
+        num_reference: Simulations in the rejection reference table. When no simulator is given,
+            the training pairs serve as the table.
+        num_accepted: Table entries kept per observation (rejection): an integer, or ``"auto"``
+            for :func:`~ebm_lfi.samplers.abc.rejection.auto_num_accepted` of the table size and
+            the number of parameters, raised to at least the requested ``num_samples``.
+        regression_adjustment: Weight the kept samples with the Epanechnikov kernel and apply
+            the local-linear regression adjustment
+            (:func:`~ebm_lfi.samplers.abc.adjustment.regression_adjustment`); to the final
+            population too
+            with SMC-ABC (weights multiplied). ``False``: plain rejection (uniform kernel).
+        heteroscedastic: Also correct the spread of the residuals (Blum & François, 2010).
+        resample: When the kept (weighted) samples are not exactly ``num_samples``, return
+            ``num_samples`` equally weighted draws from them by systematic resampling; ``False``
+            returns every kept sample with its weight.
+        num_particles: SMC-ABC population size (at least ``num_samples`` is used).
+        max_simulations: SMC-ABC simulation budget per observation (never exceeded).
+        min_acceptance_rate: SMC-ABC stops after a round whose acceptance rate is below this.
+        max_rounds: SMC-ABC stops after this many rounds, round 0 included (``None``: no
+            limit); the tolerance shrinks every round until one of the three rules stops it.
+        alpha: SMC-ABC tolerance quantile of the current distances.
+
+    With ``regression_adjustment=False``, ``num_accepted=n`` and ``num_samples=n`` the
+    rejection sampler returns the ``n`` nearest table entries unweighted, as before these
+    options existed.
+    """
+
+    sampler: str = "rejection"
+    num_reference: int = 100_000
+    num_accepted: int | str = "auto"
+    regression_adjustment: bool = True
+    heteroscedastic: bool = False
+    resample: bool = True
+    num_particles: int = 1000
+    max_simulations: int = 100_000
+    min_acceptance_rate: float = 0.01
+    max_rounds: int | None = None
+    alpha: float = 0.5
+
+    def __post_init__(self):
+        if self.sampler not in ("rejection", "smc"):
+            raise ValueError(f"sampler must be 'rejection' or 'smc', got {self.sampler!r}")
+        if self.num_reference < 0 or self.num_particles < 1 or self.max_simulations < 1:
+            raise ValueError("num_reference, num_particles and max_simulations must be positive")
+        auto = isinstance(self.num_accepted, str) and self.num_accepted == "auto"
+        integer = isinstance(self.num_accepted, int) and not isinstance(self.num_accepted, bool)
+        if not auto and not (integer and self.num_accepted >= 1):
+            raise ValueError(
+                f"num_accepted must be 'auto' or a positive integer, got {self.num_accepted!r}"
+            )
+        if self.max_rounds is not None and self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be None or at least 1, got {self.max_rounds}")
+        if not 0 <= self.min_acceptance_rate < 1 or not 0 < self.alpha < 1:
+            raise ValueError(
+                f"need 0 <= min_acceptance_rate < 1 and 0 < alpha < 1, got "
+                f"{self.min_acceptance_rate} and {self.alpha}"
+            )
+
+
+class ABCStage:
+    r"""ABC on the statistics of a fit (the posterior stage of every ``*-abc`` method).
+
+    Arguments:
+        config: An :class:`ABCConfig` or a dict of its fields (default: its defaults).
+        simulator: The simulator; needed for a simulated reference table and for SMC-ABC.
+        reference: A ready ``(theta, x)`` reference table of prior-predictive simulations, to
+            use instead of simulating one.
+        executor: Runs the simulations (reference table, SMC-ABC rounds; see
+            :func:`~ebm_lfi.simulate`); ``None``: in this process. The results are the same
+            with or without it. Not pickled (``None`` after unpickling).
+        progress: Show progress bars while simulating.
+
+    The stage reads ``prior`` and ``statistics`` of the fit it is prepared on (any
+    :class:`~ebm_lfi.methods.method.FitStage`).
+    """
+
+    def __init__(
+        self,
+        config: ABCConfig | dict | None = None,
+        *,
+        simulator: Simulator | Callable | None = None,
+        reference: tuple[Tensor, Tensor] | None = None,
+        executor: Any = None,
+        progress: bool = False,
+    ):
+        self.config = as_config(config, ABCConfig, "abc")
+        self.simulator = simulator
+        self.reference = reference
+        self.executor = executor
+        self.progress = progress
+        self.prior = None
+        self.statistics: Callable[[Tensor], Tensor] | None = None
+        self.scaler: StatisticScaler | None = None
+        self.table: tuple[Tensor, Tensor] | None = None
+        self.table_simulations = 0
+
+    @property
+    def executor(self) -> Any:
+        """The executor of the simulations, or ``None``."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: Any) -> None:
+        self._executor = check_executor(value)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_executor": None}  # a live executor does not travel
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(
+        self, fit: FitStage, theta: Tensor, x: Tensor, *, seed: int | None = None
+    ) -> ABCStage:
+        """Fit the statistic scales on prior-predictive pairs and build the reference table.
+
+        Arguments:
+            fit: The fitted fit stage: its ``prior`` and ``statistics`` are used.
+            theta, x: Prior-predictive pairs (the training set): they set the scales.
+            seed: Seed of the reference-table simulations.
+
+        Returns:
+            The stage itself, ready to sample.
+        """
+        self.prior, self.statistics = fit.prior, fit.statistics
+        stats = batched(self.statistics, x)
+        self.scaler = StatisticScaler().fit(stats)
+        self.table, self.table_simulations = None, 0
+        if self.config.sampler == "rejection":
+            self.table, self.table_simulations = self._reference_table(theta, x, stats, seed)
+        return self
+
+    def _reference_table(
+        self, theta: Tensor, x: Tensor, stats: Tensor, seed: int | None
+    ) -> tuple[tuple[Tensor, Tensor], int]:
+        """The rejection table ``(theta, statistics)`` and the simulations it took: the given
+        reference, else simulated from the prior, else the training pairs themselves."""
+        if self.reference is not None:
+            theta_ref, x_ref = self.reference
+            theta_ref = torch.as_tensor(theta_ref, dtype=theta.dtype, device=theta.device)
+            x_ref = torch.as_tensor(x_ref, dtype=x.dtype, device=x.device)
+            if x_ref.shape[1:] != x.shape[1:] or theta_ref.shape[0] != x_ref.shape[0]:
+                raise ValueError(
+                    f"reference table shapes {tuple(theta_ref.shape)}, {tuple(x_ref.shape)} do "
+                    f"not match the training data {tuple(theta.shape)}, {tuple(x.shape)}"
+                )
+            return (theta_ref, batched(self.statistics, x_ref)), int(theta_ref.shape[0])
+        if self.simulator is not None and self.config.num_reference > 0:
+            theta_ref, x_ref = simulate(
+                self.simulator,
+                self.prior,
+                self.config.num_reference,
+                seed=None if seed is None else seed + 7_919,
+                executor=self.executor,
+                progress=self.progress,
+            )
+            theta_ref = theta_ref.to(theta.dtype)
+            x_ref = x_ref.to(dtype=x.dtype, device=x.device)
+            table = (theta_ref.to(theta.device), batched(self.statistics, x_ref))
+            return table, self.config.num_reference
+        logger.warning(
+            "no simulator given: the %d training pairs serve as the ABC reference table",
+            theta.shape[0],
+        )
+        return (theta, stats), 0
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, x_o: Tensor, num_samples: int, *, seed: int | None = None) -> Draws:
+        """ABC samples for one observation: :class:`~ebm_lfi.methods.method.Draws` with
+        ``samples (n, p)``, ``weights (n,)`` or ``None``, no chains, and the diagnostics.
+
+        ``n`` is ``num_samples`` unless ``config.resample`` is ``False`` (then all kept
+        samples, weighted). With ``seed=None`` every call draws fresh randomness; the seed used
+        is reported as ``diagnostics["seed"]``, so any call can be repeated. The executor runs
+        the SMC-ABC simulations (each batch of proposals split into tasks); the result is the
+        same with or without it. The rejection sampler simulates nothing here.
+        """
+        if self.scaler is None:
+            raise NotFittedError("the ABC stage is not prepared: call .prepare(fit, theta, x)")
+        start = time.perf_counter()
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % 2**62)
+        seed = int(seed)
+        generator = torch.Generator().manual_seed(seed + 1)  # resampling only (CPU)
+        s_o = batched(self.statistics, x_o[None])[0]
+        if self.config.sampler == "rejection":
+            samples, weights, diagnostics = self._rejection(s_o, num_samples)
+        else:
+            samples, weights, diagnostics = self._smc(s_o, num_samples, seed)
+        diagnostics["num_samples"] = num_samples
+        samples, weights = self._output(samples, weights, num_samples, generator)
+        diagnostics["seed"] = seed
+        diagnostics["seconds"] = time.perf_counter() - start
+        return Draws(samples, weights, None, diagnostics)
+
+    def _rejection(self, s_o: Tensor, num_samples: int) -> tuple[Tensor, Tensor | None, dict]:
+        """The nearest table entries, kernel-weighted and adjusted unless configured off."""
+        theta_ref, stats_ref = self.table
+        n_table, dim = theta_ref.shape
+        if num_samples > n_table:
+            raise ValueError(
+                f"num_samples={num_samples} exceeds the reference table ({n_table} simulations)"
+            )
+        m = self._num_accepted(num_samples, n_table, dim)
+        # With the kernel, one entry beyond the kept ones: its distance is the bandwidth.
+        nearest = min(m + 1, n_table) if self.config.regression_adjustment else m
+        result = rejection_abc(theta_ref, stats_ref, s_o, num_samples=nearest, scale=self.scaler)
+        dist, idx = result.distances[0], result.indices[0]
+        kept, kept_d = theta_ref[idx[:m]], dist[:m]
+        eps = float(kept_d[-1])
+        diagnostics = {
+            "sampler": "rejection",
+            "simulations": self.table_simulations,
+            "table_size": int(n_table),
+            "num_accepted": m,
+            "acceptance_rate": m / n_table,
+            "epsilon": eps,
+            "regression_adjustment": False,
+        }
+        if not self.config.regression_adjustment:
+            return kept, None, diagnostics
+        # Bandwidth: the first rejected distance, nudged above the largest kept one so that
+        # every kept entry has positive weight.
+        eps = max(float(dist[-1]) if dist.numel() > m else 0.0, eps * (1 + 1e-6))
+        samples, weights, extra = self._adjust(kept, stats_ref[idx[:m]], s_o, kept_d, eps)
+        diagnostics.update(extra, epsilon=eps)
+        return samples, weights, diagnostics
+
+    def _smc(self, s_o: Tensor, num_samples: int, seed: int) -> tuple[Tensor, Tensor, dict]:
+        """SMC-ABC for one observation, with its simulation budget; the final population is
+        kernel-weighted and adjusted unless configured off."""
+        if self.simulator is None:
+            raise ValueError("SMC-ABC needs the simulator: pass simulator=... to the method")
+        cfg, executor = self.config, self.executor
+        simulator = self.simulator
+        if not isinstance(simulator, Simulator):
+            simulator = Simulator(simulator)
+        sim_seeds = torch.Generator().manual_seed(seed)
+
+        def simulate_stats(theta: Tensor) -> Tensor:
+            # One root seed per batch, drawn in the batch order; row i of the batch is
+            # simulation i of that root, wherever it runs.
+            s = int(torch.randint(0, 2**62, (1,), generator=sim_seeds))
+            if executor is None:
+                x = simulator(theta.cpu(), seed=s)
+            else:  # the same numbers as simulator(theta, seed=s), computed elsewhere
+                x = simulate_at(simulator, theta.cpu(), seed=s, executor=executor)
+            return batched(self.statistics, x.to(dtype=theta.dtype, device=theta.device))
+
+        result = smc_abc(
+            simulate_stats,
+            self.prior,
+            s_o,
+            num_particles=max(num_samples, cfg.num_particles),
+            alpha=cfg.alpha,
+            scale=self.scaler,
+            max_simulations=cfg.max_simulations,
+            min_acceptance_rate=cfg.min_acceptance_rate,
+            max_rounds=cfg.max_rounds,
+            seed=seed,
+            progress=self.progress,
+        )
+        samples, weights = result.particles, result.weights
+        eps = float(result.epsilon[-1])
+        diagnostics = {
+            "sampler": "smc",
+            "simulations": int(result.simulations),
+            "rounds": len(result.epsilon),
+            "stop_reason": result.stop_reason,
+            "num_accepted": int(samples.shape[0]),
+            "acceptance_rate": float(result.acceptance_rate[-1]),
+            "epsilon": eps,
+            "ess": result.ess,
+            "regression_adjustment": False,
+        }
+        if not cfg.regression_adjustment:
+            return samples, weights, diagnostics
+        if not math.isfinite(eps):  # round 0 only: the largest distance sets the kernel
+            eps = float(result.distances.max())
+        eps = eps * (1 + 1e-6)
+        samples, weights, extra = self._adjust(
+            samples, result.statistics, s_o, result.distances, eps, weights
+        )
+        diagnostics.update(extra, epsilon=eps)
+        return samples, weights, diagnostics
+
+    def _num_accepted(self, num_samples: int, table_size: int, dim: int) -> int:
+        if self.config.num_accepted == "auto":
+            return min(table_size, max(num_samples, auto_num_accepted(table_size, dim)))
+        if self.config.num_accepted > table_size:
+            raise ValueError(
+                f"num_accepted={self.config.num_accepted} exceeds the reference table "
+                f"({table_size} simulations)"
+            )
+        return int(self.config.num_accepted)
+
+    def _adjust(
+        self, theta: Tensor, stats: Tensor, s_o: Tensor, dist: Tensor, eps: float, weights=None
+    ) -> tuple[Tensor, Tensor, dict]:
+        """Kernel weights and regression adjustment on scaled statistics."""
+        out = regression_adjustment(
+            theta,
+            self.scaler(stats),
+            self.scaler(s_o),
+            dist,
+            epsilon=eps,
+            weights=weights,
+            bounds=self.prior,
+            heteroscedastic=self.config.heteroscedastic,
+        )
+        diagnostics = {
+            "regression_adjustment": out.info["applied"],
+            "adjustment_r2": out.info["r2"],
+            "kernel_ess": out.info["ess"],
+        }
+        if out.info["reason"] is not None:
+            diagnostics["adjustment_skipped"] = out.info["reason"]
+        return out.samples, out.weights, diagnostics
+
+    def _output(
+        self, samples: Tensor, weights: Tensor | None, num_samples: int, generator
+    ) -> tuple[Tensor, Tensor | None]:
+        """The kept samples as they are, or ``num_samples`` systematic resamples of them."""
+        if not self.config.resample or samples.shape[0] == num_samples:
+            return samples, weights
+        if weights is None:
+            weights = samples.new_ones(samples.shape[0])
+        idx = systematic_resample(weights.cpu(), num_samples, generator=generator)
+        idx = idx[torch.randperm(num_samples, generator=generator)]  # no order by distance
+        return samples[idx.to(samples.device)], None

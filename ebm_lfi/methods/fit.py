@@ -1,0 +1,280 @@
+r"""The fit stage of the energy methods: an exponential family fitted to simulations.
+
+:class:`EnergyFit` fits the energy model
+
+.. math:: \log \tilde p(x \mid \theta) = \eta(\theta)^\top s(x) + b(x)
+
+to pairs :math:`(\theta_i, x_i)` drawn from the prior predictive, by score matching (exact,
+sliced or denoising) or noise-contrastive estimation (Pacchiardi & Dutta 2022), after choosing
+the architecture of the statistics network :math:`s` by held-out loss when asked
+(:func:`~ebm_lfi.training.selection.select_model`). It is one half of a method: a posterior
+stage (:mod:`~ebm_lfi.methods.abc_stage`, :mod:`~ebm_lfi.methods.exchange_stage`,
+:mod:`~ebm_lfi.methods.potential_stage`) then draws :math:`\theta` given an observation from
+the fit (:class:`~ebm_lfi.methods.method.Method`).
+
+The fit provides what the stages use: the prior, the learned statistics
+:math:`s(x)` (:meth:`EnergyFit.statistics`, for ABC), the model itself (:attr:`EnergyFit.model`,
+for the exchange and potential stages) and the checked training pairs
+(:attr:`EnergyFit.training_data`).
+
+References:
+    | Score Matched Neural Exponential Families for Likelihood-Free Inference
+      (Pacchiardi & Dutta, JMLR 2022) https://arxiv.org/abs/2012.10903
+
+Example:
+    >>> import torch
+    >>> import ebm_lfi as el
+    >>> from ebm_lfi.methods.fit import EnergyFit
+    >>> prior = el.BoxUniform(torch.zeros(2), torch.ones(2))
+    >>> theta = prior.sample((200,))
+    >>> x = theta.repeat(1, 3) + 0.1 * torch.randn(200, 6)
+    >>> fit = EnergyFit(prior, structure="mlp", num_statistics=None, training={"epochs": 1})
+    >>> fit.fit(theta, x, seed=0).statistics(x[:4]).shape
+    torch.Size([4, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import pandas as pd
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..energy.model import ExpFamEBM
+from ..losses.nce import NCE, ConditionalNCE
+from ..losses.score_matching import DenoisingScoreMatching, ScoreMatching, SlicedScoreMatching
+from ..priors import parameter_names, prior_dim, validate_prior
+from ..training.config import TrainConfig
+from ..training.loop import train
+from ..training.selection import Candidate, SelectionConfig, select_model
+from .common import NotFittedError, as_config, batched, check_training_data
+
+__all__ = ["DSM_RANGE", "EnergyFit", "make_loss"]
+
+
+DSM_RANGE = (0.05, 1.0)  # default trained tolerances of DSM, in the standardised data space
+
+
+def make_loss(loss: str | Callable, sigma: float | tuple | list | str | None = None) -> Callable:
+    """The training loss named ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"`` or ``"cnce"`` (or a
+    callable, kept).
+
+    ``sigma``: for ``"dsm"``, a pair ``(lowest, highest)`` trains a noise-conditional model over
+    that range (default :data:`DSM_RANGE`), a float one noise scale; for ``"cnce"``, the noise
+    scale (default ``"auto"``, see :func:`~ebm_lfi.losses.cnce_noise_scale`).
+    """
+    if callable(loss):
+        return loss
+    if loss == "sm":
+        return ScoreMatching()
+    if loss == "ssm":
+        return SlicedScoreMatching()
+    if loss == "dsm":
+        sigma = DSM_RANGE if sigma is None else sigma
+        return DenoisingScoreMatching(sigma, conditional=isinstance(sigma, tuple))
+    if loss == "nce":
+        return NCE()
+    if loss == "cnce":
+        return ConditionalNCE("auto" if sigma is None else sigma)
+    raise ValueError(f"loss must be 'sm', 'ssm', 'dsm', 'nce', 'cnce' or a callable, got {loss!r}")
+
+
+class EnergyFit:
+    r"""Fits the energy model (the fit stage of every energy method).
+
+    Arguments:
+        prior: The prior over :math:`\theta` (a torch distribution over :math:`(p,)`).
+        loss: ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"`` or a callable
+            ``loss(model, y, theta)`` (see :func:`make_loss`).
+        model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one (an already
+            prepared one counts as fitted).
+        structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
+            loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1, 2, 3, 4 and 6, see
+            :mod:`ebm_lfi.training.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
+            ``"markov"`` (time series). Give :math:`x` its natural shape (:math:`(m, d)` for
+            :math:`m` exchangeable draws, :math:`(T,)` or :math:`(T, d)` for a series): an
+            MLP on flattened structured data can learn statistics that miss part of
+            :math:`\theta` while its held-out loss is close to the best, at every :math:`k`
+            (``scripts/check_statistics_structure.py``), and the search may then pick it.
+        num_statistics: Number :math:`k` of statistics: ``"auto"`` (default: chosen among
+            :math:`p, 2p, 3p` by held-out loss), an int, or ``None`` for :math:`p`.
+        selection: A :class:`~ebm_lfi.training.selection.SelectionConfig` or a dict of its
+            fields (the budget of the ``"auto"`` search); the table of candidates is kept in
+            :attr:`selection_table` and in :attr:`diagnostics`.
+        x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
+        network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
+        training: A :class:`~ebm_lfi.training.config.TrainConfig` or a dict of its fields.
+        sigma: Noise of denoising score matching or conditional NCE, in the standardised
+            space (see :func:`make_loss`): for DSM a range ``(lowest, highest)`` (default
+            ``(0.05, 1.0)``) trains the tolerance-conditional model, a float one scale.
+        device: ``"cpu"`` (default) or ``"cuda"``.
+        progress: Show progress bars.
+    """
+
+    def __init__(
+        self,
+        prior: Distribution,
+        *,
+        loss: str | Callable = "ssm",
+        model: ExpFamEBM | None = None,
+        structure: str = "auto",
+        num_statistics: int | str | None = "auto",
+        x_support: tuple | None = None,
+        network: dict | None = None,
+        training: TrainConfig | dict | None = None,
+        selection: SelectionConfig | dict | None = None,
+        sigma: float | tuple[float, float] | str | None = None,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ):
+        self.prior = validate_prior(prior)
+        self.num_parameters = prior_dim(prior)
+        self.parameter_names = parameter_names(prior, self.num_parameters)
+        self.loss = make_loss(loss, sigma)
+        self.model = model
+        self.structure = structure
+        self.num_statistics = num_statistics
+        self.x_support = x_support
+        self.network = dict(network or {})
+        self.training = as_config(training, TrainConfig, "training")
+        self.selection = as_config(selection, SelectionConfig, "selection")
+        if structure not in ("auto", "mlp", "iid", "markov"):
+            raise ValueError(
+                f"structure must be 'auto', 'mlp', 'iid' or 'markov', got {structure!r}"
+            )
+        if not (num_statistics in ("auto", None) or int(num_statistics) >= 1):
+            raise ValueError(f"num_statistics must be 'auto', None or >= 1, got {num_statistics}")
+        if "order" in self.network:
+            order = int(self.network.pop("order"))
+            self.selection = replace(self.selection, orders=(order,))
+        if "embedding" in self.network:
+            self.selection = replace(self.selection, learned_features=False)
+        self.selection_table: pd.DataFrame | None = None
+        self.device = torch.device(device)
+        self.progress = progress
+        self.history: pd.DataFrame | None = None
+        self.fitted = model is not None and getattr(model, "_prepared", False)
+        self.training_data: tuple[Tensor, Tensor] | None = None
+
+    def fit(self, theta, x, *, seed: int | None = None) -> EnergyFit:
+        r"""Fit the energy model on simulated pairs.
+
+        Arguments:
+            theta: Parameters, shape :math:`(n, p)`, drawn from the prior.
+            x: Simulations, shape :math:`(n, *x_{shape})`.
+            seed: Seed of the initialisation, the validation split and the training noise.
+
+        Returns:
+            The fit stage itself (fitted); the checked pairs are kept in
+            :attr:`training_data`.
+        """
+        theta, x = check_training_data(theta, x, self.num_parameters)
+        theta, x = theta.to(self.device), x.to(self.device)
+        x_shape = tuple(x.shape[1:])
+        if self.model is None and "auto" in (self.structure, self.num_statistics):
+            self.model, self.selection_table = select_model(
+                theta,
+                x,
+                lambda candidate, shared: self._build(x_shape, candidate, shared),
+                structure=self.structure,
+                num_statistics=self.num_statistics,
+                loss=self.loss,
+                config=self.selection,
+                training=self.training,
+                seed=seed,
+                progress=self.progress,
+            )
+        elif self.model is None:
+            k = self.num_parameters if self.num_statistics is None else self.num_statistics
+            order = self.selection.orders[0] if len(self.selection.orders) == 1 else 1
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                self.model = self._build(x_shape, Candidate(self.structure, int(k), order), None)
+        model = self.model.to(device=self.device, dtype=theta.dtype)
+        model.prepare(theta, x)
+        y = model.transform_x(x)
+        self.history = train(
+            model,
+            self.loss,
+            y,
+            theta,
+            config=self.training,
+            seed=seed,
+            device=self.device,
+            progress=self.progress,
+        )
+        model.eval()
+        self.fitted = True
+        self.training_data = (theta, x)
+        return self
+
+    def _build(
+        self, x_shape: tuple[int, ...], candidate: Candidate, shared_dims: tuple[int, ...] | None
+    ) -> ExpFamEBM:
+        """An untrained default model for one candidate architecture."""
+        network = dict(self.network)
+        network.update(getattr(self.loss, "model_options", {}))
+        if candidate.structure == "markov":
+            network["order"] = candidate.order
+            if candidate.learned:
+                network.setdefault("embedding", 8)
+        return ExpFamEBM.default(
+            x_shape,
+            self.num_parameters,
+            num_statistics=candidate.num_statistics,
+            structure=candidate.structure,
+            x_support=self.x_support,
+            shared_dims=shared_dims,
+            **network,
+        )
+
+    def check_fitted(self) -> None:
+        """Raise :class:`~ebm_lfi.methods.NotFittedError` unless the model is fitted."""
+        if not self.fitted or self.model is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call .fit(theta, x)")
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """The shape of one simulation."""
+        return tuple(self.model.x_shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the model (that of the training data)."""
+        return self.model.dtype
+
+    def statistics(self, x) -> Tensor:
+        r"""The learned statistics :math:`s(x)`, shape :math:`(n, k)`."""
+        self.check_fitted()
+        x = torch.as_tensor(x, dtype=self.model.dtype, device=self.model.device)
+        return batched(self.model.statistics, x)
+
+    @property
+    def diagnostics(self) -> dict:
+        """What the fit chose and measured: the selected architecture and the search table."""
+        out: dict = {}
+        if self.model is not None:
+            net = self.model.statistics_net
+            out["structure"] = {"MarkovNet": "markov", "ExchangeableNet": "iid"}.get(
+                type(net).__name__, "mlp"
+            )
+            if out["structure"] == "markov":
+                out["order"] = int(net.order)
+            out["num_statistics"] = int(self.model.num_statistics)
+        if self.selection_table is not None:
+            out["selection"] = self.selection_table
+        return out
+
+    def summary(self) -> dict:
+        """What every posterior of this fit reports about it: the loss, the chosen
+        architecture (not the search table), the training epochs and seconds."""
+        out: dict = {"loss": type(self.loss).__name__}
+        out.update((k, v) for k, v in self.diagnostics.items() if k != "selection")
+        if self.history is not None and len(self.history):
+            out["training_epochs"] = int(len(self.history))
+            out["training_seconds"] = float(self.history["seconds"].sum())
+        return out
