@@ -1,4 +1,10 @@
-r"""One call from simulator to posterior: simulate, fit, sample."""
+r"""One call from simulator to posterior: simulate, fit, sample, within one budget.
+
+``num_simulations`` is the total number of simulator calls. The method says how it shares that
+budget between its training set and its posterior stage
+(:meth:`~ebm_lfi.methods.Method.split_budget`); :func:`count_simulations` then reports what
+was spent, so that methods can be compared at the budget the user gave.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from .priors import validate_prior
 from .simulation.simulate import simulate
 from .simulation.simulator import Simulator
 
-__all__ = ["infer"]
+__all__ = ["infer", "count_simulations"]
 
 
 def infer(
@@ -38,19 +44,27 @@ def infer(
         prior: The prior, a ``torch.distributions.Distribution`` over :math:`(p,)`.
         x_o: The observation, shaped like one simulation.
         method: A method name (see :func:`ebm_lfi.methods.available`) or an unfitted method.
-        num_simulations: Training simulations.
+        num_simulations: The total number of simulator calls: the training set and whatever
+            the method's posterior stage simulates (a reference table asked for with
+            ``abc={"num_reference": N}``, SMC-ABC rounds, the check of the exchange sampler's
+            inner chain) share it (:meth:`~ebm_lfi.methods.Method.split_budget`). By default
+            ABC uses the training pairs as its reference table, so all of it trains. Failed
+            simulations dropped under ``on_error="drop"`` are replaced, and counted on top.
         num_samples: Posterior samples.
         seed: Root seed; the simulation, fit and sampling seeds derive from it.
         progress: Show progress bars.
         simulation_options: Extra keywords for :func:`~ebm_lfi.simulate`
-            (``executor``, ``batch_size``, ``on_error``). An ``executor`` also runs the
-            simulations of a method's ABC stage (reference table, SMC-ABC), unless the method
-            already has one.
+            (``executor``, ``batch_size``, ``on_error``, ``max_failure_rate``). An ``executor``
+            and an ``on_error`` policy also apply to the simulations of the method's posterior
+            stage (reference table, SMC-ABC, inner-chain check), unless the method already has
+            its own.
         method_options: Keywords for the method's constructor when ``method`` is a name.
 
     Returns:
-        The :class:`~ebm_lfi.Posterior`; its ``diagnostics["simulations"]`` counts every
-        simulation, training included.
+        The :class:`~ebm_lfi.Posterior`. Its diagnostics count the simulator calls:
+        ``total_simulations`` (every call: at most ``num_simulations`` plus the failed ones
+        replaced), ``training_simulations``, ``failed_simulations`` and ``simulations``
+        (training plus the posterior stage's, failures of the training set aside).
 
     Example:
         >>> import ebm_lfi as el
@@ -68,20 +82,52 @@ def infer(
         method = get_method(method, prior=prior, **method_options)
     elif method_options:
         raise TypeError("method options are only accepted with a method name")
-    executor = (simulation_options or {}).get("executor")
-    if executor is not None and getattr(method, "executor", False) is None:
-        method.executor = executor  # the ABC stage's simulations too (table, SMC-ABC rounds)
-    theta, x = simulate(
+    options = dict(simulation_options or {})
+    for key in ("executor", "on_error"):  # the posterior stage's simulations too
+        if options.get(key) is not None and getattr(method, key, False) is None:
+            setattr(method, key, options[key])
+    num_training = num_simulations
+    split = getattr(method, "split_budget", None)
+    if callable(split):
+        num_training, _ = split(num_simulations, num_samples)
+    theta, x, info = simulate(
         simulator,
         prior,
-        num_simulations,
+        num_training,
         seed=sim_seed,
         progress=progress,
-        **(simulation_options or {}),
+        return_info=True,
+        **options,
     )
     method.fit(theta, x, seed=fit_seed)
     post = method.posterior(x_o, num_samples=num_samples, seed=post_seed)
-    post.diagnostics["simulations"] = int(post.diagnostics.get("simulations", 0)) + num_simulations
-    post.diagnostics["training_simulations"] = num_simulations
+    count_simulations(post.diagnostics, num_training, info.num_failed)
     post.diagnostics["total_seconds"] = time.perf_counter() - start
     return post
+
+
+def count_simulations(diagnostics: dict, num_training: int, failed_training: int = 0) -> dict:
+    r"""Complete a posterior's simulation counts with those of its training set (in place).
+
+    Arguments:
+        diagnostics: The posterior's diagnostics, whose ``simulations`` and
+            ``failed_simulations`` (if any) count the posterior stage's simulator calls.
+        num_training: Valid training simulations.
+        failed_training: Failed training simulations that were dropped and replaced.
+
+    Returns:
+        ``diagnostics``, with ``training_simulations``, ``simulations`` (training plus the
+        stage's), ``failed_simulations`` (of both) and ``total_simulations`` (every call).
+
+    Example:
+        >>> counts = count_simulations({"simulations": 300, "failed_simulations": 2}, 9_700, 5)
+        >>> counts["total_simulations"], counts["failed_simulations"]
+        (10005, 7)
+    """
+    stage = int(diagnostics.get("simulations", 0) or 0)
+    failed = int(diagnostics.get("failed_simulations", 0) or 0)
+    diagnostics["simulations"] = stage + num_training
+    diagnostics["failed_simulations"] = failed + failed_training
+    diagnostics["training_simulations"] = num_training
+    diagnostics["total_simulations"] = stage + num_training + failed_training
+    return diagnostics

@@ -248,7 +248,7 @@ def test_infer_with_an_executor_is_bit_identical(client, prior, x_o):
     # el.infer hands the simulation executor to the method's ABC stage too.
     options = dict(
         method="rejection-abc",
-        num_simulations=500,
+        num_simulations=2000,  # the total: 500 to train, 1500 for the table
         num_samples=100,
         seed=3,
         abc={"num_reference": 1500, "num_accepted": 100},

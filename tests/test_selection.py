@@ -139,13 +139,13 @@ def test_bad_choices_are_refused_at_construction():
 
 
 def test_a_diverged_candidate_is_never_the_simplest_within_tolerance():
-    from ebm_lfi.training.selection import Candidate, _simplest_within
+    from ebm_lfi.training.selection import Candidate, simplest_within
 
     simple, best = Candidate("iid", 2, None), Candidate("mlp", 2, None)
     scores = {
         simple: torch.tensor([float("inf"), 1.0, 2.0]),
         best: torch.tensor([0.0, 1.0, 2.0]),
     }
-    assert _simplest_within([simple, best], best, scores, tolerance=2.0) == best
+    assert simplest_within([simple, best], best, scores, tolerance=2.0) == best
     scores[simple] = torch.tensor([0.3, 0.9, 2.1])  # finite and within tolerance: kept
-    assert _simplest_within([simple, best], best, scores, tolerance=2.0) == simple
+    assert simplest_within([simple, best], best, scores, tolerance=2.0) == simple

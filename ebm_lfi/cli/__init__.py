@@ -25,10 +25,11 @@ Exit status:
   shape, a non-empty output directory without ``--overwrite``;
 * 130: interrupted (Ctrl-C).
 
-An error is reported as one line ``error: ...`` on stderr without a traceback; ``--debug``
-prints the traceback too (and debug-level log messages). Warnings of the library go to stderr
-as ``warning: ...``; progress bars and stage messages go to stderr, the final summary to stdout,
-and ``--quiet`` silences both.
+An error is reported as one line ``error: ...`` on stderr without a traceback, naming the
+public class of the error and the command line's options (``--on-error drop``, not the Python
+keyword); ``--debug`` prints the traceback too (and debug-level log messages). Warnings of the
+library go to stderr as ``warning: ...``; stage messages (and progress bars, when stderr is a
+terminal) go to stderr, the final summary to stdout, and ``--quiet`` silences both.
 """
 
 from __future__ import annotations
@@ -54,10 +55,28 @@ def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+_ON_ERROR_CLI = "pass --on-error drop to drop failed simulations and draw replacements"
+
+
+def _public_name(err: BaseException) -> str:
+    """The name of the first public class of ``err`` (``SimulationError`` for a private
+    subclass of it)."""
+    return next(c.__name__ for c in type(err).__mro__ if not c.__name__.startswith("_"))
+
+
+def _cli_message(err: BaseException) -> str:
+    """The message of ``err`` in the words of the command line: a simulation failure's advice
+    names ``--on-error drop`` instead of the Python keyword."""
+    hint = getattr(err, "hint", None)
+    if isinstance(hint, str) and "on_error='drop'" in hint:
+        return f"{_one_line(str(err.message))} ({_ON_ERROR_CLI})"
+    return _one_line(str(err))
+
+
 def _report(err: BaseException, debug: bool, prefix: str, hint: str) -> None:
     if debug:
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
-    message = _one_line(str(err)) or type(err).__name__
+    message = _cli_message(err) or _public_name(err)
     print(f"error: {prefix}{message}{'' if debug else hint}", file=sys.stderr, flush=True)
 
 
@@ -129,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report(err, debug, "interrupted", "")
         return EXIT_INTERRUPTED
     except Exception as err:
-        _report(err, debug, f"{type(err).__name__}: ", " (rerun with --debug for the traceback)")
+        _report(err, debug, f"{_public_name(err)}: ", " (rerun with --debug for the traceback)")
         return EXIT_FAILURE
     finally:
         package_logger.removeHandler(handler)

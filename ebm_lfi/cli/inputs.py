@@ -42,6 +42,7 @@ __all__ = [
     "parse_prior",
     "parse_names",
     "load_observation",
+    "load_reference",
     "match_shape",
     "parse_options",
 ]
@@ -156,16 +157,18 @@ def parse_prior(spec: str, names: Sequence[str] | None = None) -> Distribution:
         if names is not None and len(names) != p:
             raise UsageError(f"--names gives {len(names)} names for the {p} parameters of {spec!r}")
         if kind == "uniform":
-            bad = [i + 1 for i in range(p) if not first[i] < second[i]]
+            bad = [i for i in range(p) if not first[i] < second[i]]
             if bad:
                 raise UsageError(
-                    f"bad prior {spec!r}: LOW must be below HIGH; fails for parameter(s) {bad}"
+                    f"bad prior {spec!r}: LOW must be below HIGH; fails at parameter index(es) "
+                    f"{bad} (0-based, as BoxUniform reports it)"
                 )
             return BoxUniform(first, second, parameter_names=names)
-        bad = [i + 1 for i in range(p) if not second[i] > 0]
+        bad = [i for i in range(p) if not second[i] > 0]
         if bad:
             raise UsageError(
-                f"bad prior {spec!r}: SD must be positive; fails for parameter(s) {bad}"
+                f"bad prior {spec!r}: SD must be positive; fails at parameter index(es) {bad} "
+                "(0-based)"
             )
         prior = Independent(Normal(torch.tensor(first), torch.tensor(second)), 1)
     elif ":" in spec:
@@ -208,9 +211,13 @@ def parse_names(text: str | None) -> list[str] | None:
     return names
 
 
-def load_observation(path_text: str) -> np.ndarray:
+def load_observation(path_text: str, what: str = "observation") -> np.ndarray:
     r"""Read an observation from a ``.npy``, ``.csv`` (commas, optional header line) or
     ``.txt`` (whitespace) file.
+
+    Arguments:
+        path_text: The file.
+        what: What the file holds, for messages.
 
     Returns:
         The values as a float64 array (any shape; see :func:`match_shape`).
@@ -218,12 +225,13 @@ def load_observation(path_text: str) -> np.ndarray:
     path = Path(path_text)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".csv", ".txt"):
+        hint = " (or give a stored observation's index for a benchmark task)"
         raise UsageError(
-            f"observation file {path_text!r} must end in .npy, .csv or .txt (or give a "
-            "stored observation's index for a benchmark task)"
+            f"{what} file {path_text!r} must end in .npy, .csv or .txt"
+            + (hint if what == "observation" else "")
         )
     if not path.is_file():
-        raise UsageError(f"observation file {path_text!r} not found")
+        raise UsageError(f"{what} file {path_text!r} not found")
     try:
         if suffix == ".npy":
             data = np.load(path, allow_pickle=False)
@@ -235,12 +243,36 @@ def load_observation(path_text: str) -> np.ndarray:
                 data = np.loadtxt(path, delimiter=delimiter, ndmin=1, skiprows=1)
         data = np.asarray(data, dtype=np.float64)
     except (OSError, ValueError, TypeError) as err:
-        raise UsageError(f"cannot read observation file {path_text!r}: {err}") from err
+        raise UsageError(f"cannot read {what} file {path_text!r}: {err}") from err
     if data.size == 0:
-        raise UsageError(f"observation file {path_text!r} holds no numbers")
+        raise UsageError(f"{what} file {path_text!r} holds no numbers")
     if not np.isfinite(data).all():
-        raise UsageError(f"observation file {path_text!r} holds NaN or infinite values")
+        raise UsageError(f"{what} file {path_text!r} holds NaN or infinite values")
     return data
+
+
+def load_reference(path_text: str, num_parameters: int) -> torch.Tensor:
+    r"""Reference posterior samples from a ``.npy``, ``.csv`` (commas, optional header line)
+    or ``.txt`` file: one row per draw, one column per parameter.
+
+    Arguments:
+        path_text: The file.
+        num_parameters: :math:`p`, the number of parameters of the prior.
+
+    Returns:
+        The draws, shape :math:`(m, p)`, float64 (a single column is accepted for
+        :math:`p = 1`); a :class:`UsageError` for another shape or fewer than 2 draws.
+    """
+    data = load_observation(path_text, "reference")
+    if data.ndim == 1 and num_parameters == 1:
+        data = data[:, None]
+    if data.ndim != 2 or data.shape[1] != num_parameters or data.shape[0] < 2:
+        raise UsageError(
+            f"reference file {path_text!r} holds an array of shape {tuple(data.shape)}; "
+            f"expected posterior draws (m, {num_parameters}), one row per draw and one column "
+            "per parameter"
+        )
+    return torch.from_numpy(data)
 
 
 def match_shape(x_o: np.ndarray, x_shape: tuple[int, ...], label: str) -> np.ndarray:

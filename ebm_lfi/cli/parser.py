@@ -57,6 +57,8 @@ examples:
   ebm-lfi run --simulator mysim:simulate --prior "uniform(-1,1,0,1)" --names a,b \\
       --observation x_o.csv --method ssm-abc --out runs/mine
   ebm-lfi run beta --method ssm-abc --epochs 20 --option abc.num_accepted=200 --out runs/b
+  ebm-lfi run --simulator mysim:simulate --prior "uniform(-1,1,0,1)" --observation x_o.npy \\
+      --reference exact_draws.npy --out runs/scored
 
 your own simulator (--simulator):
   module:function        module importable from the current directory (or installed)
@@ -82,9 +84,11 @@ outputs in --out:
   samples.csv    one row per draw, a column per parameter (+ chain, draw for MCMC methods,
                  + weight for a weighted sample)
   pairplot.png   pair plot of the posterior, over the reference posterior of a TASK
-  summary.json   task, method, options, seeds, simulations used, wall times, posterior mean,
-                 sd and quantiles, diagnostics, and for a TASK the metrics against the
-                 reference: W2 (on at most 2000 draws of each), C2ST, posterior-mean RMSE
+  summary.json   task, method, options, seeds, simulations used (every simulator call, within
+                 --simulations), wall times, posterior mean, sd and quantiles, diagnostics
+                 (with the warnings of a posterior that should not be trusted), and for a
+                 TASK or with --reference FILE the metrics against the reference: W2 (on at
+                 most 2000 draws of each), C2ST, posterior-mean RMSE
   history.csv    training losses per epoch (methods that train a network)
   The same --seed gives the same samples as ebm_lfi.infer(..., seed=SEED) with the same
   method options.
@@ -172,7 +176,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=20_000,
         metavar="N",
-        help="training simulations (default %(default)s)",
+        help="total simulator calls (default %(default)s): the training set plus any ABC "
+        "reference table (--num-reference) or SMC-ABC rounds; failed simulations dropped by "
+        "--on-error drop are replaced on top",
     )
     method.add_argument(
         "--samples",
@@ -194,13 +200,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     output.add_argument(
         "--no-metrics", action="store_true", help="do not score the posterior against a reference"
     )
+    output.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="reference posterior draws (.npy, .csv or .txt, one row per draw, one column per "
+        "parameter) to score the posterior against: W2, C2ST and mean RMSE in summary.json "
+        "(replaces a TASK's own reference)",
+    )
     verbosity = output.add_mutually_exclusive_group()
     verbosity.add_argument(
         "--progress",
         dest="progress",
         action="store_true",
         default=True,
-        help="show progress bars and stage messages on stderr (default)",
+        help="show stage messages on stderr, and progress bars when stderr is a terminal (default)",
     )
     verbosity.add_argument(
         "--quiet",
@@ -229,7 +242,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--num-reference",
         type=_positive_int,
         metavar="R",
-        help="simulations in the ABC reference table (default 100000)",
+        help="simulate a separate ABC reference table of R simulations, taken from --simulations "
+        "(default: the training simulations serve as the table)",
     )
     advanced.add_argument(
         "--sampler", choices=("rejection", "smc"), help="ABC sampler (default rejection)"
@@ -247,7 +261,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--on-error",
         choices=("raise", "drop"),
         default="raise",
-        help="failed simulations: stop (raise, default) or draw replacements (drop)",
+        help="failed simulations, of the training set, the ABC reference table, SMC-ABC and "
+        "the exchange sampler's check: stop (raise, default) or drop them (a failed training "
+        "or table simulation is replaced by a fresh prior draw)",
     )
     advanced.add_argument("--device", help="torch device of the method, e.g. cuda (default cpu)")
     advanced.add_argument("--threads", type=_positive_int, metavar="T", help="torch CPU threads")

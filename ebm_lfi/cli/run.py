@@ -1,10 +1,17 @@
 r"""``ebm-lfi run``: simulate, fit a method, sample the posterior of one observation, write files.
 
 The steps are those of :func:`ebm_lfi.infer` with the same seeds (three seeds drawn from
-``numpy.random.SeedSequence(seed)``: simulation, fit, posterior), so a run reproduces
+``numpy.random.SeedSequence(seed)``: simulation, fit, posterior) and the same budget
+(``--simulations`` is the total number of simulator calls, shared by the training set and the
+method's posterior stage, :meth:`~ebm_lfi.methods.Method.split_budget`), so a run reproduces
 ``el.infer(simulator, prior, x_o, method, num_simulations=N, num_samples=M, seed=S, **options)``.
 Every check of the command line runs before the first simulation, except the shape of an
 observation file of a user simulator, which is checked against the simulations before fitting.
+
+Progress bars are drawn only when stderr is a terminal; otherwise (a log file, a pipe, a batch
+job) the run prints one line per stage, so that a redirected stderr does not fill with bar
+updates. A posterior that should not be trusted (:mod:`ebm_lfi.methods.checks`) is reported as
+``warning: ...`` on stderr and in ``summary.json`` (``diagnostics["warnings"]``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import re
 import shlex
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +38,18 @@ from torch import Tensor
 from .. import __version__
 from ..benchmarks.tasks import available as available_tasks
 from ..benchmarks.tasks import get as get_task
+from ..infer import count_simulations
 from ..methods.registry import available as available_methods
 from ..methods.registry import get as get_method
 from ..posterior.posterior import Posterior
+from ..priors import prior_dim
 from ..simulation.simulate import simulate
 from ..simulation.simulator import Simulator
 from .catalog import format_table
 from .inputs import (
     load_object,
     load_observation,
+    load_reference,
     match_shape,
     parse_names,
     parse_options,
@@ -53,6 +64,7 @@ __all__ = [
     "method_options",
     "build_method",
     "process_pool",
+    "split_budget",
     "run_command",
 ]
 
@@ -70,6 +82,15 @@ _SHORTCUTS = {
     "device": ("device",),
 }
 _UNEXPECTED = re.compile(r"\S*\(\) got an unexpected keyword argument '(\w+)'")
+# library words -> command-line words, for the messages of the budget
+_CLI_WORDS = (
+    ("num_simulations=", "--simulations "),
+    ("abc.num_reference=", "--num-reference "),
+    ("abc.max_simulations", "--option abc.max_simulations"),
+    ("abc.num_particles", "--option abc.num_particles"),
+    ("exchange.check_inner", "--option exchange.check_inner"),
+    ("num_simulations", "--simulations"),
+)
 
 
 @dataclass
@@ -216,6 +237,22 @@ def build_method(
             raise UsageError(f"method {name!r}: {err}") from err
 
 
+def split_budget(method: Any, simulations: int, samples: int) -> int:
+    r"""The training simulations of a run of ``simulations`` simulator calls in all (the rest
+    goes to the method's posterior stage); a :class:`UsageError` in command-line words when
+    the budget cannot cover what the method simulates besides training."""
+    split = getattr(method, "split_budget", None)
+    if not callable(split):
+        return simulations
+    try:
+        return split(simulations, samples)[0]
+    except ValueError as err:
+        message = str(err)
+        for library, cli in _CLI_WORDS:
+            message = message.replace(library, cli)
+        raise UsageError(message) from err
+
+
 def prepare_out(path_text: str, overwrite: bool) -> Path:
     """Create the output directory; refuse a non-empty one unless ``overwrite``."""
     path = Path(path_text)
@@ -237,13 +274,25 @@ def _status(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _write_plot(post: Posterior, problem: Problem, path: Path) -> bool:
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or replaced by an object without isatty
+        return False
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings of the library as one ``warning: ...`` line on stderr, like its log."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _write_plot(post: Posterior, problem: Problem, reference: Any, path: Path) -> bool:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         logger.warning("matplotlib is not installed (pip install 'ebm_lfi[plot]'): no pair plot")
         return False
-    post.plot(reference=problem.reference, truth=problem.truth, path=path)
+    post.plot(reference=reference, truth=problem.truth, path=path)
     return True
 
 
@@ -264,26 +313,39 @@ def process_pool(workers: int | None) -> Any:
 def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     r"""Carry out ``ebm-lfi run``; returns the exit status (errors are raised)."""
     start = time.perf_counter()
-    progress = bool(args.progress)
+    progress = bool(args.progress)  # stage lines
+    bars = progress and _is_terminal(sys.stderr)  # progress bars only on a terminal
     problem = resolve_problem(args)
+    reference = problem.reference
+    if args.reference is not None:
+        reference = load_reference(args.reference, prior_dim(problem.prior))
     options, origins = method_options(args)
-    method, options = build_method(args.method, problem, options, origins, progress)
+    method, options = build_method(args.method, problem, options, origins, bars)
+    if getattr(method, "on_error", False) is None:
+        method.on_error = args.on_error  # the table, SMC-ABC and checks too
+    num_training = split_budget(method, args.simulations, args.samples)
     out = prepare_out(args.out, args.overwrite)
     seeds = np.random.SeedSequence(args.seed).generate_state(3, dtype=np.uint32)
     sim_seed, fit_seed, post_seed = (int(s) for s in seeds)
     times: dict[str, float] = {}
 
-    with process_pool(args.workers) as executor:
+    with process_pool(args.workers) as executor, warnings.catch_warnings():
+        warnings.showwarning = _show_warning
         if executor is not None and getattr(method, "executor", False) is None:
             method.executor = executor  # the ABC stage's simulations too
-        _status(progress, f"[1/4] running {args.simulations} simulations of {problem.label}")
+        stage_share = args.simulations - num_training
+        _status(
+            progress,
+            f"[1/4] running {num_training} training simulations of {problem.label}"
+            + (f" ({stage_share} more left to the posterior stage)" if stage_share else ""),
+        )
         tick = time.perf_counter()
         theta, x, info = simulate(
             problem.simulator,
             problem.prior,
-            args.simulations,
+            num_training,
             seed=sim_seed,
-            progress=progress,
+            progress=bars,
             on_error=args.on_error,
             executor=executor,
             return_info=True,
@@ -305,6 +367,8 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
         times["posterior"] = time.perf_counter() - tick
         if executor is not None and getattr(method, "executor", None) is executor:
             method.executor = None
+    stage_sims = int(post.diagnostics.get("simulations", 0) or 0)
+    count_simulations(post.diagnostics, num_training, info.num_failed)
 
     _status(progress, f"[4/4] writing {out}")
     tick = time.perf_counter()
@@ -314,17 +378,17 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     if history is not None and len(history):
         history.to_csv(out / "history.csv", index=False)
         files.append("history.csv")
-    if not args.no_plot and _write_plot(post, problem, out / "pairplot.png"):
+    if not args.no_plot and _write_plot(post, problem, reference, out / "pairplot.png"):
         files.append("pairplot.png")
     metrics = None
-    if problem.reference is not None and not args.no_metrics:
-        metrics = reference_metrics(post, problem.reference, problem.prior, seed=args.seed)
+    if reference is not None and not args.no_metrics:
+        metrics = reference_metrics(post, reference, problem.prior, seed=args.seed)
+        metrics["reference"] = "task" if args.reference is None else args.reference
     times["outputs"] = time.perf_counter() - tick
     times["total"] = time.perf_counter() - start
 
     diagnostics, skipped = jsonable_dict(post.diagnostics)
     fit_diagnostics, fit_skipped = jsonable_dict(getattr(method, "diagnostics", None) or {})
-    method_sims = int(post.diagnostics.get("simulations", 0) or 0)
     names = post.parameter_names
     summary: dict[str, Any] = {
         "ebm_lfi_version": __version__,
@@ -340,10 +404,11 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
         "seed": args.seed,
         "seeds": {"simulation": sim_seed, "fit": fit_seed, "posterior": post_seed},
         "simulations": {
-            "training": args.simulations,
-            "method": method_sims,
-            "failed": info.num_failed,
-            "total": args.simulations + method_sims + info.num_failed,
+            "budget": args.simulations,
+            "training": num_training,
+            "method": stage_sims,
+            "failed": int(post.diagnostics["failed_simulations"]),
+            "total": int(post.diagnostics["total_simulations"]),
         },
         "wall_time_seconds": times,
         "posterior": posterior_summary(post),

@@ -294,6 +294,41 @@ class DataTransform(nn.Module):
         r"""Map :math:`y \mapsto x`, shape :math:`(n, *x_{shape})` to the same shape."""
         return self.support.inverse(self.tails.inverse(self.standardize.inverse(y)))
 
+    def describe(self) -> dict:
+        r"""What the fitted map does, stage by stage, as plain numbers (for diagnostics).
+
+        Returns:
+            ``{"support_map": {"logit": a, "log": b, "identity": c}`` (coordinates of
+            :math:`x` bounded on both sides, on one side, unbounded), ``"tail_map": {"mode":
+            ..., "asinh": k, "coordinates": m}`` (pooled coordinates compressed by asinh, out
+            of ``m``), ``"standardisation": {"pooled_over_axes": [...], "coordinates": m}``
+            (event axes whose mean and sd are shared, and the pooled coordinates)``}``.
+
+        Example:
+            >>> t = DataTransform((4, 2), support=(0.0, None), shared_dims=(0,))
+            >>> t.describe()["support_map"], t.describe()["standardisation"]
+            ({'logit': 0, 'log': 8, 'identity': 0}, {'pooled_over_axes': [0], 'coordinates': 2})
+        """
+        two, low_only, high_only = self.support._masks()
+        one_sided = int(low_only.sum() + high_only.sum())
+        total = int(two.numel())
+        return {
+            "support_map": {
+                "logit": int(two.sum()),
+                "log": one_sided,
+                "identity": total - int(two.sum()) - one_sided,
+            },
+            "tail_map": {
+                "mode": self.tails.mode,
+                "asinh": int(self.tails.mask.sum()),
+                "coordinates": int(self.tails.mask.numel()),
+            },
+            "standardisation": {
+                "pooled_over_axes": list(self.standardize.shared_dims),
+                "coordinates": int(self.standardize.std.numel()),
+            },
+        }
+
     def log_abs_det_jacobian(self, x: Tensor) -> Tensor:
         r""":math:`\log |\det \partial t(x) / \partial x|` per sample.
 

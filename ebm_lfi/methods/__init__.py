@@ -3,7 +3,9 @@ r"""Inference methods behind one interface: ``fit(theta, x, seed=...)`` then
 
 A method is a fit stage plus a posterior stage (:mod:`ebm_lfi.methods.method`). Build one by
 name with :func:`get`; :func:`available` lists them (without importing torch: the names below
-are loaded on first use).
+are loaded on first use). ``auto`` (:class:`AutoMethod`, the default of
+:func:`ebm_lfi.infer`) fits several and keeps the best by a held-out posterior score
+(:mod:`ebm_lfi.methods.scoring`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ _NAMES = {
     "RegressionABC": ".baselines",
     "PosteriorMeanRegressor": ".baselines",
     "NotFittedError": ".common",
+    "AutoMethod": ".auto",
+    "AutoConfig": ".auto",
+    "ReshapedFit": ".reshape",
+    "energy_score": ".scoring",
+    "heldout_score": ".scoring",
 }
 
 __all__ = [
@@ -63,10 +70,16 @@ __all__ = [
     "PosteriorMeanRegressor",
     "NotFittedError",
     "make_loss",
+    "AutoMethod",
+    "AutoConfig",
+    "ReshapedFit",
+    "energy_score",
+    "heldout_score",
 ]
 
 if TYPE_CHECKING:
     from .abc_stage import ABCConfig, ABCStage
+    from .auto import AutoConfig, AutoMethod
     from .baselines import (
         FixedStatistics,
         PosteriorMeanRegressor,
@@ -80,6 +93,8 @@ if TYPE_CHECKING:
     from .fit import EnergyFit, make_loss
     from .method import Draws, FitStage, Method, PosteriorStage
     from .potential_stage import PotentialConfig, PotentialStage
+    from .reshape import ReshapedFit
+    from .scoring import energy_score, heldout_score
 
 
 def __getattr__(name: str) -> Any:

@@ -211,8 +211,8 @@ class RejectionABC(Method):
     Arguments:
         prior: The prior over :math:`\theta`.
         statistics: Batched statistics function, or ``None`` for the raw data.
-        simulator, abc, reference, executor, progress: Those of the ABC stage, as for every
-            ABC method (see :class:`~ebm_lfi.methods.EnergyABC`).
+        simulator, abc, reference, executor, on_error, progress: Those of the ABC stage, as
+            for every ABC method (see :class:`~ebm_lfi.methods.EnergyABC`).
         device: ``"cpu"`` (default) or ``"cuda"``.
     """
 
@@ -227,12 +227,18 @@ class RejectionABC(Method):
         abc: ABCConfig | dict | None = None,
         reference: tuple[Any, Any] | None = None,
         executor: Executor | None = None,
+        on_error: str | None = None,
         device: str | torch.device = "cpu",
         progress: bool = False,
     ):
         fit = FixedStatistics(prior, statistics, device=device)
         stage = ABCStage(
-            abc, simulator=simulator, reference=reference, executor=executor, progress=progress
+            abc,
+            simulator=simulator,
+            reference=reference,
+            executor=executor,
+            on_error=on_error,
+            progress=progress,
         )
         super().__init__(fit, stage)
 
@@ -245,8 +251,8 @@ class RegressionABC(Method):
         prior: The prior over :math:`\theta`.
         structure, x_support, network, training, device: Those of the regression
             (:class:`RegressionFit`).
-        simulator, abc, reference, executor, progress: Those of the ABC stage, as for every
-            ABC method (see :class:`~ebm_lfi.methods.EnergyABC`).
+        simulator, abc, reference, executor, on_error, progress: Those of the ABC stage, as
+            for every ABC method (see :class:`~ebm_lfi.methods.EnergyABC`).
     """
 
     name = "fp-abc"
@@ -263,6 +269,7 @@ class RegressionABC(Method):
         abc: ABCConfig | dict | None = None,
         reference: tuple[Any, Any] | None = None,
         executor: Executor | None = None,
+        on_error: str | None = None,
         device: str | torch.device = "cpu",
         progress: bool = False,
     ):
@@ -276,6 +283,11 @@ class RegressionABC(Method):
             progress=progress,
         )
         stage = ABCStage(
-            abc, simulator=simulator, reference=reference, executor=executor, progress=progress
+            abc,
+            simulator=simulator,
+            reference=reference,
+            executor=executor,
+            on_error=on_error,
+            progress=progress,
         )
         super().__init__(fit, stage)

@@ -45,14 +45,17 @@ class EnergyABC(Method):
     Arguments:
         prior: The prior over :math:`\theta`.
         abc: An :class:`~ebm_lfi.methods.ABCConfig` or a dict of its fields.
-        simulator: The simulator (reference table, SMC-ABC); without one the training pairs
-            serve as the reference table.
+        simulator: The simulator (a reference table when ``abc.num_reference`` asks for one,
+            SMC-ABC); by default the training pairs serve as the reference table.
         reference: An optional ``(theta, x)`` table of prior-predictive simulations to use
-            instead of simulating one.
+            instead of the training pairs.
         executor: A :class:`concurrent.futures.Executor` (e.g. a Dask
             ``client.get_executor()``) that runs the ABC stage's simulations (reference table,
             SMC-ABC rounds) with the same results as without it. It is not pickled with the
             method (reset to ``None``); set :attr:`executor` again after unpickling.
+        on_error: ``"raise"`` or ``"drop"``: the policy for failed simulations of the ABC
+            stage (reference table, SMC-ABC; see :class:`~ebm_lfi.methods.ABCStage`);
+            ``None``: raise, unless :func:`~ebm_lfi.infer` passes its own.
         progress: Show progress bars.
         fit_options: The keywords of the energy fit (``loss``, ``structure``,
             ``num_statistics``, ``training``, ``selection``, ``network``, ``sigma``, ...; see
@@ -69,12 +72,18 @@ class EnergyABC(Method):
         simulator: Simulator | Callable | None = None,
         reference: tuple[Any, Any] | None = None,
         executor: Executor | None = None,
+        on_error: str | None = None,
         progress: bool = False,
         **fit_options: Any,
     ):
         fit = EnergyFit(prior, progress=progress, **fit_options)
         stage = ABCStage(
-            abc, simulator=simulator, reference=reference, executor=executor, progress=progress
+            abc,
+            simulator=simulator,
+            reference=reference,
+            executor=executor,
+            on_error=on_error,
+            progress=progress,
         )
         super().__init__(fit, stage)
 
@@ -87,6 +96,8 @@ class EnergyExchange(Method):
         prior: The prior over :math:`\theta`.
         exchange: An :class:`~ebm_lfi.methods.ExchangeConfig` or a dict of its fields.
         simulator: The simulator, to check the inner chain at posterior draws (optional).
+        on_error: ``"raise"`` or ``"drop"``: the policy for failed simulations of that check
+            (``None``: raise, unless :func:`~ebm_lfi.infer` passes its own).
         progress: Show progress bars.
         fit_options: The keywords of the energy fit (see
             :class:`~ebm_lfi.methods.fit.EnergyFit`).
@@ -100,11 +111,13 @@ class EnergyExchange(Method):
         *,
         exchange: ExchangeConfig | dict | None = None,
         simulator: Simulator | Callable | None = None,
+        on_error: str | None = None,
         progress: bool = False,
         **fit_options: Any,
     ):
         fit = EnergyFit(prior, progress=progress, **fit_options)
-        super().__init__(fit, ExchangeStage(exchange, simulator=simulator, progress=progress))
+        stage = ExchangeStage(exchange, simulator=simulator, on_error=on_error, progress=progress)
+        super().__init__(fit, stage)
 
     @classmethod
     def from_fitted(
@@ -129,7 +142,13 @@ class EnergyExchange(Method):
         fit = method.fit_stage
         fit.check_fitted()
         progress = fit.progress if progress is None else progress
-        new = cls(fit.prior, exchange=exchange, simulator=method.simulator, progress=progress)
+        new = cls(
+            fit.prior,
+            exchange=exchange,
+            simulator=method.simulator,
+            on_error=getattr(method.posterior_stage, "on_error", None),
+            progress=progress,
+        )
         new.fit_stage = fit
         if method.name.endswith("-abc"):
             new.name = method.name[: -len("-abc")] + "-exchange"

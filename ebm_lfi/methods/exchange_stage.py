@@ -7,8 +7,12 @@ model at :math:`\theta'`, made here by a short inner MCMC chain on the transform
 Jacobian of the data transform cancels too). The chains start at the training parameters
 whose learned statistics are nearest to the observation's
 (:class:`~ebm_lfi.methods.starting_points.StartingPoints`). When the simulator is known, the
-inner chain is checked against simulations at posterior draws
-(:func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`).
+inner chain is checked against simulations at ``check_inner`` posterior draws
+(:func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`); those simulations are counted
+in ``diagnostics["simulations"]`` (and taken from a total budget by :meth:`ExchangeStage.
+split_budget`), and a chain that has not mixed raises a
+:class:`~ebm_lfi.methods.checks.PosteriorWarning` (through
+:class:`~ebm_lfi.methods.method.Method`).
 
 With a noise-conditional (DSM) fit, the model at noise :math:`\sigma` is the ABC likelihood
 with a Gaussian kernel of bandwidth :math:`\sigma`; the stage targets
@@ -25,7 +29,6 @@ References:
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -38,14 +41,13 @@ from ..energy.model import ExpFamEBM
 from ..samplers.mcmc.driver import make_generator
 from ..samplers.mcmc.exchange import exchange_mcmc
 from ..samplers.mcmc.inner_check import inner_chain_check
+from ..simulation.simulate import simulate_at
 from ..simulation.simulator import Simulator
 from .common import NotFittedError, as_config, frozen
 from .method import Draws, FitStage
 from .starting_points import StartingPoints
 
 __all__ = ["ExchangeConfig", "ExchangeStage", "tolerance_levels"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class ExchangeStage:
     Arguments:
         config: An :class:`ExchangeConfig` or a dict of its fields (default: its defaults).
         simulator: The simulator, for the check of the inner chain (``None``: no check).
+        on_error: The policy for failed simulations of the check: ``"raise"``, ``"drop"``
+            (the check runs on the others) or ``None`` (raise).
         progress: Show a progress bar while sampling.
 
     The stage reads ``prior`` and ``model`` (an :class:`~ebm_lfi.ExpFamEBM`) of the fit it is
@@ -153,14 +157,37 @@ class ExchangeStage:
         config: ExchangeConfig | dict | None = None,
         *,
         simulator: Simulator | Callable | None = None,
+        on_error: str | None = None,
         progress: bool = False,
     ):
         self.config = as_config(config, ExchangeConfig, "exchange")
         self.simulator = simulator
+        if on_error not in (None, "raise", "drop"):
+            raise ValueError(f"on_error must be None, 'raise' or 'drop', got {on_error!r}")
+        self.on_error = on_error
         self.progress = progress
         self.prior = None
         self.model: ExpFamEBM | None = None
         self.starts: StartingPoints | None = None
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"on_error": None, **state})  # stages pickled before on_error
+
+    def split_budget(self, num_simulations: int, num_samples: int = 1000) -> tuple[int, int]:
+        """Share a total budget of simulator calls: the check of the inner chain takes
+        ``check_inner`` of them (at most the draws kept; none without a simulator), training
+        the rest. Returns ``(training, stage)``."""
+        cfg, stage = self.config, 0
+        if self.simulator is not None and cfg.check_inner:
+            kept = math.ceil(num_samples / cfg.num_chains) * cfg.num_chains  # draws kept
+            stage = min(cfg.check_inner, kept) if kept >= 2 else 0
+        if num_simulations - stage < 2:
+            raise ValueError(
+                f"the check of the exchange sampler's inner chain takes {stage} of "
+                f"num_simulations={num_simulations}: raise num_simulations or set "
+                "exchange.check_inner=0"
+            )
+        return num_simulations - stage, stage
 
     def prepare(
         self, fit: FitStage, theta: Tensor, x: Tensor, *, seed: int | None = None
@@ -227,7 +254,8 @@ class ExchangeStage:
             diagnostics |= {"tolerance": levels[-1], "annealed_through": levels[:-1]}
         diagnostics |= {
             "sampler": "exchange",
-            "simulations": 0,
+            "simulations": check.pop("simulations", 0),
+            "failed_simulations": check.pop("failed_simulations", 0),
             "outer_acceptance": float(torch.as_tensor(result.outer_acceptance).mean()),
             "inner_acceptance": float(torch.as_tensor(result.inner_acceptance).mean()),
             "ess": torch.as_tensor(result.ess).tolist(),
@@ -304,7 +332,16 @@ class ExchangeStage:
         if not isinstance(simulator, Simulator):
             simulator = Simulator(simulator)
         sim_seed = None if seed is None else seed + 104_729
-        x = simulator(theta.cpu(), seed=sim_seed).to(dtype=theta.dtype, device=theta.device)
+        calls = {"simulations": int(theta.shape[0]), "failed_simulations": 0}
+        if self.on_error == "drop":
+            x, valid = simulate_at(simulator, theta.cpu(), seed=sim_seed, on_error="drop")
+            calls["failed_simulations"] = int((~valid).sum())
+            theta = theta[valid.to(theta.device)]
+            if theta.shape[0] < 2:
+                return calls
+        else:
+            x = simulate_at(simulator, theta.cpu(), seed=sim_seed)
+        x = x.to(dtype=theta.dtype, device=theta.device)
         with frozen(self.model):
             with torch.no_grad():
                 y = self.model.transform_x(x)
@@ -322,21 +359,8 @@ class ExchangeStage:
                 inner_kernel=kernel,
                 seed=sim_seed,
             )
-        if not check.mixed:
-            what = (
-                "the model's exact draws differ from simulations at the same parameters: "
-                "check the fit"
-                if kernel == "gaussian"
-                else f"raise ExchangeConfig.inner_steps (now {cfg.inner_steps}) or check the fit"
-            )
-            logger.warning(
-                "exchange: auxiliary statistics do not match simulations at posterior draws "
-                "(spread ratio %s, z %s); %s",
-                [round(v, 2) for v in check.sd_ratio.tolist()],
-                [round(v, 1) for v in check.z.tolist()],
-                what,
-            )
         return {
+            **calls,
             "inner_mixed": check.mixed,
             "inner_sd_ratio": check.sd_ratio.tolist(),
             "inner_z": check.z.tolist(),

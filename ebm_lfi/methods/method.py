@@ -23,6 +23,16 @@ scales and builds its reference table there, the MCMC stages the table of chain 
 points); ``sample(x_o, num_samples, *, seed=None, **options)`` draws for one checked
 observation and returns :class:`Draws` ``(samples, weights, chains, diagnostics)``: weighted or
 unweighted samples, or chains :math:`(c, d, p)` (MCMC) from which the samples are read.
+Optionally, a stage that simulates says how it shares a total budget of simulator calls with
+the training set (``split_budget(num_simulations, num_samples) -> (training, stage)``, see
+:meth:`Method.split_budget`) and takes a failure policy (``on_error``).
+
+**Every posterior reports on itself** (:mod:`~ebm_lfi.methods.checks`): its contraction
+against the prior (``diagnostics["contraction"]``), the data transform of the fit where there
+is one (``diagnostics["data_transform"]``), the simulator calls it took with the training
+pairs (``diagnostics["total_simulations"]``), and a
+:class:`~ebm_lfi.methods.checks.PosteriorWarning` when the posterior is about the prior,
+MCMC chains have not converged or the exchange sampler's inner chain has not mixed.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..posterior.posterior import Posterior
+from .checks import posterior_problems, prior_std, warn_problems
 from .common import NotFittedError, check_observation
 
 __all__ = ["Draws", "FitStage", "PosteriorStage", "Method"]
@@ -130,6 +141,7 @@ class Method:
         if name is not None:
             self.name = name
         self._prepared = False
+        self._prior_sd: Tensor | None = None
 
     # ------------------------------------------------------------------ the two stages
     def fit(self, theta, x, *, seed: int | None = None) -> Method:
@@ -144,6 +156,7 @@ class Method:
             The method itself (fitted).
         """
         self._prepared = False
+        self._prior_sd = None
         self.fit_stage.fit(theta, x, seed=seed)
         return self.prepare(seed=seed)
 
@@ -177,7 +190,15 @@ class Method:
         diagnostics = draws.diagnostics
         for key, value in fit.summary().items():
             diagnostics.setdefault(key, value)
-        return Posterior(
+        transform = getattr(getattr(fit, "model", None), "x_transform", None)
+        if callable(getattr(transform, "describe", None)):
+            diagnostics.setdefault("data_transform", transform.describe())
+        theta = fit.training_data[0]
+        diagnostics.setdefault(
+            "total_simulations",
+            int(theta.shape[0]) + int(diagnostics.get("simulations", 0) or 0),
+        )
+        post = Posterior(
             draws.samples,
             weights=draws.weights,
             parameter_names=fit.parameter_names,
@@ -185,6 +206,18 @@ class Method:
             diagnostics=diagnostics,
             method=self.name,
         )
+        self._report(post, theta)
+        return post
+
+    def _report(self, post: Posterior, theta: Tensor) -> None:
+        """Add the contraction to the diagnostics of ``post`` and warn about what failed."""
+        if self._prior_sd is None:
+            self._prior_sd = prior_std(self.prior, theta)
+        sd = post.std().detach().to("cpu", torch.float64)
+        post.diagnostics["contraction"] = (sd / self._prior_sd).tolist()
+        problems = posterior_problems(post.diagnostics, post.parameter_names)
+        post.diagnostics["warnings"] = problems
+        warn_problems(problems, self.name, stacklevel=3)
 
     def _check_fitted(self) -> None:
         if not self.fit_stage.fitted or not self._prepared:
@@ -256,6 +289,42 @@ class Method:
         if not hasattr(self.posterior_stage, "executor"):
             raise AttributeError(f"{type(self.posterior_stage).__name__} runs no simulations")
         self.posterior_stage.executor = value
+
+    @property
+    def on_error(self) -> Any:
+        """The failure policy of the posterior stage's simulations (``"raise"``, ``"drop"``,
+        or ``None``: raise, unless :func:`~ebm_lfi.infer` passes its own); an
+        ``AttributeError`` for a stage that runs no simulations."""
+        return self.posterior_stage.on_error
+
+    @on_error.setter
+    def on_error(self, value: Any) -> None:
+        if not hasattr(self.posterior_stage, "on_error"):
+            raise AttributeError(f"{type(self.posterior_stage).__name__} runs no simulations")
+        self.posterior_stage.on_error = value
+
+    def split_budget(self, num_simulations: int, num_samples: int = 1000) -> tuple[int, int]:
+        r"""How a total budget of ``num_simulations`` simulator calls is shared between the
+        training set and the posterior stage (reference table, SMC-ABC rounds, checks of the
+        exchange sampler), for one posterior of ``num_samples`` draws.
+
+        Returns:
+            ``(training, stage)``: simulations to train on and the most the stage may run;
+            their sum is at most ``num_simulations``. A stage that simulates nothing leaves
+            the whole budget to training.
+
+        Raises:
+            ValueError: If the budget cannot cover what the stage was configured to simulate
+                (e.g. an explicit ``num_reference`` larger than the budget).
+        """
+        split = getattr(self.posterior_stage, "split_budget", None)
+        if split is None:
+            return int(num_simulations), 0
+        return split(int(num_simulations), int(num_samples))
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_prior_sd", None)  # methods pickled before it existed
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (

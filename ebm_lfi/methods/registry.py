@@ -82,6 +82,12 @@ _ENERGY = "ebm_lfi.methods.energy_methods"
 _BASELINES = "ebm_lfi.methods.baselines"
 for _name, _factory, _description, _fixed in (
     (
+        "auto",
+        "ebm_lfi.methods.auto:AutoMethod",
+        "the best of ssm-abc, ssm-exchange, nce, nce-abc by held-out posterior score (default)",
+        {},
+    ),
+    (
         "sm-abc",
         f"{_ENERGY}:EnergyABC",
         "ABC on statistics learned by exact score matching",

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "ON_ERROR_HINT",
     "SimulationError",
     "Outcome",
     "Failure",
@@ -32,6 +33,13 @@ __all__ = [
 _MAX_REPORTED = 5  # failing parameters named in an error message
 
 
+ON_ERROR_HINT = (
+    "Pass on_error='drop' (to ebm_lfi.simulate, in el.infer's simulation_options, or to the "
+    "method) to drop failed simulations and draw replacements."
+)
+"""The advice of a :class:`SimulationError` raised under ``on_error="raise"``."""
+
+
 class SimulationError(RuntimeError):
     r"""A simulation raised, returned non-finite values or an output of the wrong shape.
 
@@ -41,10 +49,15 @@ class SimulationError(RuntimeError):
     Arguments:
         message: What failed and for which parameters.
         theta: The failing parameters, shape :math:`(k, p)`, if known.
+        hint: Advice appended to the message on its own line (e.g. :data:`ON_ERROR_HINT`);
+            kept apart in :attr:`hint` and :attr:`message` so that a front end (the command
+            line) can give its own words for it.
     """
 
-    def __init__(self, message: str, theta: Tensor | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, theta: Tensor | None = None, hint: str | None = None):
+        super().__init__(message if hint is None else f"{message}\n{hint}")
+        self.message = message
+        self.hint = hint
         self.theta = theta
 
 
@@ -168,9 +181,9 @@ def failure_error(failures: list[Failure], batch: int, name: str) -> SimulationE
         lines.append(f"... and {len(failures) - _MAX_REPORTED} more")
     error = cls(
         f"simulator {name!r} failed for {len(failures)} of {batch} parameters in a batch:\n  "
-        + "\n  ".join(lines)
-        + "\nPass on_error='drop' to simulate() to drop failed simulations.",
+        + "\n  ".join(lines),
         theta=torch.stack([f.theta for f in failures]),
+        hint=ON_ERROR_HINT,
     )
     error.__cause__ = next((f.error for f in failures if f.error is not None), None)
     return error

@@ -170,14 +170,7 @@ def simulate(
     n = _positive_int(num_simulations, "num_simulations")
     if batch_size is not None:
         batch_size = _positive_int(batch_size, "batch_size")
-    if on_error not in ("raise", "drop"):
-        raise ValueError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
-    if (
-        isinstance(max_failure_rate, bool)
-        or not isinstance(max_failure_rate, numbers.Real)
-        or not 0.0 <= max_failure_rate < 1.0
-    ):
-        raise ValueError(f"max_failure_rate must be in [0, 1), got {max_failure_rate!r}")
+    _check_policy(on_error, max_failure_rate)
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(
             "executor must be a concurrent.futures.Executor (with a submit method), "
@@ -254,6 +247,32 @@ def simulate(
     return theta, x, info
 
 
+@overload
+def simulate_at(
+    simulator: Simulator | Callable[..., Any],
+    theta: Tensor,
+    *,
+    seed: int,
+    executor: Any = ...,
+    batch_size: int | None = ...,
+    on_error: Literal["raise"] = ...,
+    max_failure_rate: float = ...,
+) -> Tensor: ...
+
+
+@overload
+def simulate_at(
+    simulator: Simulator | Callable[..., Any],
+    theta: Tensor,
+    *,
+    seed: int,
+    executor: Any = ...,
+    batch_size: int | None = ...,
+    on_error: Literal["drop"],
+    max_failure_rate: float = ...,
+) -> tuple[Tensor, Tensor]: ...
+
+
 def simulate_at(
     simulator: Simulator | Callable[..., Any],
     theta: Tensor,
@@ -261,12 +280,15 @@ def simulate_at(
     seed: int,
     executor: Any = None,
     batch_size: int | None = None,
-) -> Tensor:
-    r"""Simulate once at each row of ``theta``, optionally on an executor; raise on any failure.
+    on_error: Literal["raise", "drop"] = "raise",
+    max_failure_rate: float = 0.5,
+) -> Tensor | tuple[Tensor, Tensor]:
+    r"""Simulate once at each row of ``theta``, optionally on an executor.
 
     Row :math:`i` is seeded as simulation :math:`i` of the root ``seed`` whatever the batch or
     process that runs it, so the result equals ``simulator(theta, seed=seed)`` bit for bit,
-    with or without ``executor``.
+    with or without ``executor``. The parameters are given, so a failed row is not replaced:
+    with ``on_error="drop"`` it is left out and reported in the mask of valid rows.
 
     Arguments:
         simulator: A :class:`Simulator`, or a callable of one :math:`\theta` (wrapped).
@@ -276,12 +298,19 @@ def simulate_at(
             or ``None`` to simulate in this process.
         batch_size: Simulations per task submitted to the executor; it does not change the
             results.
+        on_error: ``"raise"`` (default): any failure raises. ``"drop"``: failed rows are left
+            out (logged), unless their rate exceeds ``max_failure_rate``.
+        max_failure_rate: With ``"drop"``, the largest tolerated failure rate, in
+            :math:`[0, 1)`.
 
     Returns:
-        :math:`x`, shape :math:`(n, *x\_shape)`, in ``theta``'s dtype and on its device.
+        With ``on_error="raise"``: :math:`x`, shape :math:`(n, *x\_shape)`. With ``"drop"``:
+        ``(x, valid)``, the :math:`m` valid simulations :math:`(m, *x\_shape)` and the boolean
+        mask :math:`(n,)` of the rows they belong to. In ``theta``'s dtype and on its device.
 
     Raises:
-        SimulationError: If any simulation raised, returned non-finite values or a wrong shape.
+        SimulationError: With ``"raise"``, if any simulation raised, returned non-finite values
+            or a wrong shape; with ``"drop"``, if more than ``max_failure_rate`` of them did.
     """
     if not isinstance(simulator, Simulator):
         simulator = Simulator(simulator)
@@ -291,20 +320,54 @@ def simulate_at(
         raise ValueError(f"theta must have shape (n, p) with n >= 1, got {tuple(theta.shape)}")
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"executor must have a submit method, got {type(executor).__name__}")
+    _check_policy(on_error, max_failure_rate)
     n, entropy = theta.shape[0], root_entropy(seed)
     if batch_size is None:
         batch_size = _default_batch_size(n, simulator.batched, executor)
     chunk = _positive_int(batch_size, "batch_size")
     collector = Collector(theta.dtype)
+    valid = torch.ones(n, dtype=torch.bool)
+    failed: list[Failure] = []
     stream = _outcome_stream(simulator, to_transport(theta), entropy, 0, chunk, executor)
     try:
         for offset, outcomes in stream:
             failures = collector.add(theta[offset : offset + len(outcomes)].cpu(), outcomes)
-            if failures:
+            if failures and on_error == "raise":
                 raise failure_error(failures, len(outcomes), simulator.name)
+            for failure in failures:
+                valid[offset + failure.row] = False
+            failed += failures
+            if len(failed) > max_failure_rate * n:
+                cause = next((f.error for f in failed if f.error is not None), None)
+                raise _rate_error(
+                    len(failed), offset + len(outcomes), n, max_failure_rate, failed[0]
+                ) from cause
     finally:
         stream.close()
-    return torch.stack(collector.xs).to(theta.device)
+    x = torch.stack(collector.xs).to(theta.device)
+    if on_error == "raise":
+        return x
+    if failed:
+        kinds = Counter(f.kind for f in failed)
+        logger.warning(
+            "Dropped %d of %d simulations that failed (%s).",
+            len(failed),
+            n,
+            ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
+        )
+    return x, valid.to(theta.device)
+
+
+def _check_policy(on_error: Any, max_failure_rate: Any) -> None:
+    """``ValueError`` unless ``on_error`` is ``"raise"``/``"drop"`` and the rate is in [0, 1)."""
+    if on_error not in ("raise", "drop"):
+        raise ValueError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
+    if (
+        isinstance(max_failure_rate, bool)
+        or not isinstance(max_failure_rate, numbers.Real)
+        or not 0.0 <= max_failure_rate < 1.0
+    ):
+        raise ValueError(f"max_failure_rate must be in [0, 1), got {max_failure_rate!r}")
 
 
 def _rate_error(

@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -64,7 +64,14 @@ from ..losses.score_matching import sample_projections
 from .config import TrainConfig
 from .loop import train
 
-__all__ = ["Candidate", "SelectionConfig", "candidates", "heldout_score_matching", "select_model"]
+__all__ = [
+    "Candidate",
+    "SelectionConfig",
+    "candidates",
+    "heldout_score_matching",
+    "select_model",
+    "simplest_within",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +288,7 @@ def select_model(
         bar.update()
 
     def simplest(ordered: Sequence[Candidate], reference: Candidate) -> Candidate | None:
-        return _simplest_within(ordered, reference, scores, config.tolerance)
+        return simplest_within(ordered, reference, scores, config.tolerance)
 
     # stage 1: structures at the largest k, from the most constrained family to the MLP
     k_max = max(ks)
@@ -321,17 +328,19 @@ def select_model(
     return models[chosen], table
 
 
-def _simplest_within(
-    ordered: Sequence[Candidate],
-    reference: Candidate,
-    scores: Mapping[Candidate, Tensor],
+def simplest_within(
+    ordered: Sequence[Hashable],
+    reference: Hashable,
+    scores: Mapping[Hashable, Tensor],
     tolerance: float,
-) -> Candidate | None:
+) -> Hashable | None:
     r"""The parsimony rule: the first of ``ordered`` (simplest first) whose mean held-out loss
     exceeds the ``reference``'s by at most ``tolerance`` paired standard errors; ``None`` if
     none does. The same rule picks the structure, keeps learned features and picks
-    :math:`k`. A candidate whose held-out losses are not all finite (a diverged pilot fit) is
-    never chosen: its standard error is infinite and would let any gap through."""
+    :math:`k` (and :mod:`ebm_lfi.methods.reshape` the layout of flat data); the candidates
+    are any keys of ``scores``. A candidate whose held-out losses are not all finite (a
+    diverged pilot fit) is never chosen: its standard error is infinite and would let any gap
+    through."""
     for cand in ordered:
         if cand != reference and not bool(torch.isfinite(scores[cand]).all()):
             continue
@@ -341,7 +350,7 @@ def _simplest_within(
     return None
 
 
-def _paired_se(scores: Mapping[Candidate, Tensor], a: Candidate, b: Candidate) -> float:
+def _paired_se(scores: Mapping[Hashable, Tensor], a: Hashable, b: Hashable) -> float:
     r"""Standard error of the mean of the paired differences of the per-row losses of ``a``
     and ``b`` (common validation rows and projections); infinite if one is not finite."""
     d = scores[a] - scores[b]

@@ -256,7 +256,9 @@ def smc_abc(
             simulation each (seeding is the callable's business). It is called once per batch
             of proposals, in a fixed order, so a callable that seeds each simulation from its
             batch and row (as :meth:`~ebm_lfi.methods.ABCStage.sample` does) may run the
-            batch on any executor without changing the result.
+            batch on any executor without changing the result. A row of NaN marks a failed
+            simulation: its distance is infinite, so it is never accepted (give ``scale``
+            then, as the scaler fitted on round 0 would read the NaN).
         prior: Prior distribution over :math:`(p,)` vectors.
         stats_obs: Observed statistics, shape :math:`(k,)`.
         num_particles: Population size :math:`N`.
@@ -282,14 +284,17 @@ def smc_abc(
     scaler = as_scaler(scale, stats)
     obs = scaler(stats_obs.to(device=device, dtype=stats.dtype))
 
+    def norm(raw: Tensor) -> Tensor:  # a failed simulation (NaN statistics) is never accepted
+        return torch.linalg.vector_norm(scaler(raw) - obs, dim=-1).nan_to_num(math.inf)
+
     def distance(proposal: Tensor) -> tuple[Tensor, Tensor]:
         proposal_stats = _simulate(simulate_stats, proposal, k)
-        return proposal_stats, torch.linalg.vector_norm(scaler(proposal_stats) - obs, dim=-1)
+        return proposal_stats, norm(proposal_stats)
 
     population = _Population(
         theta,
         torch.full((num_particles,), 1.0 / num_particles, dtype=dtype, device=device),
-        torch.linalg.vector_norm(scaler(stats) - obs, dim=-1),
+        norm(stats),
         stats,
     )
     used = num_particles

@@ -1,0 +1,451 @@
+r"""``auto``: fit several routes to the posterior and keep the one that scores best on held-out
+simulations.
+
+Which route finds the information in a simulator depends on the simulator: on some problems the
+score-matching statistics with ABC are best, on others the NCE ratio sampled by MCMC, the ABC
+on NCE statistics, or the exchange sampler on the score-matching fit; on flat data of
+exchangeable draws, the statistics of the right layout. The losses that fit these models
+cannot compare them with one another (a held-out score-matching loss ranks score-matching fits
+of one continuous data set only; on integer data, or at the saddle of flattened draws, it
+misleads). What can compare them is the posterior itself: :class:`AutoMethod` holds out a few
+of the user's simulated pairs :math:`(\theta_i, x_i)`, fits the candidate routes on the rest,
+scores each posterior on the held-out pairs with the energy score
+(:mod:`~ebm_lfi.methods.scoring`, a strictly proper scoring rule: in expectation the true
+posterior scores best, whatever produced the candidate) and keeps the best.
+
+**Candidates.** Two fits serve four routes: one sliced-score-matching fit
+(:class:`~ebm_lfi.methods.fit.EnergyFit`, architecture chosen by held-out SM loss, dequantised
+on integer data) gives ``ssm-abc`` (:class:`~ebm_lfi.methods.abc_stage.ABCStage`) and
+``ssm-exchange`` (:class:`~ebm_lfi.methods.exchange_stage.ExchangeStage`); one NCE fit gives
+``nce`` (:class:`~ebm_lfi.methods.potential_stage.PotentialStage`) and ``nce-abc``. When
+:math:`x` is flat, the score-matching search chose the generic MLP and the length factors into
+draws (:func:`~ebm_lfi.methods.reshape.candidate_layouts`), one more: ``ssm-abc`` on
+exchangeable statistics of the layout that pilot score matching prefers
+(:func:`~ebm_lfi.methods.reshape.choose_layout`).
+
+**Cost.** No simulation beyond the user's: the held-out pairs (10 %, at most
+``AutoConfig.max_heldout``) come out of the training set. The ABC routes are scored on every
+held-out pair (a rejection step on the table each); the MCMC routes, far dearer per
+observation, on the first ``mcmc_pairs`` (``nce``) and ``exchange_pairs`` (``ssm-exchange``)
+with short chains. Their mean score is then estimated by the difference to ``ssm-abc`` on those
+pairs plus the mean of ``ssm-abc`` over all (a control variate: the pair-to-pair spread
+cancels in the paired difference, which is what the ranking needs). Measured on the two test
+problems of ``tests/test_auto.py`` (``scripts/bench_defaults.py``), the whole costs about
+twice a single ``ssm-abc`` fit; the NCE fit is cheaper than the score-matching one.
+
+**Choice and output.** The route with the lowest estimated score is kept, with its fit trained
+on all but the held-out pairs; its posteriors are those of that route, with
+``diagnostics["route"]`` naming it and ``diagnostics["auto"]`` the table of candidates
+(``route``, ``fit``, ``layout``, ``score``, ``se`` (of the score), ``diff`` and ``diff_se``
+(paired difference to the chosen route and its standard error), ``pairs``, ``contraction``
+(mean posterior sd over prior sd), ``fit_seconds`` (the shared fit's), ``score_seconds``,
+``chosen``, ``error``). Every fitted candidate stays available in :attr:`AutoMethod.routes`.
+A route whose fit or scoring fails is reported with its error and never chosen. With fewer
+than ``10 * min_heldout`` training pairs nothing is held out and ``ssm-abc`` is fitted alone.
+
+References:
+    | Strictly Proper Scoring Rules, Prediction, and Estimation (Gneiting & Raftery, 2007)
+    | https://doi.org/10.1198/016214506000001437
+
+    | Score Matched Neural Exponential Families for Likelihood-Free Inference
+      (Pacchiardi & Dutta, JMLR 2022) https://arxiv.org/abs/2012.10903
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..posterior.posterior import Posterior
+from .abc_stage import ABCConfig, ABCStage
+from .common import as_config, check_training_data
+from .exchange_stage import ExchangeConfig, ExchangeStage
+from .fit import EnergyFit
+from .method import Method
+from .potential_stage import PotentialConfig, PotentialStage
+from .reshape import ReshapedFit, candidate_layouts, choose_layout
+from .scoring import HeldoutScore, heldout_score, paired_difference, prior_scale
+
+__all__ = ["AutoConfig", "AutoMethod", "ROUTES"]
+
+logger = logging.getLogger(__name__)
+
+ROUTES = ("ssm-abc", "ssm-exchange", "nce", "nce-abc")
+_RESHAPED = "ssm-abc-reshaped"
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    r"""What :class:`AutoMethod` tries and how it scores.
+
+    Arguments:
+        routes: The routes among :data:`ROUTES` to try (``ssm-abc`` is always tried: it is
+            the reference of the paired comparisons).
+        reshape: Also try ``ssm-abc`` on exchangeable statistics of a layout of flat data
+            (see the module docstring).
+        heldout_fraction: Fraction of the pairs held out for scoring.
+        max_heldout: At most this many held-out pairs.
+        min_heldout: Fewer than this many held-out pairs: no choice, ``ssm-abc`` alone.
+        num_samples: Posterior draws per held-out pair.
+        mcmc_pairs: Pairs on which ``nce`` is scored.
+        exchange_pairs: Pairs on which ``ssm-exchange`` is scored.
+        scoring_mcmc: The short chains of ``nce`` while scoring
+            (:class:`~ebm_lfi.methods.PotentialConfig` fields).
+        scoring_exchange: The short chains of ``ssm-exchange`` while scoring
+            (:class:`~ebm_lfi.methods.ExchangeConfig` fields).
+    """
+
+    routes: tuple[str, ...] = ROUTES
+    reshape: bool = True
+    heldout_fraction: float = 0.1
+    max_heldout: int = 200
+    min_heldout: int = 20
+    num_samples: int = 200
+    mcmc_pairs: int = 50
+    exchange_pairs: int = 20
+    scoring_mcmc: dict = field(default_factory=lambda: {"num_chains": 8, "burn_in": 200, "thin": 1})
+    scoring_exchange: dict = field(
+        default_factory=lambda: {"num_chains": 8, "burn_in": 100, "thin": 1, "check_inner": 0}
+    )
+
+    def __post_init__(self):
+        unknown = set(self.routes) - set(ROUTES)
+        if unknown or not self.routes:
+            raise ValueError(f"routes must be a non-empty subset of {ROUTES}, got {self.routes}")
+        if not 0 < self.heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        if min(self.max_heldout, self.min_heldout, self.num_samples) < 2:
+            raise ValueError("max_heldout, min_heldout and num_samples must be at least 2")
+        if min(self.mcmc_pairs, self.exchange_pairs) < 2:
+            raise ValueError("mcmc_pairs and exchange_pairs must be at least 2")
+
+
+class AutoMethod(Method):
+    r"""The default method: the best of several routes by held-out posterior score.
+
+    Arguments:
+        prior: The prior over :math:`\theta`.
+        config: An :class:`AutoConfig` or a dict of its fields.
+        abc: The ABC stage's :class:`~ebm_lfi.methods.ABCConfig` (or dict) for the final
+            posterior of an ABC route.
+        mcmc: The potential stage's :class:`~ebm_lfi.methods.PotentialConfig` (or dict) for
+            the final posterior of ``nce``.
+        exchange: The exchange stage's :class:`~ebm_lfi.methods.ExchangeConfig` (or dict)
+            for the final posterior of ``ssm-exchange``.
+        simulator: Accepted for a uniform interface and not used: ``auto`` simulates nothing
+            beyond the pairs it is fitted on.
+        progress: Show progress bars.
+        fit_options: Keywords of every energy fit (``training``, ``selection``, ``network``,
+            ``dequantize``, ``device``, ...; see :class:`~ebm_lfi.methods.fit.EnergyFit`).
+
+    After :meth:`fit`, :attr:`chosen` names the route, :attr:`table` holds the candidates
+    (see the module docstring) and :attr:`routes` every fitted route as a
+    :class:`~ebm_lfi.methods.method.Method`; :meth:`posterior` draws from the chosen one.
+    """
+
+    name = "auto"
+
+    def __init__(
+        self,
+        prior,
+        *,
+        config: AutoConfig | dict | None = None,
+        abc: ABCConfig | dict | None = None,
+        mcmc: PotentialConfig | dict | None = None,
+        exchange: ExchangeConfig | dict | None = None,
+        simulator: Callable | None = None,
+        progress: bool = False,
+        **fit_options: Any,
+    ):
+        for key in ("loss", "model"):
+            if key in fit_options:
+                raise TypeError(f"auto chooses the loss and the model itself; do not pass {key}")
+        self.config = as_config(config, AutoConfig, "config")
+        self.abc = as_config(abc, ABCConfig, "abc")
+        self.mcmc = as_config(mcmc, PotentialConfig, "mcmc")
+        self.exchange = as_config(exchange, ExchangeConfig, "exchange")
+        self.progress = progress
+        self.fit_options = dict(fit_options)
+        self.chosen: str | None = None
+        self.table: pd.DataFrame | None = None
+        self.routes: dict[str, Method] = {}
+        self.num_pairs = 0
+        fit = self._energy_fit(prior, "ssm")
+        super().__init__(fit, ABCStage(self.abc, progress=progress))
+
+    def _energy_fit(self, prior, loss: str, **options: Any) -> EnergyFit:
+        kwargs = {**self.fit_options, **options}
+        return EnergyFit(prior, loss=loss, progress=self.progress, **kwargs)
+
+    # ------------------------------------------------------------------ fit and choice
+    def split_budget(self, num_simulations: int, num_samples: int = 1000) -> tuple[int, int]:
+        """All of the budget trains (``auto`` simulates nothing else)."""
+        return int(num_simulations), 0
+
+    def fit(self, theta, x, *, seed: int | None = None) -> AutoMethod:
+        r"""Fit the candidate routes on all but a held-out part of the pairs, score them there
+        and keep the best.
+
+        Arguments:
+            theta: Parameters, shape :math:`(n, p)`, drawn from the prior.
+            x: Simulations, shape :math:`(n, *x_{shape})`.
+            seed: Root seed of the split, the fits and the scoring.
+
+        Returns:
+            The method itself, fitted, drawing from the chosen route.
+        """
+        cfg = self.config
+        prior = self.fit_stage.prior
+        theta, x = check_training_data(theta, x, len(self.fit_stage.parameter_names))
+        n = theta.shape[0]
+        self.num_pairs = n
+        self._prepared, self._prior_sd = False, None
+        self.fit_stage = self._energy_fit(prior, "ssm")
+        seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(6, np.uint32)]
+        split_seed, ssm_seed, nce_seed, layout_seed, score_seed, stage_seed = seeds
+        m = min(cfg.max_heldout, int(cfg.heldout_fraction * n))
+        self.routes, rows = {}, []
+        if m < cfg.min_heldout:
+            logger.info("auto: %d pairs are too few to hold some out; ssm-abc alone", n)
+            self.posterior_stage = ABCStage(self.abc, progress=self.progress)
+            self.fit_stage.fit(theta, x, seed=ssm_seed)
+            self.chosen = "ssm-abc"
+            self.routes = {"ssm-abc": Method(self.fit_stage, self.posterior_stage)}
+            self.table = pd.DataFrame([{**_row("ssm-abc", "ssm", x.shape[1:]), "chosen": True}])
+            return self.prepare(seed=stage_seed)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+        held, kept = perm[:m].to(theta.device), perm[m:].to(theta.device)
+        theta_h, x_h = theta[held], x[held]
+        theta_t, x_t = theta[kept], x[kept]
+        scale = prior_scale(prior)
+        fits, fit_seconds, fit_errors = self._fit_all(theta_t, x_t, ssm_seed, nce_seed, layout_seed)
+        candidates = self._candidates(fits)
+        scores: dict[str, HeldoutScore] = {}
+        for route, (fit_name, method, pairs) in candidates.items():
+            row = _row(route, fit_name, _layout(fits.get(fit_name), x.shape[1:]))
+            row["fit_seconds"] = fit_seconds.get(fit_name, math.nan)
+            try:
+                method.prepare(seed=stage_seed)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the candidates' own warnings: not chosen yet
+                    scores[route] = heldout_score(
+                        method,
+                        theta_h[:pairs],
+                        x_h[:pairs],
+                        num_samples=cfg.num_samples,
+                        scale=scale,
+                        seed=score_seed,
+                    )
+            except Exception as err:  # noqa: BLE001 - a failed route is reported, not chosen
+                logger.warning("auto: route %s failed while scoring: %s", route, err)
+                row["error"] = f"{type(err).__name__}: {err}"
+            rows.append(row)
+        for fit_name, err in fit_errors.items():
+            for route in _routes_of(fit_name, cfg):
+                rows.append({**_row(route, fit_name, None), "error": err})
+        if not scores:
+            raise RuntimeError(
+                "auto: every route failed: "
+                + "; ".join(f"{r['route']}: {r['error']}" for r in rows if r["error"])
+            )
+        self._choose(rows, scores)
+        self.routes = {}
+        for route, (fit_name, _, _) in candidates.items():
+            if route in scores:
+                self.routes[route] = self._final(route, fits[fit_name])
+        chosen = self.routes[self.chosen]
+        self.fit_stage, self.posterior_stage = chosen.fit_stage, chosen.posterior_stage
+        self.routes[self.chosen] = self
+        return self.prepare(seed=stage_seed)
+
+    def _fit_all(
+        self, theta: Tensor, x: Tensor, ssm_seed: int, nce_seed: int, layout_seed: int
+    ) -> tuple[dict, dict, dict]:
+        """The fits the routes need, their seconds, and the errors of those that failed."""
+        cfg = self.config
+        prior = self.fit_stage.prior
+        fits, seconds, errors = {}, {}, {}
+        needed = {"ssm"} | ({"nce"} if {"nce", "nce-abc"} & set(cfg.routes) else set())
+        for name in ("ssm", "nce"):
+            if name not in needed:
+                continue
+            start = time.perf_counter()
+            try:
+                fit = self.fit_stage if name == "ssm" else self._energy_fit(prior, "nce")
+                fits[name] = fit.fit(theta, x, seed=ssm_seed if name == "ssm" else nce_seed)
+            except Exception as err:  # noqa: BLE001 - reported in the table
+                if name == "ssm":
+                    raise
+                logger.warning("auto: the %s fit failed: %s", name, err)
+                errors[name] = f"{type(err).__name__}: {err}"
+            seconds[name] = time.perf_counter() - start
+        layouts = candidate_layouts(tuple(x.shape[1:]))
+        ssm = fits["ssm"]
+        if cfg.reshape and layouts and ssm.diagnostics.get("structure") == "mlp":
+            start = time.perf_counter()
+            try:
+                layout, table = choose_layout(
+                    prior,
+                    theta,
+                    x,
+                    layouts,
+                    config=ssm.selection,
+                    dequantized=ssm.dequantized,
+                    seed=layout_seed,
+                )
+                options = {**self.fit_options, "structure": "iid"}
+                fit = ReshapedFit(self._energy_fit(prior, "ssm", **options), layout)
+                fits[_RESHAPED] = fit.fit(theta, x, seed=layout_seed)
+                fit.layout_table = table
+            except Exception as err:  # noqa: BLE001 - reported in the table
+                logger.warning("auto: the reshaped fit failed: %s", err)
+                errors[_RESHAPED] = f"{type(err).__name__}: {err}"
+            seconds[_RESHAPED] = time.perf_counter() - start
+        return fits, seconds, errors
+
+    def _candidates(self, fits: dict) -> dict[str, tuple[str, Method, int]]:
+        """Route -> (its fit, a method drawing it cheaply for scoring, pairs to score); a
+        fresh stage for each, since the stages keep their tables."""
+        cfg = self.config
+        m = cfg.max_heldout
+        out: dict[str, tuple[str, Method, int]] = {}
+        if "ssm" in fits:
+            out["ssm-abc"] = ("ssm", Method(fits["ssm"], ABCStage(self.abc)), m)
+            if "ssm-exchange" in cfg.routes:
+                stage = ExchangeStage(cfg.scoring_exchange)
+                out["ssm-exchange"] = ("ssm", Method(fits["ssm"], stage), cfg.exchange_pairs)
+        if _RESHAPED in fits:
+            out[_RESHAPED] = (_RESHAPED, Method(fits[_RESHAPED], ABCStage(self.abc)), m)
+        if "nce" in fits:
+            if "nce" in cfg.routes:
+                stage = PotentialStage(cfg.scoring_mcmc)
+                out["nce"] = ("nce", Method(fits["nce"], stage), cfg.mcmc_pairs)
+            if "nce-abc" in cfg.routes:
+                out["nce-abc"] = ("nce", Method(fits["nce"], ABCStage(self.abc)), m)
+        return out
+
+    def _choose(self, rows: list[dict], scores: dict[str, HeldoutScore]) -> None:
+        """Fill the table and set :attr:`chosen`: the lowest score, each estimated as the mean
+        of ``ssm-abc`` over all pairs plus the paired difference on the route's pairs."""
+        reference = scores.get("ssm-abc")
+        estimate = {}
+        for route, score in scores.items():
+            if reference is None or route == "ssm-abc":
+                estimate[route] = score.mean
+            else:
+                estimate[route] = reference.mean + paired_difference(score, reference)[0]
+        finite = {r: v for r, v in estimate.items() if math.isfinite(v)}
+        if not finite:
+            raise RuntimeError("auto: no route has a finite held-out score")
+        self.chosen = min(finite, key=finite.get)
+        best = scores[self.chosen]
+        for row in rows:
+            score = scores.get(row["route"])
+            if score is None:
+                continue
+            diff, diff_se = paired_difference(score, best)
+            row.update(
+                score=estimate[row["route"]],
+                se=score.se,
+                diff=0.0 if row["route"] == self.chosen else diff,
+                diff_se=0.0 if row["route"] == self.chosen else diff_se,
+                pairs=int(score.scores.numel()),
+                contraction=float(score.contraction.mean()),
+                score_seconds=score.seconds,
+                chosen=row["route"] == self.chosen,
+            )
+        self.table = pd.DataFrame(rows).sort_values("score", na_position="last")
+        self.table = self.table.reset_index(drop=True)
+        logger.info("auto: chose %s\n%s", self.chosen, self.table.to_string())
+
+    def _final(self, route: str, fit) -> Method:
+        """The route with its full posterior stage, prepared on its fit's training pairs."""
+        if route.endswith("abc") or route == _RESHAPED:
+            stage = ABCStage(self.abc, progress=self.progress)
+        elif route == "nce":
+            stage = PotentialStage(self.mcmc, progress=self.progress)
+        else:
+            stage = ExchangeStage(self.exchange, progress=self.progress)
+        method = Method(fit, stage, name=route)
+        return method.prepare() if route != self.chosen else method
+
+    # ------------------------------------------------------------------ posterior
+    def posterior(
+        self, x_o, num_samples: int = 1000, *, seed: int | None = None, **options: Any
+    ) -> Posterior:
+        r"""The posterior of the chosen route for ``x_o``; its diagnostics add ``route`` and
+        ``auto`` (the table of candidates, as a list of rows)."""
+        post = super().posterior(x_o, num_samples, seed=seed, **options)
+        post.diagnostics["route"] = self.chosen
+        post.diagnostics["auto"] = _json_rows(self.table)
+        stage = int(post.diagnostics.get("simulations", 0) or 0)
+        post.diagnostics["total_simulations"] = self.num_pairs + stage
+        return post
+
+    @property
+    def diagnostics(self) -> dict:
+        """The chosen fit's diagnostics, with ``route`` and the table ``auto``."""
+        out = dict(self.fit_stage.diagnostics)
+        if self.chosen is not None:
+            out["route"] = self.chosen
+            out["auto"] = self.table
+        return out
+
+
+def _routes_of(fit_name: str, cfg: AutoConfig) -> list[str]:
+    if fit_name == "nce":
+        return [r for r in ("nce", "nce-abc") if r in cfg.routes]
+    return [_RESHAPED]
+
+
+def _layout(fit, x_shape) -> str:
+    layout = getattr(fit, "layout", None)
+    return str(tuple(layout) if layout is not None else tuple(int(s) for s in x_shape))
+
+
+def _row(route: str, fit_name: str, layout) -> dict:
+    return {
+        "route": route,
+        "fit": fit_name if fit_name != _RESHAPED else "ssm",
+        "layout": layout if isinstance(layout, str) or layout is None else str(tuple(layout)),
+        "score": math.nan,
+        "se": math.nan,
+        "diff": math.nan,
+        "diff_se": math.nan,
+        "pairs": 0,
+        "contraction": math.nan,
+        "fit_seconds": math.nan,
+        "score_seconds": math.nan,
+        "chosen": False,
+        "error": None,
+    }
+
+
+def _json_rows(table: pd.DataFrame | None) -> list[dict]:
+    if table is None:
+        return []
+    rows = []
+    for row in table.to_dict("records"):
+        rows.append(
+            {
+                k: (None if isinstance(v, float) and math.isnan(v) else _plain(v))
+                for k, v in row.items()
+            }
+        )
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
