@@ -28,7 +28,7 @@ def infer(
     simulator: Simulator | Callable,
     prior: Distribution,
     x_o: Any,
-    method: str | Any = "ssm-abc",
+    method: str | Any = "auto",
     *,
     num_simulations: int = 20_000,
     num_samples: int = 1_000,
@@ -43,7 +43,9 @@ def infer(
         simulator: An :class:`~ebm_lfi.Simulator` or a callable of one :math:`\theta`.
         prior: The prior, a ``torch.distributions.Distribution`` over :math:`(p,)`.
         x_o: The observation, shaped like one simulation.
-        method: A method name (see :func:`ebm_lfi.methods.available`) or an unfitted method.
+        method: A method name (see :func:`ebm_lfi.methods.available`) or an unfitted method;
+            default ``"auto"``, the best of several routes by held-out posterior score
+            (:class:`~ebm_lfi.methods.AutoMethod`).
         num_simulations: The total number of simulator calls: the training set and whatever
             the method's posterior stage simulates (a reference table asked for with
             ``abc={"num_reference": N}``, SMC-ABC rounds, the check of the exchange sampler's

@@ -7,7 +7,9 @@ right exponential family has :math:`s(x)` affine in them. For each structure and
 ``ssm`` energy method is fitted (``EnergyFit.fit``, default training) on ``--simulations``
 pairs, and on fresh simulations each mean is regressed linearly on :math:`(s(x), 1)`; the table
 gives the :math:`R^2` of both regressions (1 = the statistic is recovered) and the number
-:math:`k` of statistics used.
+:math:`k` of statistics used. The ``reshaped`` row reads the flat data as the draws of the
+layout :func:`~ebm_lfi.methods.reshape.choose_layout` picks (as ``auto`` does) with the
+exchangeable network.
 
     python scripts/check_statistics_structure.py --seeds 0 1 --simulations 5000
 """
@@ -22,9 +24,17 @@ import pandas as pd
 import torch
 
 from ebm_lfi.methods.fit import EnergyFit
+from ebm_lfi.methods.reshape import ReshapedFit, candidate_layouts, choose_layout
 
 DRAWS, P = 10, 2
-CONFIGS = (("mlp", 2), ("mlp", 4), ("mlp", 6), ("mlp", "auto"), ("auto", "auto"))
+CONFIGS = (
+    ("mlp", 2),
+    ("mlp", 4),
+    ("mlp", 6),
+    ("mlp", "auto"),
+    ("auto", "auto"),
+    ("reshaped", "auto"),
+)
 
 
 def problem(
@@ -61,12 +71,16 @@ def main() -> None:
         means = x_test.reshape(-1, DRAWS, P).mean(dim=1).numpy()
         for structure, k in CONFIGS:
             tick = time.perf_counter()
-            method = EnergyFit(prior, structure=structure, num_statistics=k)
+            if structure == "reshaped":  # the layout auto tries: flat x read as (m, d) draws
+                layout, _ = choose_layout(prior, theta, x, candidate_layouts((DRAWS * P,)))
+                method = ReshapedFit(EnergyFit(prior, structure="iid", num_statistics=k), layout)
+            else:
+                method = EnergyFit(prior, structure=structure, num_statistics=k)
             method.fit(theta, x, seed=seed)
-            with torch.no_grad():
-                s = method.model.statistics(x_test).double().numpy()
+            s = method.statistics(x_test).double().numpy()
             chosen = method.diagnostics
             label = chosen["structure"] + (f"({chosen['order']})" if "order" in chosen else "")
+            label += f" {tuple(chosen['layout'])}" if "layout" in chosen else ""
             rows.append(
                 {
                     "structure": structure,

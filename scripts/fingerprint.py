@@ -83,7 +83,7 @@ def run(selected: str | None) -> dict[str, list]:
             task.prior,
             task.observation(1),
             method="ssm-abc",
-            num_simulations=1500,
+            num_simulations=4500,  # the total: 1500 to train, 3000 for the explicit table
             seed=4,
             num_statistics=2,
             **FAST,

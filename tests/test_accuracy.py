@@ -19,11 +19,11 @@ pytestmark = pytest.mark.slow
 DT = torch.float64
 
 
-def test_ar2_learned_statistics_are_an_affine_image_of_the_true_ones():
-    task = el.benchmarks.get("ar2")
-    theta, x = el.simulate(task.simulator, task.prior, 10_000, seed=0)
-    method = el.methods.get("ssm-abc", prior=task.prior, training={"epochs": 30})
-    method.fit(theta.double(), x.double(), seed=0)
+@pytest.mark.xdist_group("ar2_default_fit")
+def test_ar2_learned_statistics_are_an_affine_image_of_the_true_ones(ar2_default_fit):
+    # the default fit (tests/conftest.py), shared with the test of the search in test_selection
+    fitted = ar2_default_fit
+    task, theta, x, method = fitted.task, fitted.theta, fitted.x, fitted.method
     assert method.diagnostics["structure"] == "markov"
     _, x_new = el.simulate(task.simulator, task.prior, 4_000, seed=1)
     learned = method.statistics(x_new.double())
@@ -41,7 +41,7 @@ def test_ar2_learned_statistics_are_an_affine_image_of_the_true_ones():
         structure="markov",
         num_statistics=method.model.num_statistics,
         training={"epochs": 1, "lr": 1e-9, "patience": None},
-    ).fit(theta[:500].double(), x[:500].double(), seed=0)
+    ).fit(theta[:500], x[:500], seed=0)
     s0 = untrained.statistics(x_new.double())
     d0 = torch.cat([s0, torch.ones(len(s0), 1, dtype=DT)], 1)
     c0 = torch.linalg.lstsq(d0[fit], true[fit]).solution

@@ -478,6 +478,69 @@ def test_errors_found_after_simulating_or_in_the_simulator(user_dir, capsys):
     assert (folder / "full" / "keep.txt").read_text() == "mine"
 
 
+def test_run_scores_against_a_reference_file_and_counts_the_budget(user_dir, capsys):
+    r"""``--reference FILE``: draws of the exact posterior N(x_o, 0.1^2 I) of the user
+    simulator score the run (W2, C2ST in summary.json); ``--simulations`` is every simulator
+    call, the reference table included; no progress bars off a terminal."""
+    folder, name = user_dir
+    rng = np.random.default_rng(0)
+    np.save(folder / "exact.npy", np.array([0.3, -0.5]) + 0.1 * rng.standard_normal((2000, 2)))
+    np.save(folder / "bad.npy", np.zeros((10, 3)))
+    common = [
+        "run",
+        "--simulator",
+        f"{name}:simulate",
+        "--prior",
+        "uniform(-1,1,-1,1)",
+        "--observation",
+        "x.npy",
+        "--method",
+        "rejection-abc",
+        "--samples",
+        "300",
+        "--no-plot",
+    ]
+    code, _, err = run_cli(
+        capsys, *common, "--simulations", "4000", "--num-reference", "2000",
+        "--reference", "exact.npy", "--out", "scored",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "[1/4] running 2000 training simulations" in err and "Simulating" not in err
+    summary = json.loads((folder / "scored" / "summary.json").read_text())
+    metrics = summary["metrics"]
+    assert metrics["reference"] == "exact.npy" and metrics["reference_samples"] == 2000
+    # ABC on 2000 + 2000 simulations of a 2-d problem is close to, not at, the exact posterior;
+    # the prior, 6 posterior sds wide, would be far (its W2 is about 0.8)
+    assert metrics["w2"] < 0.25 * metrics["w2_prior"] and metrics["c2st"] < 0.8
+    sims = summary["simulations"]
+    assert sims == {"budget": 4000, "training": 2000, "method": 2000, "failed": 0, "total": 4000}
+    code, _, err = run_cli(capsys, *common, "--reference", "bad.npy", "--out", "never")
+    assert code == 2 and "expected posterior draws (m, 2)" in err
+    code, _, err = run_cli(
+        capsys, *common, "--simulations", "1000", "--num-reference", "5000", "--out", "never"
+    )
+    assert code == 2 and "--num-reference 5000 leaves -4000 of --simulations 1000" in err
+    assert not (folder / "never").exists()
+
+
+def test_errors_name_public_classes_and_command_line_options(user_dir, capsys):
+    folder, _ = user_dir
+    (folder / "shapes.py").write_text(
+        "import numpy as np\n\n\ndef simulate(theta):\n"
+        "    return np.zeros(2 if float(theta[0]) < 0 else 3)\n"
+    )
+    base = ["run", "--simulator", "shapes.py:simulate", "--prior", "uniform(-1,1)", "--quiet"]
+    base += ["--observation", "x.npy", "--method", "rejection-abc", "--simulations", "200"]
+    code, _, err = run_cli(capsys, *base, "--out", "o1")
+    assert code == 1 and err.startswith("error: SimulationError: ") and err.count("\n") == 1
+    assert "_SimulationShapeError" not in err and "on_error=" not in err
+    assert "pass --on-error drop to drop failed simulations" in err
+    with pytest.raises(UsageError, match=r"fails at parameter index\(es\) \[1\] \(0-based"):
+        parse_prior("uniform(0,1,1,0)")  # as BoxUniform([0, 1], [1, 0]) says "fails at [1]"
+    with pytest.raises(ValueError, match=r"fails at \[1\]"):
+        el.BoxUniform([0.0, 1.0], [1.0, 0.0])
+
+
 def test_argparse_errors_exit_with_status_two(capsys):
     for args in (
         ["run", "gaussian", "--simulations", "0", "--out", "x"],

@@ -28,6 +28,7 @@ from ebm_lfi.diagnostics import (
     sbc,
 )
 from ebm_lfi.diagnostics.ranks import bin_ranks, uniformity_table
+from ebm_lfi.methods.checks import PosteriorWarning
 
 matplotlib.use("Agg")
 
@@ -337,6 +338,51 @@ def test_bad_inputs_are_clear_errors():
 
 
 # ------------------------------------------------------------- predictive checks
+def test_contraction_stands_next_to_calibration(exact):
+    r"""The exact posterior has sd 1/sqrt(M + 1) whatever x; prior draws are calibrated too
+    (uniform ranks) but do not contract: SBC passes them, the contraction and a warning do not.
+    Tolerances: the mean of N sample sds of L draws has an sd of about sd / sqrt(2 L N)."""
+    sd = 1 / math.sqrt(M + 1)
+    assert exact.contraction.to_numpy() == pytest.approx([sd, sd], abs=0.01)
+    assert "contraction" in exact.uniformity().columns and "contraction" in repr(exact)
+
+    def prior_draws(x, num_samples, seed):
+        return torch.randn(num_samples, P, generator=torch.Generator().manual_seed(seed))
+
+    with pytest.warns(PosteriorWarning, match="about the prior on average"):
+        result = sbc(
+            prior_draws, gaussian_prior(), simulator, num_observations=100, num_samples=L,
+            seed=3, hpd=False,
+        )  # fmt: skip
+    assert (result.uniformity()["chi2_pvalue"] > ALPHA).all()  # calibrated...
+    assert result.contraction.to_numpy() == pytest.approx([1.0, 1.0], abs=0.03)  # ...and the prior
+
+
+def flaky(theta, rng):
+    """The simulator, failing for theta_1 > 1 (16 % of the standard normal prior)."""
+    if float(theta[0]) > 1.0:
+        raise RuntimeError("unstable")
+    return simulator(theta, rng)
+
+
+def test_on_error_drop_reaches_predictive_checks_and_sbc():
+    post = el.Posterior(torch.randn(1000, P, generator=torch.Generator().manual_seed(0)))
+    x_o = np.zeros((M, P))
+    with pytest.raises(el.SimulationError, match="unstable"):
+        predictive_check(post, flaky, x_o, num_simulations=200, seed=0)
+    check = predictive_check(post, flaky, x_o, num_simulations=200, seed=0, on_error="drop")
+    # the failed draws are left out with their simulations: 200 * 0.84 kept, binomial sd 5
+    assert 140 < check.theta.shape[0] == check.x.shape[0] == check.predicted.shape[0] < 200
+    assert float(check.theta[:, 0].max()) <= 1.0
+    with pytest.raises(el.SimulationError, match="unstable"):
+        sbc(gaussian_posterior(), gaussian_prior(), flaky, num_observations=50, num_samples=20)
+    result = sbc(
+        gaussian_posterior(), gaussian_prior(), flaky, num_observations=50, num_samples=20,
+        on_error="drop",
+    )  # fmt: skip
+    assert result.num_observations == 50 and float(result.theta[:, 0].max()) <= 1.0
+
+
 @pytest.fixture(scope="module")
 def observation():
     theta_o = torch.tensor([0.3, -0.5], dtype=torch.float64)

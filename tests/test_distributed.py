@@ -59,7 +59,9 @@ THETA_O = torch.tensor([0.5, -1.0])
 REPEATS, NOISE = 3, 0.5  # x: REPEATS draws N(theta_j, NOISE^2) per parameter
 POPULATION = 100
 
-pytestmark = pytest.mark.timeout(180)  # a hung server or worker fails the test, never CI
+# a hung server or worker fails the test, never CI; the Dask cluster is the session's
+# (tests/conftest.py), shared with the Dask test of test_simulation on one pytest-xdist worker
+pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("dask")]
 
 
 class Gaussian:
@@ -105,14 +107,8 @@ class Killer(threading.Thread):
 
 # ---------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as dask_client,
-    ):
-        yield dask_client
+def client(dask_client):
+    return dask_client
 
 
 @pytest.fixture(scope="module")

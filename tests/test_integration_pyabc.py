@@ -176,6 +176,26 @@ def test_training_is_seeded(problem, offline_run):
     assert not np.array_equal(first, trained(4))
 
 
+def test_auto_chooses_the_statistics_inside_pyabc(problem, offline_run):
+    """``"auto"`` fits the ABC routes' statistics on the calibration sample and keeps the one
+    whose ABC posterior scores best on held-out particles; the statistics then carry x-bar."""
+    _, history, _ = offline_run
+    sample = pyabc.Sample.from_population(history.get_population(t=0))
+    s = EBMSumstat(
+        "auto",
+        prior=problem[0],
+        parameter_names=["mu"],
+        epochs=5,
+        method_options={"selection": {"epochs": 2, "orders": (1,)}},
+    )
+    s.initialize(t=0, get_sample=lambda: sample, x_0={"x": problem[2]}, total_sims=0)
+    assert s.fits[0]["route"] in ("ssm-abc", "nce-abc") and s.fits[0]["num_train"] == 300
+    # a shift of x-bar by its prior-predictive sd (about TAU) moves an informative statistic
+    # by about one of its own sds (the scales); an uninformative one stays put
+    shifted = s({"x": problem[2] + TAU}) - s({"x": problem[2]})
+    assert np.abs(shifted).max() > 0.5
+
+
 def test_statistics_standardised_as_our_abc(problem, fitted):
     """s(x) divided by the method's scales: sd 1 over fresh prior-predictive simulations."""
     sumstat = EBMSumstat(fitted)

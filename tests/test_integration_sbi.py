@@ -132,7 +132,7 @@ def test_sbi_priors_through_infer_and_methods(make_prior):
         prior,
         x_o,
         method="ssm-abc",
-        num_simulations=1500,
+        num_simulations=4500,  # total: 1500 to train, the explicit 3000-row table
         num_samples=300,
         seed=0,
         abc=dict(num_reference=3000),

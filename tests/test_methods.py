@@ -28,6 +28,9 @@ from ebm_lfi.methods import (
 from ebm_lfi.training.selection import candidates
 
 FAST_TRAINING = {"epochs": 3, "batch_size": 128, "patience": None}
+# a small budget for the "auto" search of structure and k: every candidate is still trained
+# and scored, for the tests of interfaces and reproducibility that do not judge the choice
+FAST_SELECTION = {"epochs": 1, "batch_size": 128, "train_size": 500, "validation_size": 500}
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +142,12 @@ def test_energy_abc_fit_posterior_and_statistics(gaussian_data):
 def test_same_seed_same_posterior(gaussian_data):
     task, theta, x = gaussian_data
     posts = []
-    for _ in range(2):
-        m = el.methods.get("ssm-abc", prior=task.prior, training=FAST_TRAINING)
+    for _ in range(2):  # the search of structure and k included
+        m = el.methods.get(
+            "ssm-abc", prior=task.prior, training=FAST_TRAINING, selection=FAST_SELECTION
+        )
         posts.append(m.fit(theta, x, seed=3).posterior(task.observation(0), 50, seed=1))
+    assert m.selection_table is not None
     assert torch.equal(posts[0].samples, posts[1].samples)
 
 
@@ -168,7 +174,9 @@ def test_smc_without_simulator_is_refused(gaussian_data):
 
 def test_exchange_keeps_chains_and_diagnostics(gaussian_data):
     task, theta, x = gaussian_data
-    abc = el.methods.get("ssm-abc", prior=task.prior, training=FAST_TRAINING).fit(theta, x, seed=0)
+    abc = el.methods.get(
+        "ssm-abc", prior=task.prior, training=FAST_TRAINING, selection=FAST_SELECTION
+    ).fit(theta, x, seed=0)
     ex = EnergyExchange.from_fitted(
         abc, exchange=ExchangeConfig(num_chains=8, burn_in=10, inner_steps=3, thin=1)
     )
@@ -228,7 +236,11 @@ def test_infer_runs_end_to_end_and_counts_simulations():
 def test_dsm_abc_uses_the_denoising_loss_at_the_given_sigma(gaussian_data):
     task, theta, x = gaussian_data
     method = el.methods.get(
-        "dsm-abc", prior=task.prior, sigma=[0.1, 0.3], training=FAST_TRAINING
+        "dsm-abc",
+        prior=task.prior,
+        sigma=[0.1, 0.3],
+        training=FAST_TRAINING,
+        selection=FAST_SELECTION,  # the search pilot-trains with the denoising loss too
     ).fit(theta, x, seed=0)
     assert isinstance(method.loss, el.losses.DenoisingScoreMatching)
     assert method.loss.sigmas == [0.1, 0.3]
@@ -246,6 +258,8 @@ def test_new_training_families_fit_and_sample_through_one_interface(gaussian_dat
         structure="iid",
         num_statistics=2,
         training=FAST_TRAINING,
+        # short chains: the checks below are of the interface, not of convergence
+        **({"exchange": {"burn_in": 20, "inner_steps": 5}} if name == "dsm-exchange" else {}),
     ).fit(theta, x, seed=0)
     post = method.posterior(task.observation(0), num_samples=200, seed=1)
     assert post.samples.shape[1] == 2 and bool(torch.isfinite(post.samples).all())

@@ -183,7 +183,12 @@ def learned_model(structure: str):
     )
 
 
-def fit_learned(theta: Tensor, x: Tensor, structure: str) -> tuple[ExpFamEBM, float, float]:
+def fit_learned(
+    theta: Tensor, x: Tensor, structure: str, epochs: int = 40
+) -> tuple[ExpFamEBM, float, float]:
+    r"""40 epochs: every seed tried had reached MCCs above 0.99 by then (see
+    :func:`learned_model`); the weights kept are those of the best validation loss, which for
+    the MLP came before epoch 40 (the same model as after 60 epochs)."""
     model = build(learned_model(structure), seed=0).prepare(theta, x)
     untrained_eta, untrained_s = held_out_mcc(model)
     train(
@@ -191,7 +196,7 @@ def fit_learned(theta: Tensor, x: Tensor, structure: str) -> tuple[ExpFamEBM, fl
         SlicedScoreMatching(),
         model.transform_x(x),
         theta,
-        config={"epochs": 60, "batch_size": 256, "lr": 3e-3, "patience": None},
+        config={"epochs": epochs, "batch_size": 256, "lr": 3e-3, "patience": None},
         seed=0,
     )
     return model, untrained_eta, untrained_s
@@ -220,10 +225,11 @@ def test_learned_statistics_recover_the_family(structure):
 
 def test_shuffled_pairs_do_not_recover_the_family():
     r"""Negative control: with :math:`\theta` shuffled against :math:`x` the data carry no
-    information on :math:`\eta`, and both MCCs stay below the threshold."""
+    information on :math:`\eta`, and both MCCs stay below the threshold, even after more
+    epochs than the recovery tests train."""
     theta, x = simulate(NUM_TRAIN, seed=3)
     perm = torch.randperm(NUM_TRAIN, generator=torch.Generator().manual_seed(4))
-    model, _, _ = fit_learned(theta[perm], x, "mlp")
+    model, _, _ = fit_learned(theta[perm], x, "mlp", epochs=60)
     eta_mcc, s_mcc = held_out_mcc(model)
 
     assert eta_mcc < 0.9

@@ -65,8 +65,11 @@ def fit_auto(task_name: str, n: int = 3000):
     return method
 
 
-def test_auto_picks_the_markov_network_on_ar2():
-    method = fit_auto("ar2")
+@pytest.mark.slow  # the shared fit takes about 35 s
+@pytest.mark.xdist_group("ar2_default_fit")
+def test_auto_picks_the_markov_network_on_ar2(ar2_default_fit):
+    # the default search on 10,000 pairs (tests/conftest.py), shared with test_accuracy
+    method = ar2_default_fit.method
     table = method.diagnostics["selection"]
     assert method.diagnostics["structure"] == "markov"
     assert method.diagnostics["order"] >= 2  # order 1 cannot represent the lag-2 products
@@ -100,7 +103,12 @@ def test_fixed_choices_skip_the_search():
         training={"epochs": 1, "patience": None},
     ).fit(theta, x, seed=0)
     assert method.selection_table is None
-    assert method.diagnostics == {"structure": "markov", "order": 2, "num_statistics": 5}
+    assert method.diagnostics == {
+        "structure": "markov",
+        "order": 2,
+        "num_statistics": 5,
+        "dequantized": False,
+    }
 
 
 @pytest.mark.parametrize("tolerance", [0.0, math.inf])

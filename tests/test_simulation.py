@@ -198,26 +198,20 @@ def test_process_pool_matches_serial(name, prior, pool):
     assert torch.equal(theta_p, theta) and torch.equal(x_p, x)
 
 
-def test_dask_executor_matches_serial(prior):
-    distributed = pytest.importorskip("distributed")
+@pytest.mark.xdist_group("dask")  # the session's cluster (tests/conftest.py)
+def test_dask_executor_matches_serial(prior, dask_client):
     start = time.perf_counter()
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        executor = client.get_executor()
-        for name in ("numpy_global", "numpy_rng_batched"):
-            simulator = SIMULATORS[name]
-            theta, x = simulate(simulator, prior, 40, seed=2)
-            theta_d, x_d = simulate(simulator, prior, 40, seed=2, executor=executor, batch_size=6)
-            assert torch.equal(theta_d, theta) and torch.equal(x_d, x)
-        theta, x = simulate(flaky, prior, 40, seed=2, on_error="drop", max_failure_rate=0.9)
-        theta_d, x_d = simulate(
-            flaky, prior, 40, seed=2, on_error="drop", max_failure_rate=0.9, executor=executor
-        )
+    executor = dask_client.get_executor()
+    for name in ("numpy_global", "numpy_rng_batched"):
+        simulator = SIMULATORS[name]
+        theta, x = simulate(simulator, prior, 40, seed=2)
+        theta_d, x_d = simulate(simulator, prior, 40, seed=2, executor=executor, batch_size=6)
         assert torch.equal(theta_d, theta) and torch.equal(x_d, x)
+    theta, x = simulate(flaky, prior, 40, seed=2, on_error="drop", max_failure_rate=0.9)
+    theta_d, x_d = simulate(
+        flaky, prior, 40, seed=2, on_error="drop", max_failure_rate=0.9, executor=executor
+    )
+    assert torch.equal(theta_d, theta) and torch.equal(x_d, x)
     assert time.perf_counter() - start < 120
 
 

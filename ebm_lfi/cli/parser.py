@@ -168,7 +168,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     method = run.add_argument_group("inference")
     method.add_argument(
         "--method",
-        default="ssm-abc",
+        default="auto",
         help="inference method (see `ebm-lfi methods`; default %(default)s)",
     )
     method.add_argument(

@@ -217,6 +217,7 @@ def predictive_check(
     num_simulations: int = 200,
     seed: int | None = 0,
     executor: Any = None,
+    on_error: str = "raise",
 ) -> PredictiveCheck:
     r"""Posterior predictive check of ``x_o`` under a posterior.
 
@@ -234,6 +235,8 @@ def predictive_check(
             draws, child 1 the simulations. ``None`` draws a fresh one.
         executor: A :class:`concurrent.futures.Executor` (or a Dask client's executor) to
             run the simulations on; the result is bit-identical to a serial run.
+        on_error: ``"raise"`` or ``"drop"``: the policy for failed simulations (a dropped one
+            is left out, with its posterior draw; see :func:`ebm_lfi.simulate`).
 
     Returns:
         A :class:`PredictiveCheck` with the table, the statistics and the simulations.
@@ -272,7 +275,11 @@ def predictive_check(
         theta.detach().cpu(),
         seed=int(seeds[1].generate_state(1, np.uint32)[0]),
         executor=executor,
+        on_error=on_error,
     )
+    if on_error == "drop":
+        x, valid = x
+        theta = theta[valid.to(theta.device)]
     x_shape = tuple(x.shape[1:])
     x_obs = torch.as_tensor(np.asarray(x_o) if not isinstance(x_o, Tensor) else x_o)
     x_obs = x_obs.detach().cpu().to(x.dtype)

@@ -19,6 +19,12 @@ about its effective sample size first, or autocorrelation shows up as a :math:`\
 Density ranks of weighted samples, or of draws with repeats (ABC's resampling), use the split
 estimator :func:`~ebm_lfi.diagnostics.ranks.split_density_rank`.
 
+Next to the calibration, the result reports the **contraction** (mean posterior sd over prior
+sd, :attr:`~ebm_lfi.diagnostics.SBCResult.contraction`), and :func:`sbc` raises a
+:class:`~ebm_lfi.methods.checks.PosteriorWarning` when it exceeds 0.9 for every parameter:
+draws from the prior pass SBC exactly, so "calibrated" says nothing about a posterior that
+learned nothing. The warnings of the single posteriors are silenced during the run.
+
 Reproducibility. The root seed :math:`s` defines ``numpy.random.SeedSequence(s)``; its child 0
 seeds :func:`ebm_lfi.simulate`, child :math:`(1, i)` the posterior draws of observation
 :math:`i` and child :math:`(2, i)` the resampling and tie-breaking of observation :math:`i`.
@@ -37,6 +43,7 @@ import logging
 import math
 import numbers
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from typing import Any
@@ -47,6 +54,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
+from ..methods.checks import CONTRACTION_THRESHOLD, PosteriorWarning, prior_std
 from ..posterior.posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
 from ..simulation.simulate import simulate
@@ -159,7 +167,9 @@ def _run_chunk(
     p = thetas.shape[1]
     outcomes = []
     for x, truth, i in zip(xs, thetas, indices):
-        out = source(x, num_samples, _child_seed(entropy, 1, int(i)))
+        with warnings.catch_warnings():  # reported once for the run, as the contraction
+            warnings.simplefilter("ignore", PosteriorWarning)
+            out = source(x, num_samples, _child_seed(entropy, 1, int(i)))
         rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(2, int(i))))
         sample, weights = _as_sample(out, p, source.name)
         draws, resampled = _to_num_samples(sample, weights, num_samples, rng)
@@ -189,6 +199,7 @@ def sbc(
     progress: bool = False,
     hpd: bool = True,
     batch_size: int | None = None,
+    on_error: str = "raise",
 ) -> SBCResult:
     r"""Simulation-based calibration of a posterior approximation (Talts et al. 2018).
 
@@ -211,9 +222,13 @@ def sbc(
         hpd: Also compute the joint density ranks (highest-density coverage); costs
             :math:`O(L^2 p)` per observation.
         batch_size: Observations per task submitted to ``executor`` (default: about 32 tasks).
+        on_error: ``"raise"`` or ``"drop"``: the policy for failed simulations of the
+            calibration pairs (see :func:`ebm_lfi.simulate`; a dropped one is replaced by a
+            fresh prior draw, so the ranks test the posterior on the prior restricted to the
+            parameters where the simulator works).
 
     Returns:
-        An :class:`SBCResult`.
+        An :class:`SBCResult`, with the contraction next to the calibration.
 
     Example:
         >>> prior = torch.distributions.Independent(
@@ -245,6 +260,7 @@ def sbc(
         seed=_child_seed(entropy, 0),
         executor=executor,
         progress=progress,
+        on_error=on_error,
     )
     thetas = theta.detach().cpu().double().numpy()
     outcomes: list[RankOutcome | None] = [None] * n
@@ -286,7 +302,18 @@ def sbc(
         seed=entropy,
         seconds=time.perf_counter() - started,
         hpd=hpd,
+        prior_std=prior_std(prior),
     )
+    contraction = result.contraction
+    if bool((contraction > CONTRACTION_THRESHOLD).all()):
+        figures = ", ".join(f"{name} {value:.2f}" for name, value in contraction.items())
+        warnings.warn(
+            f"sbc: the posterior is about the prior on average (mean posterior sd / prior sd: "
+            f"{figures}); calibration says nothing about such a posterior: prior draws are "
+            "calibrated too",
+            PosteriorWarning,
+            stacklevel=2,
+        )
     if result.num_resampled:
         logger.info(
             "sbc: resampled or subsampled the posterior to %d draws for %d of %d observations",

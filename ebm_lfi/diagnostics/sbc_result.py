@@ -4,8 +4,14 @@ r"""The outcome of simulation-based calibration: ranks, their tests, coverage an
 ranks of :math:`\theta^*` among the posterior draws, their randomised fractional versions, the
 joint density ranks and the posterior mean and sd) and reads the diagnostics off them: tests of
 uniformity (:mod:`ebm_lfi.diagnostics.ranks`), rank histograms with the binomial band of a
-calibrated posterior, and the expected coverage of credible regions
-(:mod:`ebm_lfi.diagnostics.coverage`).
+calibrated posterior, the expected coverage of credible regions
+(:mod:`ebm_lfi.diagnostics.coverage`), and next to them the **contraction**
+:math:`\bar c_j = \overline{\mathrm{sd}}(\theta_j \mid x^*) / \mathrm{sd}_\pi(\theta_j)`, the
+mean posterior sd over the prior sd. Calibration alone cannot tell an informative posterior
+from the prior itself (prior draws have exactly uniform ranks); the contraction can: about 1
+for a posterior that learned nothing, and for the exact posterior
+:math:`\mathbb{E}_x[\mathrm{sd}(\theta_j \mid x)] \le \mathrm{sd}_\pi(\theta_j)` (Jensen
+and the law of total variance).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class SBCResult:
         num_samples: :math:`L`.
         parameter_names: The :math:`p` names.
         num_resampled: Observations whose posterior was resampled or subsampled to :math:`L`.
+        prior_std: The prior sd of each parameter, shape :math:`(p,)`, or ``None``.
         seed: The root seed.
         seconds: Wall-clock duration of the run.
     """
@@ -74,6 +81,7 @@ class SBCResult:
         seed: int,
         seconds: float,
         hpd: bool,
+        prior_std: Tensor | None = None,
     ):
         self.theta = theta
         self.x = x
@@ -90,6 +98,18 @@ class SBCResult:
         self.num_resampled = int(sum(o.resampled for o in outcomes))
         self.seed = int(seed)
         self.seconds = float(seconds)
+        self.prior_std = None if prior_std is None else torch.as_tensor(prior_std).double()
+
+    @property
+    def contraction(self) -> pd.Series:
+        r"""Mean posterior sd over the prior sd, per parameter (NaN without ``prior_std``):
+        about 1 for a posterior that learned nothing, however well calibrated."""
+        values = self.posterior_std.double().mean(0)
+        if self.prior_std is None:
+            values = torch.full_like(values, float("nan"))
+        else:
+            values = values / self.prior_std.to(values)
+        return pd.Series(values.numpy(), index=self.parameter_names, name="contraction")
 
     @property
     def num_observations(self) -> int:
@@ -113,6 +133,8 @@ class SBCResult:
         bins (default about 20 observations per bin) and Kolmogorov-Smirnov on the randomised
         fractional ranks, with p-values, and the mean and sd of the fractional ranks. The
         ``hpd`` row tests the joint density ranks. p-values are not corrected for multiplicity.
+        The column ``contraction`` (:attr:`contraction`; NaN for ``hpd``) says, next to the
+        calibration, whether the posterior is any narrower than the prior.
 
         Arguments:
             bins: Number of bins of the :math:`\chi^2` test.
@@ -121,7 +143,9 @@ class SBCResult:
             A DataFrame indexed by parameter.
         """
         ranks, fractions, names = self._columns()
-        return uniformity_table(ranks, fractions, self.num_samples, names, bins)
+        table = uniformity_table(ranks, fractions, self.num_samples, names, bins)
+        table["contraction"] = self.contraction.reindex(table.index)
+        return table
 
     def coverage(self, levels: Sequence[float] | None = None) -> pd.DataFrame:
         r"""Empirical expected coverage at credibility ``levels``.
@@ -237,6 +261,7 @@ class SBCResult:
         table = self.uniformity()
         lines = [
             f"  {name}: chi2 p={row.chi2_pvalue:.3g}, KS p={row.ks_pvalue:.3g}"
+            + ("" if math.isnan(row.contraction) else f", contraction {row.contraction:.3g}")
             for name, row in table.iterrows()
         ]
         return (

@@ -38,6 +38,7 @@ _NAMES = {
     "RegressionABC": ".baselines",
     "PosteriorMeanRegressor": ".baselines",
     "NotFittedError": ".common",
+    "PosteriorWarning": ".checks",
     "AutoMethod": ".auto",
     "AutoConfig": ".auto",
     "ReshapedFit": ".reshape",
@@ -69,6 +70,7 @@ __all__ = [
     "RegressionABC",
     "PosteriorMeanRegressor",
     "NotFittedError",
+    "PosteriorWarning",
     "make_loss",
     "AutoMethod",
     "AutoConfig",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
         RegressionFit,
         RejectionABC,
     )
+    from .checks import PosteriorWarning
     from .common import NotFittedError
     from .energy_methods import EnergyABC, EnergyExchange, RatioPosterior
     from .exchange_stage import ExchangeConfig, ExchangeStage

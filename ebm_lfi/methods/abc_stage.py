@@ -16,10 +16,11 @@ its simulation budget is counted and reported).
 so that no simulation is spent beyond those the user asked for. The statistics were fitted on
 these pairs, but on the ``gaussian`` and ``ma2`` tasks (10⁴ pairs, ``ssm-abc``) a table of as
 many fresh simulations gave the same posteriors (C2ST to the reference within 0.02, and the
-same widths); early stopping on held-out pairs keeps the fit from memorising them. A separate
-table is simulated only when asked for (``ABCConfig(num_reference=N)``, or a ready one passed
-as ``reference=``). SMC-ABC may spend, per observation, ``max_simulations`` (default: as many
-simulations as the fit was trained on). :meth:`ABCStage.split_budget` shares a total budget
+same widths; ``scripts/check_reference_table.py``): early stopping on held-out pairs keeps the
+fit from memorising them. A separate table is simulated only when asked for
+(``ABCConfig(num_reference=N)``), or a ready one is passed as ``reference=``. SMC-ABC may
+spend, per observation, ``max_simulations`` (default: as many simulations as the fit was
+trained on). :meth:`ABCStage.split_budget` shares a total budget
 between training and these simulations, as :func:`~ebm_lfi.infer` does with its
 ``num_simulations``.
 

@@ -18,20 +18,27 @@ posterior scores best, whatever produced the candidate) and keeps the best.
 on integer data) gives ``ssm-abc`` (:class:`~ebm_lfi.methods.abc_stage.ABCStage`) and
 ``ssm-exchange`` (:class:`~ebm_lfi.methods.exchange_stage.ExchangeStage`); one NCE fit gives
 ``nce`` (:class:`~ebm_lfi.methods.potential_stage.PotentialStage`) and ``nce-abc``. When
-:math:`x` is flat, the score-matching search chose the generic MLP and the length factors into
-draws (:func:`~ebm_lfi.methods.reshape.candidate_layouts`), one more: ``ssm-abc`` on
-exchangeable statistics of the layout that pilot score matching prefers
-(:func:`~ebm_lfi.methods.reshape.choose_layout`).
+:math:`x` is flat, the score-matching search did not read it as exchangeable scalars and the
+length factors into draws (:func:`~ebm_lfi.methods.reshape.candidate_layouts`), one more,
+``ssm-abc-reshaped``: ABC on the exchangeable statistics of the layout that pilot score
+matching prefers (:func:`~ebm_lfi.methods.reshape.choose_layout`), with the number of
+statistics of the flat fit and at most ``reshape_epochs`` epochs. (On 10 draws of a 2-D
+Gaussian returned flat, the flat search chose a Markov network of order 6 whose statistics
+explain 57 % of the variance of the sufficient means, the MLP at most 36 %; the reshaped fit
+99.98 %: ``scripts/check_statistics_structure.py``.)
 
 **Cost.** No simulation beyond the user's: the held-out pairs (10 %, at most
-``AutoConfig.max_heldout``) come out of the training set. The ABC routes are scored on every
-held-out pair (a rejection step on the table each); the MCMC routes, far dearer per
-observation, on the first ``mcmc_pairs`` (``nce``) and ``exchange_pairs`` (``ssm-exchange``)
-with short chains. Their mean score is then estimated by the difference to ``ssm-abc`` on those
-pairs plus the mean of ``ssm-abc`` over all (a control variate: the pair-to-pair spread
-cancels in the paired difference, which is what the ranking needs). Measured on the two test
-problems of ``tests/test_auto.py`` (``scripts/bench_defaults.py``), the whole costs about
-twice a single ``ssm-abc`` fit; the NCE fit is cheaper than the score-matching one.
+``max_heldout``) come out of the training set. The ABC routes are scored on every held-out
+pair (a rejection step on the table each); ``nce`` on the first ``mcmc_pairs`` with short
+chains; ``ssm-exchange`` on the first ``exchange_pairs``, and only where its auxiliary draws
+are exact Gaussian draws (an inner MCMC chain per outer step costs about a hundred times an ABC
+draw; ``costly_exchange=True`` scores it anyway). The mean score of a route scored on fewer
+pairs is estimated by its paired difference to ``ssm-abc`` on those pairs plus the mean of
+``ssm-abc`` over all (a control variate: the pair-to-pair spread cancels in the paired
+difference, which is what the ranking needs). The NCE fit costs less than the score-matching
+one (its pilots and epochs are cheaper); on the two problems of ``tests/test_auto.py`` the
+whole costs two to three times a single ``ssm-abc`` fit and posterior
+(``scripts/bench_defaults.py``).
 
 **Choice and output.** The route with the lowest estimated score is kept, with its fit trained
 on all but the held-out pairs; its posteriors are those of that route, with
@@ -39,9 +46,11 @@ on all but the held-out pairs; its posteriors are those of that route, with
 (``route``, ``fit``, ``layout``, ``score``, ``se`` (of the score), ``diff`` and ``diff_se``
 (paired difference to the chosen route and its standard error), ``pairs``, ``contraction``
 (mean posterior sd over prior sd), ``fit_seconds`` (the shared fit's), ``score_seconds``,
-``chosen``, ``error``). Every fitted candidate stays available in :attr:`AutoMethod.routes`.
-A route whose fit or scoring fails is reported with its error and never chosen. With fewer
-than ``10 * min_heldout`` training pairs nothing is held out and ``ssm-abc`` is fitted alone.
+``num_accepted`` (the kept table entries of an ABC route, chosen by the score),
+``chosen``, ``note`` (why a route failed or was not scored)). Every fitted candidate stays
+available in :attr:`AutoMethod.routes`. A route whose fit or scoring fails is reported with
+its error and never chosen. With fewer than ``10 * min_heldout`` training pairs nothing is
+held out and ``ssm-abc`` is fitted alone.
 
 References:
     | Strictly Proper Scoring Rules, Prediction, and Estimation (Gneiting & Raftery, 2007)
@@ -58,7 +67,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +76,7 @@ import torch
 from torch import Tensor
 
 from ..posterior.posterior import Posterior
+from ..samplers.abc.rejection import auto_num_accepted
 from .abc_stage import ABCConfig, ABCStage
 from .common import as_config, check_training_data
 from .exchange_stage import ExchangeConfig, ExchangeStage
@@ -99,6 +109,19 @@ class AutoConfig:
         num_samples: Posterior draws per held-out pair.
         mcmc_pairs: Pairs on which ``nce`` is scored.
         exchange_pairs: Pairs on which ``ssm-exchange`` is scored.
+        costly_exchange: Also score ``ssm-exchange`` when its auxiliary draws need an inner
+            MCMC chain (a model not Gaussian in the transformed data), about a hundred times
+            dearer per pair than ABC; by default it is then left out.
+        reshape_epochs: The most training epochs of the reshaped candidate's fit (its
+            exchangeable network costs more per epoch than the MLP it competes with).
+        accepted_factors: With ``abc.num_accepted="auto"``, each ABC route is scored keeping
+            these multiples of the rate :math:`m` of
+            :func:`~ebm_lfi.samplers.abc.rejection.auto_num_accepted` (at most a tenth of the
+            table), and keeps the best: with informative statistics and the regression
+            adjustment a wider tolerance costs little bias and gives more distinct draws,
+            with weaker ones it costs more. The number does not grow with the draws asked
+            for (as the stage's own ``"auto"`` does): the final posterior is the one scored,
+            its draws resampled from the kept, weighted entries.
         scoring_mcmc: The short chains of ``nce`` while scoring
             (:class:`~ebm_lfi.methods.PotentialConfig` fields).
         scoring_exchange: The short chains of ``ssm-exchange`` while scoring
@@ -111,9 +134,12 @@ class AutoConfig:
     max_heldout: int = 200
     min_heldout: int = 20
     num_samples: int = 200
-    mcmc_pairs: int = 50
+    mcmc_pairs: int = 30
     exchange_pairs: int = 20
-    scoring_mcmc: dict = field(default_factory=lambda: {"num_chains": 8, "burn_in": 200, "thin": 1})
+    costly_exchange: bool = False
+    reshape_epochs: int = 30
+    accepted_factors: tuple[int, ...] = (1, 2, 4)
+    scoring_mcmc: dict = field(default_factory=lambda: {"num_chains": 8, "burn_in": 150, "thin": 1})
     scoring_exchange: dict = field(
         default_factory=lambda: {"num_chains": 8, "burn_in": 100, "thin": 1, "check_inner": 0}
     )
@@ -126,8 +152,10 @@ class AutoConfig:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
         if min(self.max_heldout, self.min_heldout, self.num_samples) < 2:
             raise ValueError("max_heldout, min_heldout and num_samples must be at least 2")
-        if min(self.mcmc_pairs, self.exchange_pairs) < 2:
-            raise ValueError("mcmc_pairs and exchange_pairs must be at least 2")
+        if min(self.mcmc_pairs, self.exchange_pairs) < 2 or self.reshape_epochs < 1:
+            raise ValueError(
+                "mcmc_pairs and exchange_pairs must be at least 2, reshape_epochs at least 1"
+            )
 
 
 class AutoMethod(Method):
@@ -136,8 +164,9 @@ class AutoMethod(Method):
     Arguments:
         prior: The prior over :math:`\theta`.
         config: An :class:`AutoConfig` or a dict of its fields.
-        abc: The ABC stage's :class:`~ebm_lfi.methods.ABCConfig` (or dict) for the final
-            posterior of an ABC route.
+        abc: The ABC stage's :class:`~ebm_lfi.methods.ABCConfig` (or dict) of the ABC
+            routes; with ``num_accepted="auto"`` the number of kept entries is chosen by the
+            score (see ``AutoConfig.accepted_factors``).
         mcmc: The potential stage's :class:`~ebm_lfi.methods.PotentialConfig` (or dict) for
             the final posterior of ``nce``.
         exchange: The exchange stage's :class:`~ebm_lfi.methods.ExchangeConfig` (or dict)
@@ -217,7 +246,8 @@ class AutoMethod(Method):
         self.routes, rows = {}, []
         if m < cfg.min_heldout:
             logger.info("auto: %d pairs are too few to hold some out; ssm-abc alone", n)
-            self.posterior_stage = ABCStage(self.abc, progress=self.progress)
+            abc = replace(self.abc, num_accepted=self._accepted(n, theta.shape[1])[0])
+            self.posterior_stage = ABCStage(abc, progress=self.progress)
             self.fit_stage.fit(theta, x, seed=ssm_seed)
             self.chosen = "ssm-abc"
             self.routes = {"ssm-abc": Method(self.fit_stage, self.posterior_stage)}
@@ -228,45 +258,68 @@ class AutoMethod(Method):
         theta_h, x_h = theta[held], x[held]
         theta_t, x_t = theta[kept], x[kept]
         scale = prior_scale(prior)
+        accepted = self._accepted(theta_t.shape[0], theta.shape[1])
         fits, fit_seconds, fit_errors = self._fit_all(theta_t, x_t, ssm_seed, nce_seed, layout_seed)
-        candidates = self._candidates(fits)
+        candidates = self._candidates(fits, accepted)
         scores: dict[str, HeldoutScore] = {}
-        for route, (fit_name, method, pairs) in candidates.items():
+        kept_entries: dict[str, int | None] = {}
+        for route, (fit_name, variants, pairs) in candidates.items():
             row = _row(route, fit_name, _layout(fits.get(fit_name), x.shape[1:]))
             row["fit_seconds"] = fit_seconds.get(fit_name, math.nan)
             try:
-                method.prepare(seed=stage_seed)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # the candidates' own warnings: not chosen yet
-                    scores[route] = heldout_score(
-                        method,
-                        theta_h[:pairs],
-                        x_h[:pairs],
-                        num_samples=cfg.num_samples,
-                        scale=scale,
-                        seed=score_seed,
-                    )
+                tried = {
+                    entries: self._score(method, theta_h[:pairs], x_h[:pairs], scale, score_seed)
+                    for entries, method in variants
+                }
             except Exception as err:  # noqa: BLE001 - a failed route is reported, not chosen
                 logger.warning("auto: route %s failed while scoring: %s", route, err)
-                row["error"] = f"{type(err).__name__}: {err}"
+                row["note"] = f"{type(err).__name__}: {err}"
+            else:
+                best = min(tried, key=lambda k: tried[k].mean)
+                scores[route], kept_entries[route] = tried[best], best
+                row["num_accepted"] = best
+                row["score_seconds"] = sum(t.seconds for t in tried.values())
             rows.append(row)
+        if "ssm-exchange" in cfg.routes and "ssm-exchange" not in candidates:
+            note = "not scored: its inner chain is MCMC (see AutoConfig.costly_exchange)"
+            rows.append({**_row("ssm-exchange", "ssm", None), "note": note})
         for fit_name, err in fit_errors.items():
             for route in _routes_of(fit_name, cfg):
-                rows.append({**_row(route, fit_name, None), "error": err})
+                rows.append({**_row(route, fit_name, None), "note": err})
         if not scores:
             raise RuntimeError(
                 "auto: every route failed: "
-                + "; ".join(f"{r['route']}: {r['error']}" for r in rows if r["error"])
+                + "; ".join(f"{r['route']}: {r['note']}" for r in rows if r["note"])
             )
         self._choose(rows, scores)
         self.routes = {}
         for route, (fit_name, _, _) in candidates.items():
             if route in scores:
-                self.routes[route] = self._final(route, fits[fit_name])
+                self.routes[route] = self._final(route, fits[fit_name], kept_entries[route])
         chosen = self.routes[self.chosen]
         self.fit_stage, self.posterior_stage = chosen.fit_stage, chosen.posterior_stage
         self.routes[self.chosen] = self
         return self.prepare(seed=stage_seed)
+
+    def _score(
+        self, method: Method, theta: Tensor, x: Tensor, scale: Tensor, seed: int
+    ) -> HeldoutScore:
+        """One candidate's held-out score; its warnings are silenced (it is not chosen yet).
+        Nothing random is prepared here: the stages draw no table."""
+        method.prepare()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return heldout_score(
+                method, theta, x, num_samples=self.config.num_samples, scale=scale, seed=seed
+            )
+
+    def _accepted(self, table_size: int, num_parameters: int) -> list[int]:
+        """The numbers of kept table entries the ABC routes try (see :class:`AutoConfig`)."""
+        if self.abc.num_accepted != "auto":
+            return [min(table_size, int(self.abc.num_accepted))]
+        rate = min(table_size, auto_num_accepted(table_size, num_parameters))
+        cap = max(rate, table_size // 10)
+        return sorted({min(cap, f * rate) for f in self.config.accepted_factors})
 
     def _fit_all(
         self, theta: Tensor, x: Tensor, ssm_seed: int, nce_seed: int, layout_seed: int
@@ -291,7 +344,7 @@ class AutoMethod(Method):
             seconds[name] = time.perf_counter() - start
         layouts = candidate_layouts(tuple(x.shape[1:]))
         ssm = fits["ssm"]
-        if cfg.reshape and layouts and ssm.diagnostics.get("structure") == "mlp":
+        if cfg.reshape and layouts and ssm.diagnostics.get("structure") != "iid":
             start = time.perf_counter()
             try:
                 layout, table = choose_layout(
@@ -303,7 +356,12 @@ class AutoMethod(Method):
                     dequantized=ssm.dequantized,
                     seed=layout_seed,
                 )
-                options = {**self.fit_options, "structure": "iid"}
+                epochs = min(ssm.training.epochs, cfg.reshape_epochs)
+                options = {
+                    "structure": "iid",
+                    "num_statistics": ssm.diagnostics["num_statistics"],
+                    "training": replace(ssm.training, epochs=epochs),
+                }
                 fit = ReshapedFit(self._energy_fit(prior, "ssm", **options), layout)
                 fits[_RESHAPED] = fit.fit(theta, x, seed=layout_seed)
                 fit.layout_table = table
@@ -313,25 +371,34 @@ class AutoMethod(Method):
             seconds[_RESHAPED] = time.perf_counter() - start
         return fits, seconds, errors
 
-    def _candidates(self, fits: dict) -> dict[str, tuple[str, Method, int]]:
-        """Route -> (its fit, a method drawing it cheaply for scoring, pairs to score); a
+    def _candidates(
+        self, fits: dict, accepted: list[int]
+    ) -> dict[str, tuple[str, list[tuple[int | None, Method]], int]]:
+        """Route -> (its fit, the variants that draw it for scoring, pairs to score): the ABC
+        routes at each number of kept entries, the MCMC routes once with short chains. A
         fresh stage for each, since the stages keep their tables."""
         cfg = self.config
         m = cfg.max_heldout
-        out: dict[str, tuple[str, Method, int]] = {}
+        out: dict[str, tuple[str, list[tuple[int | None, Method]], int]] = {}
+
+        def abc(fit) -> list[tuple[int | None, Method]]:
+            return [(k, Method(fit, ABCStage(replace(self.abc, num_accepted=k)))) for k in accepted]
+
         if "ssm" in fits:
-            out["ssm-abc"] = ("ssm", Method(fits["ssm"], ABCStage(self.abc)), m)
-            if "ssm-exchange" in cfg.routes:
+            out["ssm-abc"] = ("ssm", abc(fits["ssm"]), m)
+            cheap = cfg.costly_exchange or fits["ssm"].model.gaussian_in_y
+            if "ssm-exchange" in cfg.routes and cheap:
                 stage = ExchangeStage(cfg.scoring_exchange)
-                out["ssm-exchange"] = ("ssm", Method(fits["ssm"], stage), cfg.exchange_pairs)
+                variants = [(None, Method(fits["ssm"], stage))]
+                out["ssm-exchange"] = ("ssm", variants, cfg.exchange_pairs)
         if _RESHAPED in fits:
-            out[_RESHAPED] = (_RESHAPED, Method(fits[_RESHAPED], ABCStage(self.abc)), m)
+            out[_RESHAPED] = (_RESHAPED, abc(fits[_RESHAPED]), m)
         if "nce" in fits:
             if "nce" in cfg.routes:
                 stage = PotentialStage(cfg.scoring_mcmc)
-                out["nce"] = ("nce", Method(fits["nce"], stage), cfg.mcmc_pairs)
+                out["nce"] = ("nce", [(None, Method(fits["nce"], stage))], cfg.mcmc_pairs)
             if "nce-abc" in cfg.routes:
-                out["nce-abc"] = ("nce", Method(fits["nce"], ABCStage(self.abc)), m)
+                out["nce-abc"] = ("nce", abc(fits["nce"]), m)
         return out
 
     def _choose(self, rows: list[dict], scores: dict[str, HeldoutScore]) -> None:
@@ -361,17 +428,17 @@ class AutoMethod(Method):
                 diff_se=0.0 if row["route"] == self.chosen else diff_se,
                 pairs=int(score.scores.numel()),
                 contraction=float(score.contraction.mean()),
-                score_seconds=score.seconds,
                 chosen=row["route"] == self.chosen,
             )
         self.table = pd.DataFrame(rows).sort_values("score", na_position="last")
         self.table = self.table.reset_index(drop=True)
         logger.info("auto: chose %s\n%s", self.chosen, self.table.to_string())
 
-    def _final(self, route: str, fit) -> Method:
+    def _final(self, route: str, fit, num_accepted: int | None) -> Method:
         """The route with its full posterior stage, prepared on its fit's training pairs."""
-        if route.endswith("abc") or route == _RESHAPED:
-            stage = ABCStage(self.abc, progress=self.progress)
+        if num_accepted is not None:
+            abc = replace(self.abc, num_accepted=num_accepted)
+            stage = ABCStage(abc, progress=self.progress)
         elif route == "nce":
             stage = PotentialStage(self.mcmc, progress=self.progress)
         else:
@@ -426,8 +493,9 @@ def _row(route: str, fit_name: str, layout) -> dict:
         "contraction": math.nan,
         "fit_seconds": math.nan,
         "score_seconds": math.nan,
+        "num_accepted": None,
         "chosen": False,
-        "error": None,
+        "note": None,
     }
 
 

@@ -42,6 +42,8 @@ References:
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -88,7 +90,8 @@ def prior_std(prior: Distribution, theta: Tensor | None = None) -> Tensor:
     """
     try:
         sd = torch.as_tensor(prior.stddev, dtype=torch.float64).reshape(-1).cpu()
-        if bool(torch.isfinite(sd).all()) and bool((sd > 0).all()):
+        right_size = theta is None or sd.numel() == theta.shape[-1]
+        if right_size and bool(torch.isfinite(sd).all()) and bool((sd > 0).all()):
             return sd
     except (NotImplementedError, AttributeError, RuntimeError, TypeError, ValueError):
         pass
@@ -157,8 +160,19 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
     return problems
 
 
-def warn_problems(problems: Sequence[str], method: str | None, stacklevel: int = 2) -> None:
-    """Raise one :class:`PosteriorWarning` per message, prefixed by the method's name."""
+def _outside_the_package() -> int:
+    """The ``stacklevel`` of the innermost caller outside this package (the user's line)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_problems(problems: Sequence[str], method: str | None) -> None:
+    """Raise one :class:`PosteriorWarning` per message, prefixed by the method's name and
+    attributed to the first line outside ebm_lfi that led here (the user's call)."""
     prefix = f"{method}: " if method else ""
+    level = _outside_the_package()
     for problem in problems:
-        warnings.warn(prefix + problem, PosteriorWarning, stacklevel=stacklevel + 1)
+        warnings.warn(prefix + problem, PosteriorWarning, stacklevel=level)

@@ -217,7 +217,7 @@ class Method:
         post.diagnostics["contraction"] = (sd / self._prior_sd).tolist()
         problems = posterior_problems(post.diagnostics, post.parameter_names)
         post.diagnostics["warnings"] = problems
-        warn_problems(problems, self.name, stacklevel=3)
+        warn_problems(problems, self.name)
 
     def _check_fitted(self) -> None:
         if not self.fit_stage.fitted or not self._prepared:

@@ -20,7 +20,9 @@ constant: :func:`choose_layout` pilot-trains an exchangeable model on each and k
 smallest :math:`d` within two paired standard errors of the best
 (:func:`~ebm_lfi.training.selection.simplest_within`): a network over :math:`d` coordinates
 per draw contains those over any divisor of :math:`d`, so on data of draws of dimension
-:math:`d` the larger layouts tie and the rule keeps the right one.
+:math:`d` a larger layout can at best tie with the right one (with pilot training it does
+worse: on 8 draws of a 3-D Gaussian, 10 pilot epochs gave -133 for :math:`d = 3`, -71 for
+:math:`d = 6`, -5 for :math:`d = 2` and 4), and the rule keeps the smaller where they tie.
 
 Whether a layout beats the flat data is not decided here (the score-matching loss is what
 fails to tell at the saddle): :class:`~ebm_lfi.methods.auto.AutoMethod` scores the posterior

@@ -107,9 +107,10 @@ def energy_score(
     if single:
         samples = samples[None]
     m, n, p = samples.shape
-    theta = torch.as_tensor(theta, dtype=samples.dtype, device=samples.device).reshape(-1, p)
-    if theta.shape[0] != m:
+    theta = torch.as_tensor(theta, dtype=samples.dtype, device=samples.device)
+    if tuple(theta.shape) not in ((p,), (m, p)) or (single and theta.ndim == 2 and m != 1):
         raise ValueError(f"theta must have shape ({p},) or ({m}, {p}), got {tuple(theta.shape)}")
+    theta = theta.reshape(m, p)
     if weights is None:
         w = samples.new_full((m, n), 1.0 / n)
     else:

@@ -301,12 +301,13 @@ def simulate_at(
         on_error: ``"raise"`` (default): any failure raises. ``"drop"``: failed rows are left
             out (logged), unless their rate exceeds ``max_failure_rate``.
         max_failure_rate: With ``"drop"``, the largest tolerated failure rate, in
-            :math:`[0, 1)`.
+            :math:`[0, 1]` (1: never raise).
 
     Returns:
         With ``on_error="raise"``: :math:`x`, shape :math:`(n, *x\_shape)`. With ``"drop"``:
-        ``(x, valid)``, the :math:`m` valid simulations :math:`(m, *x\_shape)` and the boolean
-        mask :math:`(n,)` of the rows they belong to. In ``theta``'s dtype and on its device.
+        ``(x, valid)``, the :math:`m` valid simulations :math:`(m, *x\_shape)` (shape
+        :math:`(0,)` when none is) and the boolean mask :math:`(n,)` of the rows they belong
+        to. In ``theta``'s dtype and on its device.
 
     Raises:
         SimulationError: With ``"raise"``, if any simulation raised, returned non-finite values
@@ -320,7 +321,7 @@ def simulate_at(
         raise ValueError(f"theta must have shape (n, p) with n >= 1, got {tuple(theta.shape)}")
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"executor must have a submit method, got {type(executor).__name__}")
-    _check_policy(on_error, max_failure_rate)
+    _check_policy(on_error, max_failure_rate, highest=1.5)
     n, entropy = theta.shape[0], root_entropy(seed)
     if batch_size is None:
         batch_size = _default_batch_size(n, simulator.batched, executor)
@@ -337,13 +338,15 @@ def simulate_at(
             for failure in failures:
                 valid[offset + failure.row] = False
             failed += failures
-            if len(failed) > max_failure_rate * n:
+            if failed and len(failed) > max_failure_rate * n:
                 cause = next((f.error for f in failed if f.error is not None), None)
                 raise _rate_error(
                     len(failed), offset + len(outcomes), n, max_failure_rate, failed[0]
                 ) from cause
     finally:
         stream.close()
+    if not collector.xs:  # every simulation failed (and max_failure_rate=1 allowed it)
+        return theta.new_empty((0,)), valid.to(theta.device)
     x = torch.stack(collector.xs).to(theta.device)
     if on_error == "raise":
         return x
@@ -358,16 +361,18 @@ def simulate_at(
     return x, valid.to(theta.device)
 
 
-def _check_policy(on_error: Any, max_failure_rate: Any) -> None:
-    """``ValueError`` unless ``on_error`` is ``"raise"``/``"drop"`` and the rate is in [0, 1)."""
+def _check_policy(on_error: Any, max_failure_rate: Any, highest: float = 1.0) -> None:
+    """``ValueError`` unless ``on_error`` is ``"raise"``/``"drop"`` and the rate is in
+    ``[0, highest)`` (``[0, 1]`` with ``highest`` above 1)."""
     if on_error not in ("raise", "drop"):
         raise ValueError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
     if (
         isinstance(max_failure_rate, bool)
         or not isinstance(max_failure_rate, numbers.Real)
-        or not 0.0 <= max_failure_rate < 1.0
+        or not 0.0 <= max_failure_rate < highest
     ):
-        raise ValueError(f"max_failure_rate must be in [0, 1), got {max_failure_rate!r}")
+        interval = "[0, 1)" if highest <= 1 else "[0, 1]"
+        raise ValueError(f"max_failure_rate must be in {interval}, got {max_failure_rate!r}")
 
 
 def _rate_error(

@@ -17,7 +17,11 @@ either
   the last generation's particles (rejected ones included by default). Fitting the conditional
   model :math:`\tilde p_w(x \mid \theta)` is sound for any distribution of :math:`\theta`, so
   the proposal's particles are valid training pairs (they focus the fit where the posterior
-  lies); the scales are then the standard deviations over those training particles.
+  lies); the scales are then the standard deviations over those training particles. With
+  ``"auto"`` each fit chooses its statistics as :class:`~ebm_lfi.methods.AutoMethod` does,
+  among those it would use for ABC (``ssm-abc``, ``nce-abc`` and, on flat data, the
+  exchangeable statistics of a layout), by the held-out energy score of their ABC posteriors
+  on a tenth of the particles; ``fits[i]["route"]`` names the choice.
 
 **Data mapping.** pyabc passes dicts of arrays or scalars. The values of ``keys`` (default: the
 single key of the data) are flattened in C order, concatenated in the order of ``keys`` and
@@ -81,7 +85,8 @@ class EBMSumstat(Sumstat):
         source: What gives the statistics: a fitted ebm_lfi method (e.g. ``ssm-abc``, its
             model and scales are copied), an :class:`~ebm_lfi.ExpFamEBM`, or the name of a loss
             (``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"``, or a method name such as
-            ``"ssm-abc"``) to train inside pyabc.
+            ``"ssm-abc"``) to train inside pyabc, or ``"auto"`` to choose among them there
+            (see the module docstring).
         prior: The torch prior over :math:`\theta` (or a :class:`TorchPrior`); needed to train
             inside pyabc.
         fit_ixs: When to train inside pyabc: a ``pyabc.EventIxs`` or generation indices
@@ -204,12 +209,14 @@ class EBMSumstat(Sumstat):
 
     def _init_training(self, name, prior, fit_ixs, epochs, options, names) -> None:
         loss = name.lower().removesuffix("-abc")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES} (or '<loss>-abc')")
+        if loss not in (*LOSSES, "auto"):
+            raise ValueError(
+                f"unknown loss {name!r}; choose 'auto' or one of {LOSSES} (or '<loss>-abc')"
+            )
         if prior is None:
             raise ValueError("training inside pyabc needs the torch prior: pass prior=...")
         validate_prior(prior)
-        self.method_name = f"{loss}-abc"
+        self.method_name = "auto" if loss == "auto" else f"{loss}-abc"
         self.fit_ixs = EventIxs.to_instance({0} if fit_ixs is None else fit_ixs)
         options = dict(options or {})
         for fixed in ("prior", "loss", "abc", "simulator"):
@@ -287,7 +294,8 @@ class EBMSumstat(Sumstat):
                     "calibrate them (initialize) on prior-predictive simulations"
                 )
             model = self.model
-            x_t = torch.as_tensor(x, dtype=model.dtype, device=model.device)[None]
+            x_t = torch.as_tensor(x, dtype=model.dtype, device=model.device)
+            x_t = x_t.reshape(1, *model.x_shape)  # flat data read as draws (``auto``)
             with torch.no_grad():
                 stats = model.statistics(x_t)[0].to("cpu", torch.float64)
             out = (stats / self.scale).numpy()
@@ -383,25 +391,31 @@ class EBMSumstat(Sumstat):
         if isinstance(training, dict) and "batch_size" not in training:
             # populations are small: keep about ten optimiser steps per epoch at least
             training = training | {"batch_size": max(16, min(256, theta.shape[0] // 10))}
+        if self.method_name == "auto":  # the statistics of the ABC routes only
+            options = {"config": {"routes": ("ssm-abc", "nce-abc")}, **self.method_options}
+        else:  # the ABC stage is pyabc's: no reference table
+            options = {"abc": {"sampler": "smc"}, **self.method_options}
         method = get_method(
             self.method_name,
             prior=self.prior,
-            abc={"sampler": "smc"},  # the ABC stage is pyabc's: no reference table
             training=training,
             progress=self.progress,
-            **self.method_options,
+            **options,
         )
         method.fit(theta, x, seed=seed)
-        self.model = method.model.eval()
+        fit = method.fit_stage
+        fit = getattr(fit, "inner", fit)  # a reshaped fit (``auto``) reads flat data
+        self.model, history = fit.model.eval(), fit.history
         self.scale = method.posterior_stage.scaler.scale.detach().to("cpu", torch.float64).clone()
         self._s0 = None
         record = {
             "t": int(t),
             "total_sims": int(total_sims),
             "num_train": int(theta.shape[0]),
-            "epochs": 0 if method.history is None else len(method.history),
+            "epochs": 0 if history is None else len(history),
             "seconds": time.perf_counter() - start,
             "seed": seed,
+            "route": getattr(method, "chosen", None) or self.method_name,
             "s_obs": None if self.x_0 is None else self(self.x_0),
         }
         self.fits.append(record)
