@@ -7,7 +7,7 @@ and the package root stays small.
 Layers, bottom to top (a module may import its own layer or lower ones):
 
 ==  ==========================================================================
-0   ``priors``, ``metrics``
+0   ``priors``, ``metrics``, ``progress``
 1   ``simulation``
 2   ``energy``
 3   ``losses``
@@ -33,7 +33,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ebm_lfi"
 LAYERS = [
-    ("priors", "metrics"),
+    ("priors", "metrics", "progress"),
     ("simulation",),
     ("energy",),
     ("losses",),

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..progress import progress_bar
 from .task import DATA_FORMAT_VERSION, Task, data_directory, quantize
 from .tasks import available, get
 
@@ -243,12 +244,7 @@ def build_task_data(
     low, high = np.asarray(task.low, dtype=np.float64), np.asarray(task.high, dtype=np.float64)
     codes = np.empty((n, num_samples, task.dim), dtype=np.uint16)
     volume, edge = np.empty(n), np.empty(n)
-    indices = range(n)
-    if progress:
-        from tqdm.auto import tqdm
-
-        indices = tqdm(indices, desc=task.name)
-    for i in indices:
+    for i in progress_bar(range(n), enabled=progress, desc=task.name):
         samples, info = reference_samples(
             task, x[i], i, num_samples=num_samples, coarse=coarse, fine=fine
         )

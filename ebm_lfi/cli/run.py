@@ -43,6 +43,7 @@ from ..methods.registry import available as available_methods
 from ..methods.registry import get as get_method
 from ..posterior.posterior import Posterior
 from ..priors import prior_dim
+from ..progress import is_terminal
 from ..simulation.simulate import simulate
 from ..simulation.simulator import Simulator
 from .catalog import format_table
@@ -274,13 +275,6 @@ def _status(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _is_terminal(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):  # closed or replaced by an object without isatty
-        return False
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings of the library as one ``warning: ...`` line on stderr, like its log."""
     print(f"warning: {message}", file=sys.stderr, flush=True)
@@ -314,7 +308,7 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     r"""Carry out ``ebm-lfi run``; returns the exit status (errors are raised)."""
     start = time.perf_counter()
     progress = bool(args.progress)  # stage lines
-    bars = progress and _is_terminal(sys.stderr)  # progress bars only on a terminal
+    bars = progress and is_terminal()  # progress bars only on a terminal
     problem = resolve_problem(args)
     reference = problem.reference
     if args.reference is not None:

@@ -52,11 +52,11 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
-from tqdm.auto import tqdm
 
 from ..methods.checks import CONTRACTION_THRESHOLD, PosteriorWarning, prior_std
 from ..posterior.posterior import Posterior
 from ..priors import parameter_names, prior_dim, validate_prior
+from ..progress import progress_bar
 from ..simulation.simulate import simulate
 from ..simulation.simulator import Simulator, root_entropy
 from .ranks import density_rank, fractional, marginal_ranks, split_density_rank
@@ -264,7 +264,7 @@ def sbc(
     )
     thetas = theta.detach().cpu().double().numpy()
     outcomes: list[RankOutcome | None] = [None] * n
-    with tqdm(total=n, disable=not progress, desc="SBC", unit="obs") as bar:
+    with progress_bar(total=n, enabled=progress, desc="SBC", unit="obs") as bar:
         if executor is None:
             for i in range(n):
                 outcomes[i] = _run_chunk(

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Uniform
-from tqdm.auto import tqdm
 
 from ..priors import prior_dim, validate_prior
+from ..progress import progress_bar
 from .outcomes import Collector, Failure, Outcome, SimulationError, failure_error, format_theta
 from .simulator import Simulator, forked_torch_rng, root_entropy, theta_seed, to_transport
 
@@ -185,7 +185,7 @@ def simulate(
     first_failure: Failure | None = None
     first_error: BaseException | None = None
     kinds: Counter[str] = Counter()
-    with tqdm(total=n, disable=not progress, desc="Simulating", unit="sim") as bar:
+    with progress_bar(total=n, enabled=progress, desc="Simulating", unit="sim") as bar:
         while (need := n - len(collector.xs if collector else ())) > 0:
             theta = _draw_theta(prior, need, p, generator)
             if collector is None:

@@ -41,8 +41,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from tqdm.auto import tqdm
 
+from ...progress import progress_bar
 from .checkpoints import HISTORY_COLUMNS, RunState, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_int, make_scheduler, optimizer_groups
 from .early_stopping import EarlyStopping
@@ -356,10 +356,10 @@ def _run_epochs(
     monitor = _monitor(run, validation)
     stopped_early = run.stopper.should_stop()
     start_epoch = len(run.history["epoch"])
-    with tqdm(
+    with progress_bar(
         total=config.epochs,
         initial=min(start_epoch, config.epochs),
-        disable=not progress,
+        enabled=progress,
         desc="training",
         unit="epoch",
     ) as bar:

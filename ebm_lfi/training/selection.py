@@ -57,10 +57,10 @@ from dataclasses import dataclass, replace
 import pandas as pd
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from ..energy.model import ExpFamEBM
 from ..losses.score_matching import sample_projections
+from ..progress import progress_bar
 from .config import TrainConfig
 from .loop import train
 
@@ -297,11 +297,11 @@ def select_model(
         for s in sorted(structures, key=["iid", "markov", "mlp"].index)
         for r in (orders if s == "markov" else [None])
     ]
-    bar = tqdm(
+    bar = progress_bar(
         total=len(stage1) + len([k for k in ks if k != k_max]),
         desc="Model choice",
         unit="model",
-        disable=not progress,
+        enabled=progress,
     )
     for cand in stage1:
         run(cand, "structure")

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ...progress import progress_bar
 from .scaler import StatisticScaler, as_scaler
 
 __all__ = [
@@ -135,7 +135,7 @@ def rejection_abc(
     best_d = obs.new_empty((m, 0))
     best_i = torch.empty((m, 0), dtype=torch.long, device=obs.device)
     with torch.no_grad():
-        for lo in tqdm(range(0, n, chunk_size), disable=not progress, desc="rejection-abc"):
+        for lo in progress_bar(range(0, n, chunk_size), enabled=progress, desc="rejection-abc"):
             chunk = scaler(stats_table[lo : lo + chunk_size].to(dtype))
             d = torch.cdist(obs, chunk, compute_mode="donot_use_mm_for_euclid_dist")
             idx = torch.arange(lo, lo + chunk.shape[0], device=obs.device).expand(m, -1)

@@ -35,9 +35,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
-from tqdm.auto import tqdm
 
 from ...priors import prior_log_prob, prior_sample
+from ...progress import progress_bar
 from ..mcmc.driver import make_generator
 from .scaler import StatisticScaler, as_scaler
 
@@ -301,7 +301,7 @@ def smc_abc(
     epsilons, rates, sims = [math.inf], [1.0], [num_particles]
     stop_reason = "max_rounds"
 
-    bar = tqdm(disable=not progress, desc="smc-abc", unit="round")
+    bar = progress_bar(enabled=progress, desc="smc-abc", unit="round")
     while max_rounds is None or len(epsilons) < max_rounds:
         if used >= max_simulations:  # round 0 spent the budget
             stop_reason = "budget"

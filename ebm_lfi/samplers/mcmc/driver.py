@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ...progress import progress_bar
 from .adaptation import adaptation_init, adaptation_update
 from .diagnostics import effective_sample_size, rhat
 from .kernels import (
@@ -140,7 +140,7 @@ def sample_mcmc(
         raise ValueError("initial_position must have finite log-density in every chain")
     draws = x0.new_empty((c, num_samples, d))
     accepted = torch.zeros(c, dtype=x0.dtype, device=x0.device)
-    for t in tqdm(range(burn_in + num_samples), disable=not progress, desc="mcmc"):
+    for t in progress_bar(range(burn_in + num_samples), enabled=progress, desc="mcmc"):
         if adaptation is not None:  # frozen after burn-in
             log_h, scale_tril = adaptation.log_scale, adaptation.scale_tril
         h = math.exp(log_h)

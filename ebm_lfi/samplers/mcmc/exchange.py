@@ -44,9 +44,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
-from tqdm.auto import tqdm
 
 from ...priors import prior_log_prob
+from ...progress import progress_bar
 from .adaptation import AdaptationState, adaptation_init, adaptation_update, robbins_monro
 from .diagnostics import effective_sample_size, rhat
 from .driver import make_generator
@@ -304,7 +304,7 @@ def exchange_mcmc(
     draws = theta.new_empty((c, num_samples, p))
     accepted_total = torch.zeros(c, dtype=dtype, device=device)
     inner_total = 0.0
-    for t in tqdm(range(burn_in + num_samples), disable=not progress, desc="exchange"):
+    for t in progress_bar(range(burn_in + num_samples), enabled=progress, desc="exchange"):
         factor = math.exp(outer.log_scale) * outer.scale_tril
         chains, rate, accept, inner_rate = _exchange_step(
             chains, family, log_prior_fn, s_obs, y_start, factor, inner, math.exp(log_h), generator
