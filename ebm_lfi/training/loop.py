@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from ...progress import progress_bar
+from ..progress import progress_bar
 from .checkpoints import HISTORY_COLUMNS, RunState, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_int, make_scheduler, optimizer_groups
 from .early_stopping import EarlyStopping
