@@ -12,10 +12,17 @@ one of them says that the posterior cannot be trusted:
   :math:`\mathbb{E}_x[\mathrm{Var}(\theta_j \mid x)] = \mathrm{Var}_\pi(\theta_j) -
   \mathrm{Var}_x(\mathbb{E}[\theta_j \mid x])`, so :math:`c_j` is about 1 when the data carry
   no information about :math:`\theta_j` and below 1 on average otherwise. Warning when every
-  :math:`c_j` exceeds :data:`CONTRACTION_THRESHOLD` (0.9): the posterior is about the prior,
+  :math:`c_j` exceeds :data:`CONTRACTION_THRESHOLD` (0.9) less twice its standard error: the
+  posterior is about the prior,
   which on simulated problems nearly always means statistics that miss :math:`\theta`
   (flattened structured data, a saddle of the fit, integer data fitted by score matching) or a
-  simulator whose output does not depend on :math:`\theta`. With an ABC posterior the message
+  simulator whose output does not depend on :math:`\theta`. The standard error
+  :math:`c_j / \sqrt{2 n_e}` is that of a standard deviation estimated from :math:`n_e`
+  effective draws (Gaussian case), with :math:`n_e` the kernel ESS of an ABC posterior, the
+  smallest MCMC ESS, or the number of kept entries (:func:`effective_draws`): a posterior
+  resampled from a hundred kept table entries has a sampling error of about 7 % in its
+  :math:`c_j`, and an uninformative one must not pass as informative by that noise. With an
+  ABC posterior the message
   also gives the regression-adjustment :math:`R^2` (``diagnostics["adjustment_r2"]``, the
   weighted share of the kept parameters' variance explained linearly by the statistics,
   :mod:`~ebm_lfi.samplers.abc.adjustment`). A low :math:`R^2` alone is not a failure: within a
@@ -59,6 +66,8 @@ __all__ = [
     "CONTRACTION_THRESHOLD",
     "RHAT_THRESHOLD",
     "prior_std",
+    "effective_draws",
+    "about_the_prior",
     "posterior_problems",
     "warn_problems",
 ]
@@ -106,6 +115,38 @@ def _figures(values: Sequence[float], digits: int = 2) -> str:
     return "[" + ", ".join(items) + "]"
 
 
+def effective_draws(diagnostics: dict[str, Any]) -> float | None:
+    r"""The number of effective draws behind a posterior's figures: the kernel ESS of an ABC
+    posterior (``kernel_ess``), else the smallest MCMC or importance ESS (``ess``), else the
+    number of kept table entries (``num_accepted``), else ``None`` (unknown).
+
+    Example:
+        >>> effective_draws({"ess": [310.0, 254.0], "num_samples": 1000})
+        254.0
+    """
+    for key in ("kernel_ess", "ess", "num_accepted"):
+        value = diagnostics.get(key)
+        if value is None:
+            continue
+        values = [float(v) for v in torch.as_tensor(value, dtype=torch.float64).reshape(-1)]
+        finite = [v for v in values if math.isfinite(v) and v > 0]
+        if finite:
+            return min(finite)
+    return None
+
+
+def about_the_prior(contraction: Sequence[float], draws: float | None) -> bool:
+    r"""Whether every contraction :math:`c_j` is above :data:`CONTRACTION_THRESHOLD` less
+    twice its standard error :math:`c_j / \sqrt{2 n_e}` (``draws``: :math:`n_e`, or ``None``
+    for no allowance)."""
+
+    def low(c: float) -> float:
+        se = c / math.sqrt(2.0 * draws) if draws else 0.0
+        return CONTRACTION_THRESHOLD - 2.0 * se
+
+    return len(contraction) > 0 and all(c > low(c) for c in map(float, contraction))
+
+
 def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[str]) -> list[str]:
     r"""What the figures of a posterior's ``diagnostics`` say went wrong (see the module
     docstring), one message each; ``[]`` when nothing did.
@@ -113,7 +154,8 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
     Arguments:
         diagnostics: A posterior's diagnostics: ``contraction``, and where present
             ``adjustment_r2``, ``rhat``, ``inner_mixed`` (with ``inner_sd_ratio``, ``inner_z``,
-            ``inner_kernel``, ``inner_steps``).
+            ``inner_kernel``, ``inner_steps``), and the effective draws
+            (:func:`effective_draws`).
         parameter_names: The names of the parameters, in order.
 
     Example:
@@ -124,7 +166,7 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
     names = ", ".join(parameter_names)
     problems = []
     contraction = diagnostics.get("contraction")
-    if contraction is not None and all(c > CONTRACTION_THRESHOLD for c in contraction):
+    if contraction is not None and about_the_prior(contraction, effective_draws(diagnostics)):
         r2 = diagnostics.get("adjustment_r2")
         r2_text = ""
         if r2 is not None and any(math.isfinite(v) for v in r2):

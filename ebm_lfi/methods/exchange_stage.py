@@ -74,7 +74,13 @@ class ExchangeConfig:
 
     The defaults favour longer chains over many chains: on a 5-parameter linear-Gaussian model
     100 chains of 20 kept steps gave split :math:`\hat R \approx 2.2` and C2ST 0.67 to the exact
-    posterior, 20 chains of 250 steps :math:`\hat R \approx 1.1` and C2ST 0.56.
+    posterior, 20 chains of 250 steps :math:`\hat R \approx 1.1` and C2ST 0.56. Every tenth
+    step is kept: converged chains still show a split :math:`\hat R` of about
+    :math:`1 + 1/(2 n_e)` for :math:`n_e` effective draws per half chain, so 50 draws of 20
+    chains need an ESS of about 500 to stay below the warning's 1.05. On MA(2) at 10⁴
+    simulations (3 observations) ``thin=5`` gave ESS 190–307 and :math:`\hat R` 1.05–1.08,
+    ``thin=10`` ESS 486–586 and :math:`\hat R` 1.02–1.04 (W2 to the reference unchanged,
+    0.096–0.130), for 1.7 times the time.
     """
 
     num_chains: int = 20
@@ -82,7 +88,7 @@ class ExchangeConfig:
     inner_steps: int = 30
     inner_kernel: str = "auto"
     bridging: int = 0
-    thin: int = 5
+    thin: int = 10
     check_inner: int = 200
     anneal: int = 4
 
