@@ -174,3 +174,106 @@ def test_stored_observations_regenerate_from_their_seed(name):
     assert np.abs(stored - x).max() > 0  # rounded, not stored in float64
     with pytest.raises(IndexError, match="0 .. 99"):
         task.observation(100)
+
+
+# ----------------------------------------------------------------------------- ring network
+
+
+def _ring_model(hidden=None, embedding=3, T=5, K=7, radius=2):
+    from ebm_lfi.energy.model import ExpFamEBM
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = ExpFamEBM.default(
+            (T, K), 4, 5, structure="ring", radius=radius, embedding=embedding, hidden=hidden
+        ).double()
+    x = torch.randn(9, T, K, dtype=F64, generator=torch.Generator().manual_seed(1))
+    theta = torch.rand(9, 4, dtype=F64, generator=torch.Generator().manual_seed(2))
+    model.prepare(theta, x)
+    return model, model.transform_x(x), theta
+
+
+def test_ring_network_structured_hessian_equals_brute_force():
+    from ebm_lfi.losses.score_matching import ScoreMatching, batched_score_and_hessian_diagonal
+
+    model, y, theta = _ring_model()
+    assert model.hessian_colors == 2 * 7  # 14 probes instead of 35 basis vectors
+
+    def f(z):
+        return model.log_unnormalized_y(z, theta)
+
+    g_full, h_full = batched_score_and_hessian_diagonal(f, y)
+    g_ring, h_ring = batched_score_and_hessian_diagonal(f, y, colors=model.hessian_colors)
+    torch.testing.assert_close(g_ring, g_full, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h_ring, h_full, rtol=1e-10, atol=1e-10)
+    exact = ScoreMatching(structured=False)(model, y, theta)
+    torch.testing.assert_close(ScoreMatching()(model, y, theta), exact, rtol=1e-10, atol=1e-10)
+    # negative control: K probes are too few (steps t and t + 1 interact), and it shows
+    _, h_wrong = batched_score_and_hessian_diagonal(f, y, colors=7)
+    assert (h_wrong - h_full).abs().max() > 1e-3
+    # an outer network mixes everything: no structure is declared
+    assert _ring_model(hidden=(8,))[0].hessian_colors is None
+
+
+def test_ring_network_is_invariant_to_rotations_without_its_head():
+    from ebm_lfi.energy.ring_nets import RingMarkovNet
+
+    x = torch.randn(4, 6, 9, dtype=F64, generator=torch.Generator().manual_seed(3))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        pooled = RingMarkovNet(9, 3, radius=2, embedding=4, hidden=(8,), head=False).double()
+        headed = RingMarkovNet(9, 3, radius=2, embedding=4, head=True).double()
+    rolled = torch.roll(x, 4, dims=2)
+    torch.testing.assert_close(pooled(rolled), pooled(x), rtol=1e-10, atol=1e-10)
+    assert (headed(rolled) - headed(x)).abs().max() > 1e-3  # the head sees the fixed start
+    # the windows are ordered pairs (x_{t-1}, x_t): reversing time changes the output
+    assert (pooled(x.flip(1)) - pooled(x)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="radius"):
+        RingMarkovNet(4, 3, radius=2)
+    with pytest.raises(ValueError, match=r"\(n, T, 9\)"):
+        pooled(torch.randn(2, 6, 8, dtype=F64))
+
+
+def test_ring_network_saves_and_loads(tmp_path):
+    from ebm_lfi.energy.model import ExpFamEBM
+
+    model, y, theta = _ring_model()
+    model.save(tmp_path / "ring.pt")
+    again = ExpFamEBM.load(tmp_path / "ring.pt").double()
+    torch.testing.assert_close(
+        again.log_unnormalized_y(y, theta), model.log_unnormalized_y(y, theta)
+    )
+
+
+def test_auto_search_tries_the_ring_on_ring_shaped_series():
+    from ebm_lfi.training.selection import Candidate, candidates
+
+    assert "ring" in candidates((45, 8), 4)[0]
+    assert "ring" not in candidates((45, 3), 4)[0] and "ring" not in candidates((100,), 2)[0]
+    assert candidates((45, 8), 4, "ring", 4)[0] == ["ring"]
+    assert Candidate("ring", 4, learned=True).label == "ring+learned"
+
+
+@pytest.mark.parametrize("loss", ["ssm", "dsm", "sm"])
+def test_small_size_fit_is_deterministic_under_a_seed(loss):
+    from ebm_lfi.methods.fit import EnergyFit
+
+    task = get("lorenz96-small")
+    theta, x = simulation.simulate(task.simulator, task.prior, 120, seed=0)
+    x_test = torch.stack([task.observation(i) for i in range(3)])
+
+    def fit():
+        stage = EnergyFit(
+            task.prior,
+            loss=loss,
+            structure="ring",
+            num_statistics=4,
+            training={"epochs": 2, "batch_size": 32},
+        )
+        return stage.fit(theta, x, seed=7)
+
+    a, b = fit(), fit()
+    assert a.diagnostics["structure"] == "ring"
+    torch.testing.assert_close(a.statistics(x_test), b.statistics(x_test), rtol=0, atol=0)
+    assert torch.isfinite(a.statistics(x_test)).all()
+    assert np.isfinite(a.history["train_loss"]).all()
