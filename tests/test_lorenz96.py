@@ -277,3 +277,20 @@ def test_small_size_fit_is_deterministic_under_a_seed(loss):
     torch.testing.assert_close(a.statistics(x_test), b.statistics(x_test), rtol=0, atol=0)
     assert torch.isfinite(a.statistics(x_test)).all()
     assert np.isfinite(a.history["train_loss"]).all()
+
+
+def test_command_line_runs_a_task_without_reference(tmp_path, capsys):
+    import json
+
+    from ebm_lfi.cli import main
+
+    out = tmp_path / "run"
+    code = main(
+        ["run", "lorenz96-small", "--method", "rejection-abc", "--simulations", "200"]
+        + ["--observation", "2", "--no-plot", "--seed", "0", "--out", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "metrics" not in summary or not summary["metrics"]
+    assert "against the reference posterior" not in captured.out
