@@ -34,7 +34,8 @@ from ebm_lfi.benchmarks.timeseries import (
 )
 from ebm_lfi.priors import BoxUniform
 
-TASKS = ["beta", "gamma", "gaussian", "ar2", "ma2"]
+TASKS = ["beta", "gamma", "gaussian", "ar2", "ma2"]  # with a likelihood and a reference
+LIKELIHOOD_FREE = ["lorenz96", "lorenz96-small"]  # tested in test_lorenz96.py
 IID = ["beta", "gamma", "gaussian"]
 F64 = torch.float64
 
@@ -75,7 +76,7 @@ def interior(task: Task, n: int, seed: int) -> np.ndarray:
 
 
 def test_registry():
-    assert available() == TASKS
+    assert available() == TASKS + LIKELIHOOD_FREE
     assert get("MA2").name == "ma2"
     with pytest.raises(ValueError, match="available: beta, gamma"):
         get("lotka-volterra")
@@ -342,13 +343,16 @@ def test_stored_data_shapes_and_support(name):
 
 def test_manifest_matches_data():
     manifest = json.loads((data_directory() / "manifest.json").read_text())
-    assert sorted(manifest["tasks"]) == sorted(TASKS)
+    assert sorted(manifest["tasks"]) == sorted(TASKS + LIKELIHOOD_FREE)
     for name, entry in manifest["tasks"].items():
         with np.load(data_directory() / entry["file"]) as f:
             data = {k: f[k] for k in f.files}
         assert content_hash(data) == entry["content_sha256"]
         assert int(data["seed"]) == get(name).seed
-        assert data["edge_mass"].max() < 1e-10  # the refined grid enclosed the mass
+        if name in TASKS:
+            assert data["edge_mass"].max() < 1e-10  # the refined grid enclosed the mass
+        else:
+            assert "reference" not in data and entry["num_samples"] == 0
 
 
 @pytest.mark.parametrize("name", TASKS)

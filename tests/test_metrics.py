@@ -8,7 +8,14 @@ import torch
 from scipy.spatial.distance import pdist
 from scipy.stats import norm
 
-from ebm_lfi.metrics import c2st, mmd, posterior_mean_rmse, wasserstein2
+from ebm_lfi.metrics import (
+    c2st,
+    energy_score,
+    kernel_score,
+    mmd,
+    posterior_mean_rmse,
+    wasserstein2,
+)
 
 # ---------------------------------------------------------------- wasserstein2
 
@@ -268,3 +275,147 @@ def test_rmse_bad_input():
         posterior_mean_rmse(np.zeros((4, 2)), np.zeros(2), weights=[1, -1, 1, 1])
     with pytest.raises(ValueError):
         posterior_mean_rmse(np.zeros((4, 2)), [np.nan, 0.0])
+
+
+# ---------------------------------------------------------------- energy and kernel scores
+# Closed forms for a Gaussian predictive N(mu, s^2 I_K) at an observation y:
+#   E|X - y| = s (2 phi(z) + z (2 Phi(z) - 1)), z = (y - mu) / s   (K = 1),
+#   E|X - X'| = 2 s Gamma((K + 1) / 2) / Gamma(K / 2),   E|X - mu| = that / sqrt(2),
+#   E k(X, y) = (g^2 / (g^2 + s^2))^(K/2) exp(-|y - mu|^2 / (2 (g^2 + s^2))),
+#   E k(X, X') = (g^2 / (g^2 + 2 s^2))^(K/2)   for k(u, v) = exp(-|u - v|^2 / (2 g^2)).
+
+
+def _chi_mean_ratio(K):
+    return math.exp(math.lgamma((K + 1) / 2) - math.lgamma(K / 2))
+
+
+def _within_standard_errors(per_step, exact, z=4.0):
+    r"""The per-step estimates are unbiased and independent across steps: their summed error
+    must lie within z standard errors (estimated from the per-step errors)."""
+    err = np.asarray(per_step) - np.asarray(exact)
+    se = math.sqrt(np.sum(err**2))  # sqrt(sum of per-step variances), estimated
+    return abs(err.sum()) <= z * se, err.sum(), se
+
+
+def test_energy_score_equals_the_gaussian_closed_form_in_one_dimension():
+    rng = np.random.default_rng(10)
+    n, T, mu, s = 300, 400, 0.5, 1.7
+    y = np.linspace(-3.0, 4.0, T)
+    x = rng.normal(mu, s, size=(n, T))
+    z = (y - mu) / s
+    exact = 2 * s * (2 * norm.pdf(z) + z * (2 * norm.cdf(z) - 1)) - 2 * s / math.sqrt(math.pi)
+    per_step = energy_score(x, y, per_step=True)
+    assert per_step.shape == (T,)
+    assert energy_score(x, y) == pytest.approx(per_step.sum(), rel=1e-12)
+    ok, gap, se = _within_standard_errors(per_step, exact)
+    assert ok, (gap, se)
+    # negative control: Gneiting & Raftery's half scale is many standard errors away
+    assert not _within_standard_errors(per_step, exact / 2)[0]
+
+
+def test_energy_score_equals_the_gaussian_closed_form_in_K_dimensions():
+    rng = np.random.default_rng(11)
+    n, T, K, s = 200, 150, 5, 0.8
+    mu = rng.normal(size=(T, K))
+    x = mu + s * rng.normal(size=(n, T, K))
+    c = _chi_mean_ratio(K)
+    exact = np.full(T, 2 * math.sqrt(2) * s * c - 2 * s * c)  # at y_t = mu_t
+    ok, gap, se = _within_standard_errors(energy_score(x, mu, per_step=True), exact)
+    assert ok, (gap, se)
+
+
+def test_kernel_score_equals_the_gaussian_closed_form():
+    rng = np.random.default_rng(12)
+    n, T, K, s, g = 200, 150, 3, 1.2, 1.5
+    mu = rng.normal(size=(T, K))
+    y = mu + rng.normal(size=(T, K))
+    x = mu + s * rng.normal(size=(n, T, K))
+    dist2 = ((y - mu) ** 2).sum(-1)
+    exact = (g**2 / (g**2 + 2 * s**2)) ** (K / 2) - 2 * (g**2 / (g**2 + s**2)) ** (K / 2) * np.exp(
+        -dist2 / (2 * (g**2 + s**2))
+    )
+    per_step = kernel_score(torch.as_tensor(x), torch.as_tensor(y), bandwidth=g, per_step=True)
+    ok, gap, se = _within_standard_errors(per_step, exact)
+    assert ok, (gap, se)
+    # negative control: a kernel exp(-d^2 / g^2) (bandwidth read as sqrt(2) g) is rejected
+    assert not _within_standard_errors(
+        kernel_score(x, y, bandwidth=g / math.sqrt(2), per_step=True), exact
+    )[0]
+
+
+def test_scores_equal_a_brute_force_double_loop():
+    rng = np.random.default_rng(13)
+    n, T, K, g = 6, 4, 3, 0.9
+    x, y = rng.normal(size=(n, T, K)), rng.normal(size=(T, K))
+    es = ks = 0.0
+    for t in range(T):
+        for i in range(n):
+            es += 2 * np.linalg.norm(x[i, t] - y[t]) / n
+            ks -= 2 * np.exp(-np.sum((x[i, t] - y[t]) ** 2) / (2 * g**2)) / n
+            for j in range(n):
+                if i != j:
+                    es -= np.linalg.norm(x[i, t] - x[j, t]) / (n * (n - 1))
+                    ks += np.exp(-np.sum((x[i, t] - x[j, t]) ** 2) / (2 * g**2)) / (n * (n - 1))
+    assert energy_score(x, y) == pytest.approx(es, abs=1e-12)
+    assert kernel_score(x, y, g) == pytest.approx(ks, abs=1e-12)
+
+
+def test_scores_prefer_the_true_predictive():
+    # strictly proper: averaged over y from N(0, 1), N(0, 1) scores lower than N(0, 2^2)
+    rng = np.random.default_rng(14)
+    T, n = 500, 200
+    y = rng.normal(size=(T, 2))
+    right, wide = rng.normal(size=(n, T, 2)), 2 * rng.normal(size=(n, T, 2))
+    assert energy_score(right, y) < energy_score(wide, y)
+    assert kernel_score(right, y, 1.0) < kernel_score(wide, y, 1.0)
+
+
+def test_scores_reject_bad_input():
+    x, y = np.zeros((4, 3, 2)), np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"\(n, T, K\)"):
+        energy_score(x, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="at least 2"):
+        energy_score(x[:1], y)
+    with pytest.raises(ValueError, match="NaN"):
+        energy_score(np.full((4, 3, 2), np.nan), y)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="bandwidth"):
+            kernel_score(x, y, bad)
+    with pytest.raises(TypeError, match="bandwidth"):
+        kernel_score(x, y, "wide")
+
+
+def test_predictive_scores_simulate_the_posterior_predictive_through_an_executor():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ebm_lfi.diagnostics.predictive import predictive_scores
+    from ebm_lfi.posterior.posterior import Posterior
+
+    T, K, s, g = 60, 3, 0.7, 1.1
+    mu = np.linspace(-1, 1, T * K).reshape(T, K)
+    y = mu + np.random.default_rng(15).normal(size=(T, K))
+
+    def simulator(theta, rng):  # theta is a location shift
+        return mu + float(theta[0]) + s * rng.normal(size=(T, K))
+
+    post = Posterior(torch.zeros(40, 1, dtype=torch.float64))  # a point mass at 0
+    out = predictive_scores(post, simulator, y, bandwidth=g, num_simulations=200, seed=3)
+    assert out.x.shape == (200, T, K) and out.theta.shape == (200, 1)
+    assert out.energy == pytest.approx(energy_score(out.x, y), rel=1e-12)
+    assert out.kernel == pytest.approx(kernel_score(out.x, y, g), rel=1e-12)
+    dist2 = ((y - mu) ** 2).sum(-1)
+    exact = (g**2 / (g**2 + 2 * s**2)) ** (K / 2) - 2 * (g**2 / (g**2 + s**2)) ** (K / 2) * np.exp(
+        -dist2 / (2 * (g**2 + s**2))
+    )
+    ok, gap, se = _within_standard_errors(out.kernel_per_step, exact)
+    assert ok, (gap, se)
+    with ThreadPoolExecutor(2) as executor:
+        again = predictive_scores(
+            post, simulator, y, bandwidth=g, num_simulations=200, seed=3, executor=executor
+        )
+    assert again.energy == out.energy and again.kernel == out.kernel
+    assert predictive_scores(post, simulator, y, num_simulations=20).kernel is None
+    with pytest.raises(ValueError, match="bandwidth"):
+        predictive_scores(post, simulator, y, bandwidth=-1.0)
+    with pytest.raises(ValueError, match="shape of one simulation"):
+        predictive_scores(post, simulator, y[:, :2], num_simulations=20)

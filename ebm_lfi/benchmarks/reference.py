@@ -237,10 +237,21 @@ def build_task_data(
         Arrays ``theta`` :math:`(N, p)`, ``x`` :math:`(N, *x\_shape)` (float64), ``reference``
         :math:`(N, m, p)` (uint16 codes, see :func:`~ebm_lfi.benchmarks.task.quantize`),
         ``low``, ``high`` :math:`(p,)`, ``seed``, ``format_version``, and diagnostics
-        ``volume_fraction`` and ``edge_mass`` :math:`(N,)`.
+        ``volume_fraction`` and ``edge_mass`` :math:`(N,)`. A task without a likelihood
+        (:attr:`~ebm_lfi.benchmarks.task.Task.has_reference_posterior` false) gets no
+        ``reference`` nor grid diagnostics, and its ``x`` is stored in float32.
     """
     theta, x = draw_observations(task, num_observations)
     n = len(theta)
+    if not task.has_reference_posterior:
+        return {
+            "theta": theta,
+            "x": x.astype(np.float32),
+            "low": np.asarray(task.low, dtype=np.float64),
+            "high": np.asarray(task.high, dtype=np.float64),
+            "seed": np.asarray(task.seed),
+            "format_version": np.asarray(DATA_FORMAT_VERSION),
+        }
     low, high = np.asarray(task.low, dtype=np.float64), np.asarray(task.high, dtype=np.float64)
     codes = np.empty((n, num_samples, task.dim), dtype=np.uint16)
     volume, edge = np.empty(n), np.empty(n)
@@ -264,9 +275,12 @@ def build_task_data(
 
 
 def content_hash(data: dict[str, np.ndarray]) -> str:
-    r"""SHA-256 over the arrays ``theta``, ``x`` and ``reference`` (bytes, in that order)."""
+    r"""SHA-256 over the arrays ``theta``, ``x`` and ``reference`` (bytes, in that order; a
+    task without a reference posterior hashes ``theta`` and ``x``)."""
     h = hashlib.sha256()
     for key in ("theta", "x", "reference"):
+        if key not in data:
+            continue
         h.update(np.ascontiguousarray(data[key]).tobytes())
     return h.hexdigest()
 
@@ -284,6 +298,22 @@ def write_task_data(task: Task, directory: Path | str, **options) -> dict[str, o
     seconds = time.perf_counter() - start
     path = directory / f"{task.name}.npz"
     np.savez_compressed(path, **data)
+    if "reference" not in data:
+        return {
+            "file": path.name,
+            "description": task.description,
+            "parameter_names": list(task.parameter_names),
+            "prior_low": list(task.low),
+            "prior_high": list(task.high),
+            "x_shape": list(task.x_shape),
+            "seed": task.seed,
+            "num_observations": int(data["theta"].shape[0]),
+            "num_samples": 0,
+            "x_dtype": "float32",
+            "content_sha256": content_hash(data),
+            "bytes": path.stat().st_size,
+            "seconds": round(seconds, 1),
+        }
     return {
         "file": path.name,
         "description": task.description,
@@ -334,7 +364,14 @@ Decode samples with `low + (code + 0.5) * (high - low) / 65536` (error below
 (`default_rng(child).random((100, p))` mapped to the box), simulations (spawned again, one
 Generator per observation, passed to the task's batched simulator) and reference sampling
 (one Generator per observation). Seeds: beta 1001, gamma 1002, gaussian 1003, ar2 1004,
-ma2 1005.
+ma2 1005, lorenz96 1006, lorenz96-small 1007.
+
+## Tasks without a likelihood (lorenz96, lorenz96-small)
+The stochastic Lorenz96 model has no tractable likelihood, so its files hold `theta`
+(float64), `x` (float32, shape (100, T, K)), `low`, `high`, `seed` and `format_version` only:
+no `reference`, `volume_fraction` or `edge_mass`. The observations are drawn as above (the
+first two streams); row i's innovations are `default_rng(child_i).standard_normal((T, K))`
+(see `ebm_lfi.benchmarks.lorenz96`), simulated in float64 and rounded to float32.
 
 ## Method
 Uniform prior times the exact likelihood. Stage 1: log-likelihood at the centres of a

@@ -1,11 +1,15 @@
-r"""The :class:`Task` record: a benchmark problem with an exact likelihood and stored data.
+r"""The :class:`Task` record: a benchmark problem with its simulator and stored data.
 
 A task bundles a prior :math:`\pi(\theta)` (a :class:`~ebm_lfi.priors.BoxUniform`), a batched
 numpy simulator :math:`x \sim p(x \mid \theta)`, the exact log-likelihood
-:math:`\log p(x \mid \theta)` (vectorised in torch, computed in float64) and, where the model is
-an exponential family, its sufficient statistics. The observations, their true parameters and
-the reference posterior samples live in ``<name>.npz`` files of the data directory (see its
-``README.md``), built by ``python -m ebm_lfi.benchmarks.reference``.
+:math:`\log p(x \mid \theta)` where it is tractable (vectorised in torch, computed in float64)
+and, where the model is an exponential family, its sufficient statistics. The observations,
+their true parameters and, for tasks with a likelihood, the reference posterior samples live in
+``<name>.npz`` files of the data directory (see its ``README.md``), built by
+``python -m ebm_lfi.benchmarks.reference``. A task without a likelihood (Lorenz96) has no
+reference posterior: :attr:`Task.has_reference_posterior` is ``False`` and
+:meth:`Task.reference_posterior` and :meth:`Task.log_likelihood` raise a ``ValueError`` that
+says so.
 
 The data directory is ``$EBM_LFI_DATA`` when that variable is set, else the folder ``data``
 inside this package (``ebm_lfi/benchmarks/data``), installed with the package.
@@ -117,7 +121,8 @@ class Task:
         structure: ``"iid"`` (exchangeable entries) or ``"markov"`` (a time series).
         simulate_fn: Batched numpy simulator ``fn(theta (b, p), rng) -> x (b, *x_shape)``
             drawing row ``i``'s noise only from ``rng[i]``.
-        log_likelihood_fn: ``fn(theta (n, p), x (n or 1, *x_shape)) -> (n,)`` in float64 torch.
+        log_likelihood_fn: ``fn(theta (n, p), x (n or 1, *x_shape)) -> (n,)`` in float64 torch,
+            or ``None`` when the likelihood is intractable (then no reference posterior).
         statistics_fn: ``fn(x (n, *x_shape)) -> (n, k)`` sufficient statistics, or ``None``.
         seed: Root seed of the stored data (see the data directory's ``README.md``).
         description: One line describing the model and its conventions.
@@ -132,7 +137,7 @@ class Task:
     x_support: tuple[float | None, float | None]
     structure: str
     simulate_fn: Callable[..., np.ndarray] = field(repr=False)
-    log_likelihood_fn: Callable[[Tensor, Tensor], Tensor] = field(repr=False)
+    log_likelihood_fn: Callable[[Tensor, Tensor], Tensor] | None = field(default=None, repr=False)
     statistics_fn: Callable[[Tensor], Tensor] | None = field(default=None, repr=False)
     seed: int = 0
     description: str = ""
@@ -158,6 +163,19 @@ class Task:
 
         return Simulator(self.simulate_fn, batched=True)
 
+    @property
+    def has_reference_posterior(self) -> bool:
+        r"""Whether the task has an exact likelihood and stored reference posteriors."""
+        return self.log_likelihood_fn is not None
+
+    def _require_likelihood(self, what: str) -> None:
+        if self.log_likelihood_fn is None:
+            raise ValueError(
+                f"task {self.name!r} has no {what}: its likelihood is intractable (check "
+                "task.has_reference_posterior); score its posteriors by the posterior "
+                "predictive, e.g. ebm_lfi.metrics.energy_score / kernel_score"
+            )
+
     def log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
         r"""Exact log-likelihood :math:`\log p(x \mid \theta)`.
 
@@ -173,7 +191,11 @@ class Task:
 
         Returns:
             Log-likelihoods, shape :math:`(n,)`.
+
+        Raises:
+            ValueError: If the task has no tractable likelihood.
         """
+        self._require_likelihood("exact likelihood")
         theta_t = torch.as_tensor(theta)
         device = theta_t.device
         x_t = torch.as_tensor(x, device=device)
@@ -249,7 +271,8 @@ class Task:
 
         Arguments:
             i: Index in ``0 .. num_observations - 1``.
-            dtype: Output dtype (default: torch's default dtype). Stored in float64.
+            dtype: Output dtype (default: torch's default dtype). Stored in float64 (float32
+                for the Lorenz96 tasks).
 
         Returns:
             The observation, shape ``x_shape``.
@@ -280,7 +303,12 @@ class Task:
 
         Returns:
             Samples, shape :math:`(m, p)` with :math:`m = 10\,000`.
+
+        Raises:
+            ValueError: If the task has no reference posterior (see
+                :attr:`has_reference_posterior`).
         """
+        self._require_likelihood("reference posterior")
         i = _check_index(i, self.num_observations)
         data = self._data()
         samples = dequantize(data["reference"][i], data["low"], data["high"])

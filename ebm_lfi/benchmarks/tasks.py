@@ -8,12 +8,18 @@ gamma      10 i.i.d. Gamma(k, scale ϑ), k, ϑ ∈ [1, 3]  (10,)       iid
 gaussian   10 i.i.d. N(μ, σ²), μ ∈ [−10, 10], σ ∈ [1, 10]  (10,)   iid
 ar2        AR(2), T = 100, θ₁ ∈ [−1, 1], θ₂ ∈ [−1, 0]  (100,)      markov
 ma2        MA(2), T = 100, θ₁ ∈ [−1, 1], θ₂ ∈ [0, 1]   (100,)      markov
+lorenz96   stochastic Lorenz96, K = 40, 4 time units   (120, 40)   markov
+lorenz96-  the same, K = 8, 1.5 time units             (45, 8)     markov
+small
 =========  =========================================  ==========  ============
+
+The Lorenz96 tasks (:mod:`ebm_lfi.benchmarks.lorenz96`) have no tractable likelihood and no
+reference posterior (``task.has_reference_posterior`` is ``False``).
 
 Example:
     >>> from ebm_lfi import benchmarks
     >>> benchmarks.available()
-    ['beta', 'gamma', 'gaussian', 'ar2', 'ma2']
+    ['beta', 'gamma', 'gaussian', 'ar2', 'ma2', 'lorenz96', 'lorenz96-small']
     >>> task = benchmarks.get("ma2")
     >>> task.prior.parameter_names, task.x_shape
     (['theta1', 'theta2'], (100,))
@@ -24,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .iid import beta_task, gamma_task, gaussian_task
+from .lorenz96 import lorenz96_small_task, lorenz96_task
 from .task import Task
 from .timeseries import ar2_task, ma2_task
 
@@ -35,6 +42,8 @@ _REGISTRY: dict[str, Callable[[], Task]] = {
     "gaussian": gaussian_task,
     "ar2": ar2_task,
     "ma2": ma2_task,
+    "lorenz96": lorenz96_task,
+    "lorenz96-small": lorenz96_small_task,
 }
 
 

@@ -232,7 +232,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     advanced.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
     advanced.add_argument(
         "--structure",
-        choices=("auto", "mlp", "iid", "markov"),
+        choices=("auto", "mlp", "iid", "markov", "ring"),
         help="statistics network (default auto: chosen by held-out loss)",
     )
     advanced.add_argument(

@@ -141,10 +141,10 @@ def resolve_problem(args: argparse.Namespace) -> Problem:
                     f"observations 0 .. {task.num_observations - 1}"
                 )
             x_o = task.observation(observation).numpy()
-            reference, truth = (
-                task.reference_posterior(observation),
-                task.true_parameters(observation),
+            reference = (
+                task.reference_posterior(observation) if task.has_reference_posterior else None
             )
+            truth = task.true_parameters(observation)
         else:
             x_o = match_shape(load_observation(observation), task.x_shape, repr(observation))
             reference = truth = None

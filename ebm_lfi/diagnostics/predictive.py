@@ -17,6 +17,10 @@ says the model (prior, simulator and posterior approximation together) rarely re
 feature of the data. Predictive p-values are conservative (they use the data twice) and are not
 corrected for testing several statistics.
 
+:func:`predictive_scores` draws the same posterior predictive sample and scores it against
+:math:`x_o` by the energy and kernel scores of :mod:`ebm_lfi.metrics` (per time step, summed;
+lower is better), the paper's measure where no reference posterior exists.
+
 Statistics: a callable :math:`x\ (n, *x\_shape) \mapsto (n, k)`, a mapping of names to such
 callables, a fitted method (its learned ``statistics``), or ``None`` for the mean, sd and
 10 %, 50 %, 90 % quantiles of each simulation flattened.
@@ -28,13 +32,14 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
+from ..metrics import energy_score, kernel_score
 from ..posterior.posterior import Posterior
 from ..simulation.simulate import simulate_at
 from ..simulation.simulator import Simulator, root_entropy
@@ -42,7 +47,13 @@ from ..simulation.simulator import Simulator, root_entropy
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["predictive_check", "PredictiveCheck", "default_statistics"]
+__all__ = [
+    "predictive_check",
+    "PredictiveCheck",
+    "default_statistics",
+    "predictive_scores",
+    "PredictiveScores",
+]
 
 _QUANTILES = (0.1, 0.5, 0.9)
 
@@ -208,6 +219,51 @@ def _statistics_fn(statistics: Any) -> Callable[[Tensor], tuple[Tensor, list[str
     return numbered
 
 
+def _predictive_draws(
+    posterior: Any,
+    simulator: Any,
+    num_simulations: Any,
+    seed: int | None,
+    executor: Any,
+    on_error: str,
+) -> tuple[Tensor, Tensor]:
+    r"""Posterior draws :math:`\theta_i` and predictive simulations :math:`x_i`, seeded by
+    ``SeedSequence(seed)`` (child 0: the draws, child 1: the simulations); rows whose
+    simulation failed are dropped with their draw under ``on_error="drop"``."""
+    if not isinstance(posterior, Posterior):
+        try:
+            posterior = Posterior(posterior)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"posterior must be a Posterior or draws (m, p): {err}") from err
+    if not isinstance(simulator, Simulator):
+        if not callable(simulator):
+            raise TypeError(
+                f"simulator must be a Simulator or a callable, got {type(simulator).__name__}"
+            )
+        simulator = Simulator(simulator)
+    if (
+        isinstance(num_simulations, bool)
+        or not isinstance(num_simulations, numbers.Integral)
+        or num_simulations < 2
+    ):
+        raise ValueError(f"num_simulations must be an integer >= 2, got {num_simulations!r}")
+    n = int(num_simulations)
+    entropy = root_entropy(seed)
+    seeds = np.random.SeedSequence(entropy).spawn(2)
+    theta = posterior.sample(n, seed=int(seeds[0].generate_state(1, np.uint32)[0]))
+    x = simulate_at(
+        simulator,
+        theta.detach().cpu(),
+        seed=int(seeds[1].generate_state(1, np.uint32)[0]),
+        executor=executor,
+        on_error=on_error,
+    )
+    if on_error == "drop":
+        x, valid = x
+        theta = theta[valid.to(theta.device)]
+    return theta, x
+
+
 def predictive_check(
     posterior: Posterior | Tensor | np.ndarray,
     simulator: Simulator | Callable[..., Any],
@@ -248,38 +304,8 @@ def predictive_check(
         >>> list(check.table.columns)
         ['observed', 'mean', 'sd', 'z', 'quantile', 'p_value']
     """
-    if not isinstance(posterior, Posterior):
-        try:
-            posterior = Posterior(posterior)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"posterior must be a Posterior or draws (m, p): {err}") from err
-    if not isinstance(simulator, Simulator):
-        if not callable(simulator):
-            raise TypeError(
-                f"simulator must be a Simulator or a callable, got {type(simulator).__name__}"
-            )
-        simulator = Simulator(simulator)
-    if (
-        isinstance(num_simulations, bool)
-        or not isinstance(num_simulations, numbers.Integral)
-        or num_simulations < 2
-    ):
-        raise ValueError(f"num_simulations must be an integer >= 2, got {num_simulations!r}")
-    n = int(num_simulations)
     fn = _statistics_fn(statistics)
-    entropy = root_entropy(seed)
-    seeds = np.random.SeedSequence(entropy).spawn(2)
-    theta = posterior.sample(n, seed=int(seeds[0].generate_state(1, np.uint32)[0]))
-    x = simulate_at(
-        simulator,
-        theta.detach().cpu(),
-        seed=int(seeds[1].generate_state(1, np.uint32)[0]),
-        executor=executor,
-        on_error=on_error,
-    )
-    if on_error == "drop":
-        x, valid = x
-        theta = theta[valid.to(theta.device)]
+    theta, x = _predictive_draws(posterior, simulator, num_simulations, seed, executor, on_error)
     x_shape = tuple(x.shape[1:])
     x_obs = torch.as_tensor(np.asarray(x_o) if not isinstance(x_o, Tensor) else x_o)
     x_obs = x_obs.detach().cpu().to(x.dtype)
@@ -296,3 +322,86 @@ def predictive_check(
         bad = (~torch.isfinite(s)).any(dim=0).nonzero().flatten().tolist()
         raise ValueError(f"statistics {bad} are NaN or infinite for some simulations")
     return PredictiveCheck(s[0], s[1:], theta, x, names)
+
+
+class PredictiveScores(NamedTuple):
+    r"""The outcome of :func:`predictive_scores` (lower scores are better).
+
+    Attributes:
+        energy: The energy score summed over time steps.
+        kernel: The Gaussian-kernel score summed over time steps (``None`` without a bandwidth).
+        energy_per_step: Per-step energy scores, shape :math:`(T,)`.
+        kernel_per_step: Per-step kernel scores, shape :math:`(T,)`, or ``None``.
+        theta: The posterior draws simulated from, shape :math:`(n, p)`.
+        x: The predictive simulations, shape :math:`(n, T, K)`.
+    """
+
+    energy: float
+    kernel: float | None
+    energy_per_step: np.ndarray
+    kernel_per_step: np.ndarray | None
+    theta: Tensor
+    x: Tensor
+
+
+def predictive_scores(
+    posterior: Posterior | Tensor | np.ndarray,
+    simulator: Simulator | Callable[..., Any],
+    x_o: Tensor | np.ndarray,
+    *,
+    bandwidth: float | None = None,
+    num_simulations: int = 200,
+    seed: int | None = 0,
+    executor: Any = None,
+    on_error: str = "raise",
+) -> PredictiveScores:
+    r"""Energy and kernel scores of the posterior predictive of a series at ``x_o``.
+
+    Draws :math:`\theta_i` from the posterior and simulates :math:`x_i \sim p(x \mid
+    \theta_i)` (seeded and run on ``executor`` exactly as :func:`predictive_check`, so an
+    executor changes nothing), then scores the predictive sample with
+    :func:`ebm_lfi.metrics.energy_score` and :func:`ebm_lfi.metrics.kernel_score`.
+
+    Arguments:
+        posterior: A :class:`~ebm_lfi.Posterior` (weights respected) or draws :math:`(m, p)`.
+        simulator: The simulator (a callable of one :math:`\theta` or a
+            :class:`~ebm_lfi.Simulator`) giving series of shape :math:`(T, K)` or :math:`(T,)`.
+        x_o: The observed series, shape :math:`(T, K)` or :math:`(T,)`.
+        bandwidth: Bandwidth of the Gaussian kernel; ``None`` skips the kernel score.
+        num_simulations: Number :math:`n \ge 2` of predictive simulations.
+        seed: Root seed (see :func:`predictive_check`).
+        executor: A :class:`concurrent.futures.Executor` for the simulations.
+        on_error: ``"raise"`` or ``"drop"`` failed simulations.
+
+    Returns:
+        A :class:`PredictiveScores`.
+
+    Example:
+        >>> post = Posterior(torch.randn(300, 1))
+        >>> sim = lambda t, rng: t.numpy() + rng.normal(size=(4, 2))
+        >>> out = predictive_scores(post, sim, torch.zeros(4, 2), bandwidth=1.0, num_simulations=50)
+        >>> out.energy_per_step.shape, out.kernel is not None
+        ((4,), True)
+    """
+    if bandwidth is not None:
+        kernel_score(np.zeros((2, 1)), np.zeros(1), bandwidth)  # check it before simulating
+    theta, x = _predictive_draws(posterior, simulator, num_simulations, seed, executor, on_error)
+    x_obs = torch.as_tensor(np.asarray(x_o) if not isinstance(x_o, Tensor) else x_o)
+    x_obs = x_obs.detach().cpu().to(x.dtype)
+    if tuple(x_obs.shape) == (1, *x.shape[1:]):
+        x_obs = x_obs[0]
+    if tuple(x_obs.shape) != tuple(x.shape[1:]) or x_obs.ndim not in (1, 2):
+        raise ValueError(
+            "x_o must be a series (T, K) or (T,) of the shape of one simulation "
+            f"{tuple(x.shape[1:])}, got {tuple(x_obs.shape)}"
+        )
+    energy = energy_score(x, x_obs, per_step=True)
+    kernel = None if bandwidth is None else kernel_score(x, x_obs, bandwidth, per_step=True)
+    return PredictiveScores(
+        energy=float(energy.sum()),
+        kernel=None if kernel is None else float(kernel.sum()),
+        energy_per_step=energy,
+        kernel_per_step=kernel,
+        theta=theta,
+        x=x,
+    )

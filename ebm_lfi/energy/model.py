@@ -174,6 +174,7 @@ class ExpFamEBM(nn.Module):
         pool: str = "sum",
         quadratic: bool = True,
         window_hidden: Sequence[int] = (16,),
+        radius: int = 2,
         shared_dims: Sequence[int] | None = None,
         tails: str = "auto",
         normalizer: bool = False,
@@ -197,7 +198,9 @@ class ExpFamEBM(nn.Module):
                 :math:`(m,)` or :math:`(m, d)`: :math:`m` exchangeable draws,
                 :class:`~ebm_lfi.energy.pooled_nets.ExchangeableNet`) or ``"markov"`` (a
                 series of shape :math:`(T,)` or :math:`(T, d)`,
-                :class:`~ebm_lfi.energy.pooled_nets.MarkovNet`).
+                :class:`~ebm_lfi.energy.pooled_nets.MarkovNet`) or ``"ring"`` (series of states
+                of :math:`K` sites on a ring, :math:`(T, K)`,
+                :class:`~ebm_lfi.energy.ring_nets.RingMarkovNet`).
             x_support: ``(lower, upper)`` bounds of :math:`x`, or ``None``.
             hidden: Hidden widths of the statistics network (default: see
                 :func:`~ebm_lfi.energy.nets.statistics_network`; ``(64, 64)`` except a
@@ -216,6 +219,7 @@ class ExpFamEBM(nn.Module):
                 pooling keeps the score of each coordinate of order one.
             quadratic, window_hidden: Draw / window features of the structured networks (see
                 :class:`~ebm_lfi.energy.pooled_nets.PooledFeatures`).
+            radius: Neighbourhood radius on the ring (``structure="ring"``).
             tails: Heavy-tail stage of the data transform, ``"auto"``, ``"none"`` or
                 ``"asinh"`` (see :class:`~ebm_lfi.energy.transforms.DataTransform`).
             shared_dims: Event axes over which the standardisation pools (default: the time
@@ -239,6 +243,7 @@ class ExpFamEBM(nn.Module):
             pool=pool,
             quadratic=quadratic,
             window_hidden=window_hidden,
+            radius=radius,
         )
         if shared_dims is not None:
             shared = tuple(int(d) for d in shared_dims)

@@ -13,8 +13,12 @@ everywhere, so the Hessian diagonal it yields is the zero function):
   et al. (2019, https://arxiv.org/abs/1901.10230) for a Markov series of order :math:`r`:
   :math:`\rho\big(x_{1:r}, \operatorname{pool}_{t} \phi(x_{t:t+r})\big)` over the overlapping
   windows of length :math:`r + 1`.
+* :class:`~ebm_lfi.energy.ring_nets.RingMarkovNet`: for series of states on a ring of :math:`K`
+  sites, :math:`(T, K)`: order-one Markov over time and translation-equivariant around the
+  ring (local windows of radius :math:`m` in space and two steps in time, a circular
+  convolution over sites), pooled over time and sites, plus a head for the first state.
 
-Both structured networks share :class:`~ebm_lfi.energy.pooled_nets.PooledFeatures`: monomials up
+The structured networks share :class:`~ebm_lfi.energy.pooled_nets.PooledFeatures`: monomials up
 to degree two of each draw or window plus a small learned network, sum-pooled, read out linearly
 by default, so that their outputs have the form of the statistics of an iid / Markov exponential
 family.
@@ -34,6 +38,7 @@ from torch import nn
 
 from .mlp import MLP
 from .pooled_nets import ExchangeableNet, MarkovNet
+from .ring_nets import RingMarkovNet
 
 __all__ = [
     "statistics_network",
@@ -54,6 +59,7 @@ def statistics_network(
     pool: str = "sum",
     quadratic: bool = True,
     window_hidden: Sequence[int] = (16,),
+    radius: int = 2,
 ) -> tuple[nn.Module, tuple[int, ...]]:
     r"""A network :math:`(n, *x_{shape}) \to (n, D_{out})` suited to the data's structure.
 
@@ -63,7 +69,9 @@ def statistics_network(
         structure: ``"mlp"`` (any shape, flattened), ``"iid"`` (:math:`(m,)` or :math:`(m, d)`
             exchangeable draws, :class:`~ebm_lfi.energy.pooled_nets.ExchangeableNet`) or
             ``"markov"`` (a series of shape :math:`(T,)` or :math:`(T, d)`,
-            :class:`~ebm_lfi.energy.pooled_nets.MarkovNet` of order ``order``).
+            :class:`~ebm_lfi.energy.pooled_nets.MarkovNet` of order ``order``) or ``"ring"``
+            (a series of ring states :math:`(T, K)`,
+            :class:`~ebm_lfi.energy.ring_nets.RingMarkovNet` of radius ``radius``).
         hidden: Hidden widths of the network (of :math:`\rho` for ``"iid"`` / ``"markov"``);
             default ``(64, 64)`` for ``"mlp"`` and ``()`` otherwise: a linear read-out of the
             sum-pooled draw / window features, the form of the statistics of an iid or Markov
@@ -74,18 +82,36 @@ def statistics_network(
             MLP, where 8 learned features cost 12: model choice adds them when they pay).
         quadratic, window_hidden: Draw / window features (see
             :class:`~ebm_lfi.energy.pooled_nets.PooledFeatures`).
+        radius: Neighbourhood radius on the ring (``"ring"``).
 
     Returns:
         The network and the event axes over which standardisation should pool (``(0,)``
-        for draws or time steps, so that it commutes with the structure).
+        for draws or time steps, ``(0, 1)`` for time steps and sites of a ring, so that it
+        commutes with the structure).
     """
     x_shape = tuple(int(s) for s in x_shape)
     if hidden is None:
         hidden = (64, 64) if structure == "mlp" else ()
     if structure == "mlp":
         return MLP(math.prod(x_shape), out_features, hidden, activation, flatten=True), ()
+    if structure == "ring":
+        if len(x_shape) != 2 or x_shape[0] < 2:
+            raise ValueError(f"structure='ring' needs x_shape (T, K) with T >= 2, got {x_shape}")
+        emb = int(embedding) if embedding is not None else 0
+        net = RingMarkovNet(
+            x_shape[1],
+            out_features,
+            radius,
+            hidden,
+            emb,
+            activation,
+            pool,
+            quadratic,
+            window_hidden,
+        )
+        return net, (0, 1)
     if structure not in ("iid", "markov"):
-        raise ValueError(f"structure must be 'mlp', 'iid' or 'markov', got {structure!r}")
+        raise ValueError(f"structure must be 'mlp', 'iid', 'markov' or 'ring', got {structure!r}")
     if len(x_shape) not in (1, 2):
         raise ValueError(f"structure={structure!r} needs x_shape (m,) or (m, d), got {x_shape}")
     d = 1 if len(x_shape) == 1 else x_shape[1]
@@ -105,6 +131,7 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "MLP": MLP,
     "ExchangeableNet": ExchangeableNet,
     "MarkovNet": MarkovNet,
+    "RingMarkovNet": RingMarkovNet,
 }
 
 

@@ -154,8 +154,10 @@ class EnergyFit:
             prepared one counts as fitted).
         structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
             loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1, 2, 3, 4 and 6, see
-            :mod:`ebm_lfi.training.selection`), ``"mlp"``, ``"iid"`` (exchangeable draws) or
-            ``"markov"`` (time series). Give :math:`x` its natural shape (:math:`(m, d)` for
+            :mod:`ebm_lfi.training.selection`, and ``"ring"`` on :math:`(T, K \ge 5)` data),
+            ``"mlp"``, ``"iid"`` (exchangeable draws), ``"markov"`` (time series) or ``"ring"``
+            (a series of states of :math:`K` sites on a ring, :math:`(T, K)`: Markov in time,
+            equivariant around the ring). Give :math:`x` its natural shape (:math:`(m, d)` for
             :math:`m` exchangeable draws, :math:`(T,)` or :math:`(T, d)` for a series): an
             MLP on flattened structured data can learn statistics that miss part of
             :math:`\theta` while its held-out loss is close to the best, at every :math:`k`
@@ -212,9 +214,9 @@ class EnergyFit:
         self.network = dict(network or {})
         self.training = as_config(training, TrainConfig, "training")
         self.selection = as_config(selection, SelectionConfig, "selection")
-        if structure not in ("auto", "mlp", "iid", "markov"):
+        if structure not in ("auto", "mlp", "iid", "markov", "ring"):
             raise ValueError(
-                f"structure must be 'auto', 'mlp', 'iid' or 'markov', got {structure!r}"
+                f"structure must be 'auto', 'mlp', 'iid', 'markov' or 'ring', got {structure!r}"
             )
         if not (num_statistics in ("auto", None) or int(num_statistics) >= 1):
             raise ValueError(f"num_statistics must be 'auto', None or >= 1, got {num_statistics}")
@@ -315,8 +317,8 @@ class EnergyFit:
         network.update(getattr(self.loss, "model_options", {}))
         if candidate.structure == "markov":
             network["order"] = candidate.order
-            if candidate.learned:
-                network.setdefault("embedding", 8)
+        if candidate.structure in ("markov", "ring") and candidate.learned:
+            network.setdefault("embedding", 8)
         return ExpFamEBM.default(
             x_shape,
             self.num_parameters,
@@ -354,9 +356,11 @@ class EnergyFit:
         out: dict = {}
         if self.model is not None:
             net = self.model.statistics_net
-            out["structure"] = {"MarkovNet": "markov", "ExchangeableNet": "iid"}.get(
-                type(net).__name__, "mlp"
-            )
+            out["structure"] = {
+                "MarkovNet": "markov",
+                "ExchangeableNet": "iid",
+                "RingMarkovNet": "ring",
+            }.get(type(net).__name__, "mlp")
             if out["structure"] == "markov":
                 out["order"] = int(net.order)
             out["num_statistics"] = int(self.model.num_statistics)

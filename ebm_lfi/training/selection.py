@@ -75,16 +75,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_RING_SITES = 5  # a ring of radius-2 neighbourhoods needs 5 sites
+
 
 @dataclass(frozen=True)
 class Candidate:
     r"""One architecture to try.
 
     Arguments:
-        structure: ``"mlp"``, ``"iid"`` or ``"markov"``.
+        structure: ``"mlp"``, ``"iid"``, ``"markov"`` or ``"ring"``.
         num_statistics: Number :math:`k` of statistics.
         order: Markov order (``"markov"`` only).
-        learned: Add learned window features to the Markov network's monomials.
+        learned: Add learned window features to the Markov (or ring) network's monomials.
     """
 
     structure: str
@@ -94,7 +96,9 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        """Short name, e.g. ``"markov(2)"`` or ``"markov(2)+learned"``."""
+        """Short name, e.g. ``"markov(2)"``, ``"markov(2)+learned"`` or ``"ring+learned"``."""
+        if self.structure == "ring":
+            return "ring" + ("+learned" if self.learned else "")
         if self.structure != "markov":
             return self.structure
         return f"markov({self.order})" + ("+learned" if self.learned else "")
@@ -148,8 +152,10 @@ def candidates(
     r"""The structures, Markov orders and numbers of statistics an ``"auto"`` search tries.
 
     Data of shape :math:`(T,)` or :math:`(T, d)` may be a series or a set of exchangeable
-    draws, so ``"mlp"``, ``"iid"`` and ``"markov"`` of each order compete; any other shape gets
-    the MLP only. :math:`k` ranges over ``k_factors`` times the number of parameters.
+    draws, so ``"mlp"``, ``"iid"`` and ``"markov"`` of each order compete; data of shape
+    :math:`(T, K)` with :math:`K \ge 5` may also be a series of states on a ring of :math:`K`
+    sites (``"ring"``, :class:`~ebm_lfi.energy.ring_nets.RingMarkovNet` of radius 2); any other
+    shape gets the MLP only. :math:`k` ranges over ``k_factors`` times the number of parameters.
 
     Returns:
         ``(structures, orders, ks)``.
@@ -159,13 +165,17 @@ def candidates(
     if structure == "auto":
         series = len(x_shape) in (1, 2) and x_shape[0] > 1
         structures = ["mlp", "iid", "markov"] if series else ["mlp"]
+        if series and len(x_shape) == 2 and x_shape[1] >= _RING_SITES:
+            structures.append("ring")
     elif isinstance(structure, str):
         structures = [structure]
     else:
         structures = list(structure)
     for s in structures:
-        if s not in ("mlp", "iid", "markov"):
-            raise ValueError(f"structure must be 'auto', 'mlp', 'iid' or 'markov', got {s!r}")
+        if s not in ("mlp", "iid", "markov", "ring"):
+            raise ValueError(
+                f"structure must be 'auto', 'mlp', 'iid', 'markov' or 'ring', got {s!r}"
+            )
     orders = [r for r in config.orders if r < x_shape[0]] if "markov" in structures else []
     if "markov" in structures and not orders:
         structures.remove("markov")
@@ -294,7 +304,7 @@ def select_model(
     k_max = max(ks)
     stage1 = [
         Candidate(s, k_max, r)
-        for s in sorted(structures, key=["iid", "markov", "mlp"].index)
+        for s in sorted(structures, key=["iid", "ring", "markov", "mlp"].index)
         for r in (orders if s == "markov" else [None])
     ]
     bar = progress_bar(
@@ -309,7 +319,7 @@ def select_model(
     best = simplest(stage1, lowest) or lowest
     # stage 1b: learned window features, kept only if they beat the monomials by the tolerance
     stage1b = []
-    if best.structure == "markov" and config.learned_features:
+    if best.structure in ("markov", "ring") and config.learned_features:
         stage1b = [replace(best, learned=True)]
         bar.total += 1
         run(stage1b[0], "features")
@@ -398,7 +408,11 @@ class _Pilot:
             x=x,
             build=build,
             loss=loss,
-            shared=(0,) if any(s != "mlp" for s in structures) else None,
+            shared=(0, 1)
+            if set(structures) == {"ring"}
+            else (0,)
+            if any(s != "mlp" for s in structures)
+            else None,
             training=replace(
                 training, epochs=config.epochs, batch_size=config.batch_size, patience=None
             ),
