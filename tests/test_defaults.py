@@ -120,7 +120,16 @@ class FixedDraws:
             {"inner_mixed": False, "inner_sd_ratio": [0.3], "inner_z": [9.0], "inner_steps": 30},
             "inner chain has not mixed",
         ),
-        ({"rhat": [1.01, 1.04], "inner_mixed": True}, None),  # the negative control
+        (
+            {
+                "inner_mixed": True,
+                "inner_fits": False,
+                "inner_fit_sd_ratio": [1.6],
+                "inner_fit_shift": [0.9],
+            },
+            "the model's draws differ from the simulator's",
+        ),
+        ({"rhat": [1.01, 1.04], "inner_mixed": True, "inner_fits": True}, None),  # control
     ],
 )
 def test_unconverged_chains_and_an_unmixed_inner_chain_are_warned_about(diagnostics, expected):

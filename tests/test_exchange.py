@@ -254,6 +254,27 @@ def test_inner_chain_check_detects_a_chain_that_stays_at_the_observation(steps, 
     assert check.mixed is mixed
     if not mixed:
         assert bool((check.sd_ratio < 0.5).all()) and float(check.z.abs().max()) > 4
+    if mixed:  # the family is the simulator's: the longer chain matches the simulations
+        assert check.fits is True
+
+
+def test_inner_chain_check_tells_a_model_that_misses_the_simulator_from_an_unmixed_chain():
+    # simulations with a spread 1.5 times the family's: a long, mixed inner chain matches the
+    # family (mixed) but not the simulator (does not fit); the family's own draws fit
+    g = torch.Generator().manual_seed(6)
+    theta = torch.stack(
+        [0.3 * torch.randn(200, generator=g, dtype=DT), 2.0 + 0.2 * torch.rand(200, generator=g)], 1
+    )
+    y_obs = 0.1 + 2.1 * torch.randn(N_OBS, generator=g, dtype=DT)
+    noise = torch.randn(200, N_OBS, generator=g, dtype=DT)
+    for spread, fits in ((1.5, False), (1.0, True)):
+        y_sim = theta[:, :1] + spread * theta[:, 1:] * noise
+        check = inner_chain_check(
+            GaussianFamily(), y_obs, theta, y_sim, inner_steps=200, inner_step_size=0.6, seed=0
+        )
+        assert check.mixed is True and check.fits is fits, (check.fit_sd_ratio, check.fit_shift)
+        if not fits:  # the model's draws are narrower than the simulations
+            assert float(check.fit_sd_ratio.max()) < 0.8
 
 
 def test_gaussian_draw_is_exact_and_refuses_improper_models():

@@ -33,9 +33,13 @@ one of them says that the posterior cannot be trusted:
   2021) above :data:`RHAT_THRESHOLD` (1.05) for some parameter: the chains disagree, and the
   draws are not yet from the target.
 * **The exchange sampler's inner chain** (``diagnostics["inner_mixed"]``,
-  :func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`): when its auxiliary draws do not
-  match simulations at posterior draws, the exchange ratio uses auxiliary data that are not from
-  the model, and the posterior is biased.
+  :func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`): when its auxiliary draws differ
+  from those of a ten times longer chain, the exchange ratio uses auxiliary data that are not
+  from the model, and the posterior is biased.
+* **The model against the simulator** at posterior draws (``diagnostics["inner_fits"]``, the
+  same check): when the model's draws (the longer chain's, or the exact ones) differ from
+  simulations there beyond sampling error and by more than a quarter of a standard deviation
+  or a quarter of the spread, the likelihood the exchange sampler uses is off where it matters.
 
 The messages are also kept in ``diagnostics["warnings"]`` (so that a saved summary shows them).
 Silence them with ``warnings.simplefilter("ignore", PosteriorWarning)``.
@@ -154,7 +158,8 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
     Arguments:
         diagnostics: A posterior's diagnostics: ``contraction``, and where present
             ``adjustment_r2``, ``rhat``, ``inner_mixed`` (with ``inner_sd_ratio``, ``inner_z``,
-            ``inner_kernel``, ``inner_steps``), and the effective draws
+            ``inner_steps``), ``inner_fits`` (with ``inner_fit_sd_ratio``, ``inner_fit_shift``),
+            and the effective draws
             (:func:`effective_draws`).
         parameter_names: The names of the parameters, in order.
 
@@ -190,14 +195,19 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
     if diagnostics.get("inner_mixed") is False:
         ratio = _figures(diagnostics.get("inner_sd_ratio", []))
         z = _figures(diagnostics.get("inner_z", []), 1)
-        if diagnostics.get("inner_kernel") == "gaussian":
-            advice = "the model's exact draws differ from the simulator's: check the fit"
-        else:
-            steps = diagnostics.get("inner_steps")
-            advice = f"raise ExchangeConfig.inner_steps (now {steps}) or check the fit"
+        steps = diagnostics.get("inner_steps")
         problems.append(
-            "the exchange sampler's inner chain has not mixed: its auxiliary statistics do not "
-            f"match simulations at posterior draws (spread ratio {ratio}, z {z}); {advice}"
+            "the exchange sampler's inner chain has not mixed: its auxiliary statistics differ "
+            f"from those of a ten times longer chain (spread ratio {ratio}, z {z}); raise "
+            f"ExchangeConfig.inner_steps (now {steps})"
+        )
+    if diagnostics.get("inner_fits") is False:
+        ratio = _figures(diagnostics.get("inner_fit_sd_ratio", []))
+        shift = _figures(diagnostics.get("inner_fit_shift", []))
+        problems.append(
+            "the model's draws differ from the simulator's at posterior draws (spread ratio "
+            f"{ratio}, shift {shift} sd): the fitted likelihood is off where the posterior "
+            "is; check the fit (more simulations, another structure) or use an ABC route"
         )
     return problems
 

@@ -370,4 +370,7 @@ class ExchangeStage:
             "inner_mixed": check.mixed,
             "inner_sd_ratio": check.sd_ratio.tolist(),
             "inner_z": check.z.tolist(),
+            "inner_fits": check.fits,
+            "inner_fit_sd_ratio": check.fit_sd_ratio.tolist(),
+            "inner_fit_shift": check.fit_shift.tolist(),
         }
