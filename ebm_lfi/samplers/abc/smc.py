@@ -33,8 +33,16 @@ in a run most of its proposals are rejected and the budget ends the run early. T
 kernel shrinks with the target, and a particle far from it gets a wide kernel pointing back
 to it. When fewer than :math:`p + 1` particles are within :math:`\epsilon_t` (ties in
 discrete distances) all particles of finite distance stand in for them.
-``scripts/check_smc_kernel.py`` measures both at equal simulation budgets on problems with
-exact posteriors.
+
+Measured by ``scripts/check_smc_kernel.py`` (:math:`N = 1000`, 5 seeds, equal budgets of
+:math:`10^4` / :math:`3 \times 10^4` simulations, a truncated round discarded for both; W2 to
+the exact posterior, Beaumont then OLCM): a 2-D Gaussian mean 2.41 / 1.62 at :math:`10^4`,
+0.266 / 0.098 at :math:`3 \times 10^4`; a correlated 3-D one 3.50 / 2.85, 1.13 / 0.53; a
+bounded prior with the posterior against an edge 0.094 / 0.096, 0.033 / 0.025. The mean
+acceptance rate after round 0 rose from 0.28-0.41 to 0.36-0.53, so the same budget buys up
+to three more rounds and a final tolerance 2 to 50 % lower; the ESS is lower (0.71 to 0.90
+:math:`N`, against 0.68 to 0.97 :math:`N`), as the local kernels make the weights more
+variable.
 
 **A round cut short by the budget.** Sampling stops when a round's acceptance rate falls
 below ``min_acceptance_rate`` or the simulation budget is spent (never exceeded). When the
@@ -46,6 +54,11 @@ the previous population when the Kish effective sample size of their weights is 
 ``keep_truncated`` times the previous population's (default one half: the Monte Carlo variance
 of a weighted mean at most doubles, while the tolerance shrinks); otherwise they are
 discarded and the previous population returned. :attr:`SMCABCResult.last_round` says which.
+Measured by the same script with OLCM, the rule kept the cut round in 19 of 30 runs, and
+keeping it lowered W2 wherever it did (2-D 1.62 to 1.05, 3-D 2.85 to 2.32 and 0.53 to 0.41,
+edge 0.096 to 0.057). Keeping every cut round instead (``keep_truncated=0``) doubled W2 on the
+edge problem at :math:`3 \times 10^4` (ESS 180 of 1000: 0.050 against 0.025) and gained
+nothing on the 2-D one (0.097 against 0.098), the two cells where the rule discarded.
 
 References:
     | Adaptive approximate Bayesian computation (Beaumont et al., 2009)
