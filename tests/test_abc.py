@@ -22,7 +22,14 @@ from ebm_lfi.methods.baselines import FixedStatistics
 from ebm_lfi.priors import BoxUniform
 from ebm_lfi.samplers.abc.rejection import auto_num_accepted, rejection_abc, systematic_resample
 from ebm_lfi.samplers.abc.scaler import StatisticScaler
-from ebm_lfi.samplers.abc.smc import smc_abc
+from ebm_lfi.samplers.abc.smc import (
+    _beaumont_factor,
+    _importance_weights,
+    _log_kernel_mixture,
+    _olcm_factors,
+    _Population,
+    smc_abc,
+)
 from ebm_lfi.simulation.simulate import simulate
 from ebm_lfi.simulation.simulator import Simulator
 
@@ -402,11 +409,204 @@ def test_statistics_smc_rounds_stop_and_adjustment(abc_stage):
     stage, _, x_o = abc_stage
     diag = stage(sampler="smc", num_particles=300, max_rounds=2).sample(x_o, 300, seed=1)[-1]
     assert diag["rounds"] == 2 and diag["stop_reason"] == "max_rounds"
-    abc = stage(sampler="smc", num_particles=1000, max_simulations=10_000)
+    abc = stage(sampler="smc", num_particles=1000, max_simulations=10_000, resample=False)
     samples, weights, _, diag = abc.sample(x_o, 1000, seed=2)
     assert diag["regression_adjustment"] is True and diag["simulations"] <= 10_000
-    assert samples.shape == (1000, 1) and weights.shape == (1000,)
+    assert diag["kernel"] == "olcm" and diag["last_round"] in ("complete", "truncated-kept")
+    # A kept truncated last round has fewer than num_particles particles.
+    m = diag["num_accepted"]
+    assert (m == 1000) == (diag["last_round"] == "complete")
+    assert samples.shape == (m, 1) and weights.shape == (m,)
     mean, var = weighted_moments(samples, weights)
     ess = float(1 / (weights**2).sum())
     assert abs(mean - POST_M) < 4.5 * math.sqrt(POST_V / ess)
     assert abs(var - POST_V) < 4.5 * POST_V * math.sqrt(2 / ess)
+
+
+# ---- SMC-ABC's kernels and its truncated last round ----
+
+
+def random_population(n: int, p: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    theta = (
+        torch.randn((n, p), generator=g, dtype=torch.float64)
+        @ torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.5, 0.0], [-0.3, 0.2, 2.0]], dtype=torch.float64)[
+            :p, :p
+        ]
+    )
+    weights = torch.rand(n, generator=g, dtype=torch.float64) + 0.1
+    distances = torch.rand(n, generator=g, dtype=torch.float64)
+    return _Population(theta, weights / weights.sum(), distances, theta.clone())
+
+
+def test_olcm_covariances_and_mixture_density_match_brute_force():
+    p, n = 3, 40
+    pop = random_population(n, p, seed=0)
+    eps = float(pop.distances.median())
+    tril = _olcm_factors(pop, eps)
+    assert tril.shape == (n, p, p)
+    near = (pop.distances <= eps).nonzero()[:, 0].tolist()
+    w_near = pop.weights[near] / pop.weights[near].sum()
+    covs = []
+    for j in range(n):  # Sigma_j = sum_k w~_k (theta_k - theta_j)(theta_k - theta_j)^T
+        diffs = [pop.theta[k] - pop.theta[j] for k in near]
+        covs.append(sum(w * torch.outer(d, d) for w, d in zip(w_near, diffs, strict=True)))
+        torch.testing.assert_close(tril[j] @ tril[j].T, covs[j], rtol=1e-9, atol=1e-12)
+
+    g = torch.Generator().manual_seed(1)
+    new = 1.5 * torch.randn((25, p), generator=g, dtype=torch.float64)
+    log_w = pop.weights.log()
+    brute = np.array([
+        np.log(sum(
+            float(pop.weights[j]) * sps.multivariate_normal(pop.theta[j], covs[j]).pdf(x)
+            for j in range(n)
+        ))
+        for x in new.numpy()
+    ])  # fmt: skip
+    const = 0.5 * p * math.log(2 * math.pi)
+    for chunk in (7, 2**22):  # several rows per chunk, a part of a row, one chunk
+        got = _log_kernel_mixture(new, pop.theta, log_w, tril, chunk=chunk) - const
+        np.testing.assert_allclose(got.numpy(), brute, rtol=1e-10)
+    # A shared factor (the Beaumont kernel) is the same density with equal components.
+    shared = _beaumont_factor(pop)
+    cov = shared @ shared.T
+    brute_shared = np.log([
+        sum(float(pop.weights[j]) * sps.multivariate_normal(pop.theta[j], cov).pdf(x)
+            for j in range(n))
+        for x in new.numpy()
+    ])  # fmt: skip
+    got = _log_kernel_mixture(new, pop.theta, log_w, shared, chunk=50) - const
+    np.testing.assert_allclose(got.numpy(), brute_shared, rtol=1e-10)
+    torch.testing.assert_close(
+        _log_kernel_mixture(new, pop.theta, log_w, shared.expand(n, p, p).contiguous()), got + const
+    )
+    # The importance weights: prior / mixture, normalised.
+    prior = Independent(Normal(torch.zeros(p, dtype=torch.float64), 2.0), 1)
+    w = _importance_weights(new, pop, tril, prior)
+    expected = np.exp(prior.log_prob(new).numpy() - brute)
+    np.testing.assert_allclose(w.numpy(), expected / expected.sum(), rtol=1e-9)
+
+
+def test_olcm_falls_back_to_all_particles_when_too_few_are_near():
+    pop = random_population(30, 2, seed=2)
+    eps = float(pop.distances.min())  # one particle within: cannot span two dimensions
+    tril = _olcm_factors(pop, eps)
+    w, theta = pop.weights, pop.theta
+    mean = w @ theta
+    cov = ((theta - mean).T * w) @ (theta - mean)
+    for j in (0, 17):
+        d = theta[j] - mean
+        torch.testing.assert_close(tril[j] @ tril[j].T, cov + torch.outer(d, d))
+
+
+XBAR2_O = torch.tensor([1.0, -0.5], dtype=torch.float64)
+
+
+def simulate_xbar2(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    calls = {"n": 0}
+
+    def simulate(theta: torch.Tensor) -> torch.Tensor:
+        calls["n"] += theta.shape[0]
+        noise = torch.randn((theta.shape[0], N_OBS, 2), generator=g, dtype=theta.dtype)
+        return theta + noise.mean(dim=1)
+
+    return simulate, calls
+
+
+def test_smc_olcm_reaches_the_conjugate_posterior():
+    # theta ~ N(0, 3^2 I_2), xbar ~ N(theta, I / 10): posterior N(SHRINK xbar_o, POST_V I).
+    prior = Independent(Normal(torch.zeros(2, dtype=torch.float64), PRIOR_SD), 1)
+    scale = math.sqrt(PRIOR_SD**2 + 1 / N_OBS)
+    simulate, calls = simulate_xbar2(11)
+    res = smc_abc(
+        simulate, prior, XBAR2_O, num_particles=1000, max_simulations=100_000,
+        scale=torch.full((2,), scale), seed=12,
+    )  # fmt: skip
+    assert res.kernel == "olcm" and calls["n"] == res.simulations <= 100_000
+    w, x = res.weights, res.particles
+    mean = w @ x
+    var = w @ (x - mean) ** 2
+    # ABC with a ball of radius r around xbar_o: the posterior mean moves with xbar, so the
+    # ball adds SHRINK^2 r^2 / 4 (a uniform disk's variance per axis) to each variance.
+    r = float(res.epsilon[-1]) * scale
+    inflation = SHRINK**2 * r**2 / 4
+    assert inflation < 0.1 * POST_V  # the run went far enough for the check to mean much
+    # 4.5 standard errors from the Kish ESS (over 16 seeds the errors in these units had sd
+    # 1.0 to 1.2 and mean within 0.2 of 0).
+    ess = res.ess
+    truth = SHRINK * XBAR2_O
+    assert bool(((mean - truth).abs() < 4.5 * math.sqrt((POST_V + inflation) / ess)).all())
+    assert bool(((var - POST_V - inflation).abs() < 4.5 * POST_V * math.sqrt(2 / ess)).all())
+    # Negative control: the same particles without their importance weights are too narrow.
+    flat = x.var(dim=0)
+    bound = 4.5 * POST_V * math.sqrt(2 / x.shape[0])
+    assert bool(((flat - POST_V - inflation).abs() > bound).any())
+
+
+def truncating_run(budget: int, keep: float, kernel: str = "olcm"):
+    simulate, calls = counting_simulator(21)
+    res = smc_abc(
+        simulate, normal_prior(), torch.tensor([XBAR_O], dtype=torch.float64),
+        num_particles=400, max_simulations=budget, kernel=kernel, keep_truncated=keep,
+        scale=torch.tensor([3.0]), seed=22,
+    )  # fmt: skip
+    assert calls["n"] == res.simulations <= budget
+    return res
+
+
+@pytest.mark.parametrize("kernel", ["olcm", "beaumont"])
+def test_truncated_last_round_is_kept_by_the_ess_rule(kernel):
+    budget = 3_100  # round 0 and a few rounds, then the budget runs out inside one
+    discarded = truncating_run(budget, math.inf, kernel)
+    kept = truncating_run(budget, 0.0, kernel)
+    assert discarded.last_round == "truncated-discarded" and kept.last_round == "truncated-kept"
+    assert discarded.simulations == kept.simulations == budget
+    # Discarded: the previous population, as a run stopped before the last round returns it.
+    rounds = discarded.epsilon.shape[0]
+    stopped = truncating_run(int(discarded.simulations_per_round.sum()), math.inf, kernel)
+    assert stopped.last_round == "complete" and stopped.epsilon.shape[0] == rounds
+    assert torch.equal(stopped.particles, discarded.particles)
+    assert int(discarded.simulations_per_round.sum()) < discarded.simulations
+    # Kept: the accepted particles of the cut round, at its tighter tolerance, with the
+    # round's simulations, rate and tolerance recorded.
+    m = kept.particles.shape[0]
+    assert 2 <= m < 400 and kept.weights.shape == kept.distances.shape == (m,)
+    assert kept.epsilon.shape[0] == rounds + 1 and kept.epsilon[-1] < discarded.epsilon[-1]
+    assert bool((kept.distances <= kept.epsilon[-1]).all())
+    assert int(kept.simulations_per_round.sum()) == kept.simulations
+    torch.testing.assert_close(kept.weights.sum(), torch.ones((), dtype=torch.float64))
+    # The rule: kept when ESS >= keep_truncated x the previous population's ESS.
+    ratio = kept.ess / discarded.ess
+    assert truncating_run(budget, 0.99 * ratio, kernel).last_round == "truncated-kept"
+    assert truncating_run(budget, 1.01 * ratio, kernel).last_round == "truncated-discarded"
+    default = smc_abc(
+        counting_simulator(21)[0], normal_prior(), torch.tensor([XBAR_O], dtype=torch.float64),
+        num_particles=400, max_simulations=budget, kernel=kernel, scale=torch.tensor([3.0]),
+        seed=22,
+    )  # fmt: skip
+    assert default.last_round == ("truncated-kept" if ratio >= 0.5 else "truncated-discarded")
+
+
+def test_truncated_round_with_too_few_particles_is_discarded_and_budgets_hold():
+    # One simulation left for the last round: at most one particle, never kept.
+    first = truncating_run(10_000, 0.0)
+    spent = int(first.simulations_per_round[:3].sum())
+    res = truncating_run(spent + 1, 0.0)
+    assert res.last_round == "truncated-discarded" and res.simulations == spent + 1
+    assert res.particles.shape == (400, 1)
+    for budget in (400, 401, 999, 2_345):  # the budget is never exceeded
+        for keep in (0.0, 0.5, math.inf):
+            assert truncating_run(budget, keep).simulations <= budget
+
+
+def test_smc_kernel_options_are_validated():
+    simulate, _ = counting_simulator(5)
+    obs = torch.tensor([XBAR_O], dtype=torch.float64)
+    with pytest.raises(ValueError, match="kernel"):
+        smc_abc(simulate, normal_prior(), obs, num_particles=50, kernel="gaussian")
+    for bad in (-0.1, math.nan):
+        with pytest.raises(ValueError, match="keep_truncated"):
+            smc_abc(simulate, normal_prior(), obs, num_particles=50, keep_truncated=bad)
+    with pytest.raises(ValueError, match="smc_kernel"):
+        ABCConfig(sampler="smc", smc_kernel="2sigma")

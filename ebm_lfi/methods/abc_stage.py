@@ -92,7 +92,7 @@ from torch import Tensor
 from ..samplers.abc.adjustment import regression_adjustment
 from ..samplers.abc.rejection import auto_num_accepted, rejection_abc, systematic_resample
 from ..samplers.abc.scaler import StatisticScaler
-from ..samplers.abc.smc import smc_abc
+from ..samplers.abc.smc import KERNELS, smc_abc
 from ..simulation.outcomes import SimulationError
 from ..simulation.simulate import simulate, simulate_at
 from ..simulation.simulator import Simulator
@@ -143,6 +143,9 @@ class ABCConfig:
         max_rounds: SMC-ABC stops after this many rounds, round 0 included (``None``: no
             limit); the tolerance shrinks every round until one of the three rules stops it.
         alpha: SMC-ABC tolerance quantile of the current distances.
+        smc_kernel: SMC-ABC perturbation kernel, ``"olcm"`` (optimal local covariances) or
+            ``"beaumont"`` (twice the population covariance); see
+            :mod:`ebm_lfi.samplers.abc.smc`.
 
     With ``regression_adjustment=False``, ``num_accepted=n`` and ``num_samples=n`` the
     rejection sampler returns the ``n`` nearest table entries unweighted, as before these
@@ -160,6 +163,7 @@ class ABCConfig:
     min_acceptance_rate: float = 0.01
     max_rounds: int | None = None
     alpha: float = 0.5
+    smc_kernel: str = "olcm"
 
     def __post_init__(self):
         if self.sampler not in ("rejection", "smc"):
@@ -181,6 +185,8 @@ class ABCConfig:
             )
         if self.max_rounds is not None and self.max_rounds < 1:
             raise ValueError(f"max_rounds must be None or at least 1, got {self.max_rounds}")
+        if self.smc_kernel not in KERNELS:
+            raise ValueError(f"smc_kernel must be one of {KERNELS}, got {self.smc_kernel!r}")
         if not 0 <= self.min_acceptance_rate < 1 or not 0 < self.alpha < 1:
             raise ValueError(
                 f"need 0 <= min_acceptance_rate < 1 and 0 < alpha < 1, got "
@@ -506,6 +512,7 @@ class ABCStage:
             max_simulations=budget,
             min_acceptance_rate=cfg.min_acceptance_rate,
             max_rounds=cfg.max_rounds,
+            kernel=cfg.smc_kernel,
             seed=seed,
             progress=self.progress,
         )
@@ -522,6 +529,8 @@ class ABCStage:
             "failed_simulations": calls[1],
             "rounds": len(result.epsilon),
             "stop_reason": result.stop_reason,
+            "last_round": result.last_round,
+            "kernel": result.kernel,
             "num_accepted": int(samples.shape[0]),
             "acceptance_rate": float(result.acceptance_rate[-1]),
             "epsilon": eps,
