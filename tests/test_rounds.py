@@ -73,7 +73,7 @@ def test_proposal_keeps_the_support_and_mixes_in_the_prior():
 
 def test_round_rules_and_checks():
     assert round_budgets(2_000, 4) == [500] * 4 and sum(round_budgets(1_003, 3)) == 1_003
-    assert default_rounds("ml", 10_000) == 4 and default_rounds("nce", 3_000) == 1
+    assert default_rounds("ml", 10_000) == 8 and default_rounds("nce", 400) == 1
     assert default_rounds("ssm-abc", 10_000) == 1
     with pytest.raises(ValueError, match="not valid in sequential rounds"):
         el.infer(SIMULATOR, PRIOR, X_O, "ssm-abc", num_simulations=200, rounds=2)
