@@ -12,8 +12,15 @@ import torch
 
 import ebm_lfi as el
 from ebm_lfi.methods.checks import PosteriorWarning
-from ebm_lfi.methods.rounds import default_rounds, proposal_sample, round_budgets, run_rounds
-from ebm_lfi.priors import prior_log_prob
+from ebm_lfi.methods.rounds import (
+    DefensiveProposal,
+    default_rounds,
+    importance_weights,
+    proposal_sample,
+    round_budgets,
+    run_rounds,
+)
+from ebm_lfi.priors import prior_log_prob, prior_sample
 
 DT = torch.float64
 SIGMA = 0.1
@@ -74,8 +81,51 @@ def test_proposal_keeps_the_support_and_mixes_in_the_prior():
 def test_round_rules_and_checks():
     assert round_budgets(2_000, 4) == [500] * 4 and sum(round_budgets(1_003, 3)) == 1_003
     assert default_rounds("ml", 10_000) == 8 and default_rounds("nce", 400) == 1
-    assert default_rounds("ssm-abc", 10_000) == 1
+    assert default_rounds("rejection-abc", 10_000) == 1
     with pytest.raises(ValueError, match="not valid in sequential rounds"):
-        el.infer(SIMULATOR, PRIOR, X_O, "ssm-abc", num_simulations=200, rounds=2)
+        el.infer(SIMULATOR, PRIOR, X_O, "rejection-abc", num_simulations=200, rounds=2)
     with pytest.raises(ValueError, match="rounds must be"):
         el.infer(SIMULATOR, PRIOR, X_O, "nce", num_simulations=200, rounds=0)
+
+
+def test_importance_weights_of_pooled_rounds_recover_prior_expectations():
+    # pairs pooled over a prior round and two proposal rounds; weighted by prior / mixture,
+    # they must give the prior's mean and variance back (self-normalised importance sampling)
+    g = torch.Generator().manual_seed(1)
+    near = el.Posterior(
+        X_O + 0.3 * torch.randn(400, 2, generator=g, dtype=DT), parameter_names=["a", "b"]
+    )
+    nearer = el.Posterior(
+        X_O + 0.1 * torch.randn(400, 2, generator=g, dtype=DT), parameter_names=["a", "b"]
+    )
+    proposals = [
+        None,
+        DefensiveProposal(PRIOR, near, 0.1, g),
+        DefensiveProposal(PRIOR, nearer, 0.1, g),
+    ]
+    budgets = [3_000, 3_000, 3_000]
+    theta = torch.cat([prior_sample(PRIOR, 3_000, g)] + [q.sample(3_000, g) for q in proposals[1:]])
+    w = importance_weights(PRIOR, theta, proposals, budgets).double()
+    w = w / w.sum()
+    mean = (w[:, None] * theta).sum(0)
+    second = (w[:, None] * theta**2).sum(0)
+    ess = 1 / (w**2).sum()
+    se_mean = (100 / 12 / ess) ** 0.5  # prior sd of U(-5, 5) over the root of the ESS
+    assert (mean.abs() <= 4 * se_mean).all(), (mean, se_mean)
+    assert ((second - 100 / 12).abs() <= 4 * 6.7 / ess**0.5).all()  # sd of theta^2: 6.7
+    # negative control: without the weights the pooled draws are far from the prior
+    assert (theta.mean(0)[0] - 0.0).abs() > 10 * se_mean
+
+
+def test_abc_rounds_weight_their_table():
+    method = el.methods.get(
+        "ssm-abc", prior=PRIOR, structure="mlp", num_statistics=2, training={"epochs": 2}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PosteriorWarning)
+        post = run_rounds(method, SIMULATOR, PRIOR, X_O, num_simulations=600, rounds=2, seed=0)
+    stage = method.posterior_stage
+    assert stage.table_weights is not None and stage.table_weights.shape == (600,)
+    assert float(stage.table_weights.std()) > 0  # the proposal round is down-weighted
+    assert len(post.diagnostics["rounds"]) == 2
+    assert post.diagnostics["total_simulations"] == 600

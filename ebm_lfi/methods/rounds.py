@@ -14,9 +14,13 @@ Neither does the NCE ratio with shuffled parameters as negatives: with pairs fro
 :math:`r(\theta) p(x \mid \theta)` the optimal logit is :math:`\log p(x \mid \theta) - \log
 \tilde p(x)`, :math:`\tilde p` the pooled marginal of :math:`x`, absorbed by the
 :math:`\theta`-free term :math:`d(x)`, so :math:`\eta(\theta)^\top s + c(\theta)` still gives
-the posterior potential with the true prior (``nce``). ABC methods use the training pairs as
-their reference table: drawn from a proposal, the table needs importance weights
-:math:`\pi(\theta) / r(\theta)`, which the ABC stage does not take yet, so they are refused.
+the posterior potential with the true prior (``nce``). The energy ABC methods (``*-abc``) use
+the training pairs as their reference table: drawn from proposals, the table gets the
+importance weights :math:`\pi(\theta_i) / \bar r(\theta_i)`, :math:`\bar r = \sum_r (n_r /
+N)\, r_r` the mixture of all rounds' proposals in proportion to their draws (the balance
+heuristic of multiple importance sampling, Veach & Guibas 1995), which multiply the ABC kernel
+weights (:attr:`~ebm_lfi.methods.abc_stage.ABCStage.training_weights`). The baselines
+(``rejection-abc``, ``fp-abc``) are not offered rounds.
 
 **Proposal.** A defensive mixture: with probability ``defensive`` (0.1) a prior draw, otherwise
 a draw of the last posterior (resampled by its weights) moved by a Gaussian kernel with the
@@ -25,7 +29,8 @@ proposal covers the posterior's tails; the prior component keeps every region of
 support reachable, which a fit of :math:`p(x \mid \theta)` needs to stay sane where a later
 posterior (or the MCMC over it) might wander. Draws outside the prior's support are drawn
 again (up to 100 times, then replaced by prior draws), so every training :math:`\theta` lies
-in the support.
+in the support; the truncated kernel's density divides by its mass inside the support, measured
+with 4 000 draws (:class:`DefensiveProposal`).
 
 **Budget.** :func:`round_budgets` splits the training simulations evenly (the first rounds take
 the remainder); ``diagnostics["total_simulations"]`` of the final posterior counts all rounds,
@@ -69,28 +74,46 @@ References:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
+from torch.distributions import Distribution, MultivariateNormal
 
 from ..posterior.posterior import Posterior
 from ..priors import prior_log_prob, prior_sample
 from ..simulation.simulate import simulate, simulate_at
+from .abc_stage import ABCStage
 
 __all__ = [
     "ROUND_METHODS",
     "default_rounds",
     "round_budgets",
+    "DefensiveProposal",
     "proposal_sample",
+    "importance_weights",
     "run_rounds",
 ]
 
-ROUND_METHODS = ("ml", "nce", "ml-exchange", "sm-exchange", "ssm-exchange", "dsm-exchange")
-"""Registered methods whose fit does not depend on the proposal of the training parameters."""
+ROUND_METHODS = (
+    "ml",
+    "nce",
+    "ml-exchange",
+    "sm-exchange",
+    "ssm-exchange",
+    "dsm-exchange",
+    "sm-abc",
+    "ssm-abc",
+    "dsm-abc",
+    "nce-abc",
+    "cnce-abc",
+    "ml-abc",
+)
+"""Registered methods valid in rounds: fits that do not depend on the proposal of the training
+parameters, and the energy ABC methods with importance weights on their table."""
 
 _SIMULATIONS_PER_ROUND = 250
 _MAX_ROUNDS = 8
@@ -102,8 +125,10 @@ def default_rounds(method: str, num_simulations: int) -> int:
     ``num_simulations // 250`` clipped to :math:`[1, 8]` (see the module docstring).
 
     Example:
-        >>> default_rounds("nce", 10_000), default_rounds("nce", 1_000), default_rounds("sm-abc", 1)
-        (8, 4, 1)
+        >>> default_rounds("nce", 10_000), default_rounds("nce", 1_000)
+        (8, 4)
+        >>> default_rounds("fp-abc", 10_000)
+        1
     """
     if method not in ROUND_METHODS:
         return 1
@@ -126,6 +151,82 @@ def round_budgets(num_simulations: int, rounds: int) -> list[int]:
     return [base + (r < rest) for r in range(rounds)]
 
 
+class DefensiveProposal:
+    r"""The proposal of a round: :math:`r(\theta) = \alpha\, \pi(\theta) + (1 - \alpha)\,
+    k(\theta)`, :math:`k` a Gaussian kernel density on the last posterior's draws truncated to
+    the prior's support (see the module docstring).
+
+    Arguments:
+        prior: The prior.
+        post: The last posterior (samples and optional weights, :math:`(n, p)`).
+        defensive: The prior's share :math:`\alpha`.
+        generator: Source of the draws that measure the kernel's mass inside the support.
+    """
+
+    def __init__(
+        self,
+        prior: Distribution,
+        post: Posterior,
+        defensive: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
+        if not 0 < defensive <= 1:
+            raise ValueError(f"defensive must be in (0, 1], got {defensive}")
+        self.prior, self.defensive = prior, float(defensive)
+        self.dtype = post.samples.dtype
+        self.samples = post.samples.detach().cpu().double()
+        n, p = self.samples.shape
+        w = post.weights
+        self.weights = torch.full((n,), 1.0 / n) if w is None else w.detach().cpu().double()
+        self.weights = self.weights / self.weights.sum()
+        mean = (self.weights[:, None] * self.samples).sum(0)
+        centred = self.samples - mean
+        cov = (self.weights[:, None] * centred).T @ centred
+        scott = n ** (-2.0 / (p + 4))
+        jitter = 1e-12 * cov.diagonal().mean().clamp_min(1e-300) * torch.eye(p, dtype=cov.dtype)
+        self.scale_tril = torch.linalg.cholesky(scott * cov + jitter)
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        probe = self._kernel(4_000, generator)
+        inside = torch.isfinite(prior_log_prob(prior, probe.to(self.dtype))).double().mean()
+        self.log_inside = float(torch.log(inside.clamp_min(1.0 / 4_000)))
+
+    def _kernel(self, m: int, generator: torch.Generator) -> Tensor:
+        rows = torch.multinomial(self.weights.float(), m, replacement=True, generator=generator)
+        noise = torch.randn(m, self.samples.shape[1], generator=generator, dtype=torch.float64)
+        return self.samples[rows] + noise @ self.scale_tril.T
+
+    def sample(self, num: int, generator: torch.Generator) -> Tensor:
+        r"""``num`` draws, all inside the prior's support, shape :math:`(num, p)`."""
+        p = self.samples.shape[1]
+        from_prior = torch.rand(num, generator=generator) < self.defensive
+        out = torch.empty(num, p, dtype=torch.float64)
+        out[from_prior] = prior_sample(self.prior, int(from_prior.sum()), generator).double().cpu()
+        todo = (~from_prior).nonzero().reshape(-1)
+        for _ in range(_REDRAWS):  # the kernel truncated to the support, by rejection
+            if len(todo) == 0:
+                break
+            draws = self._kernel(len(todo), generator)
+            inside = torch.isfinite(prior_log_prob(self.prior, draws.to(self.dtype)))
+            out[todo[inside]] = draws[inside]
+            todo = todo[~inside]
+        if len(todo):
+            out[todo] = prior_sample(self.prior, len(todo), generator).double().cpu()
+        return out.to(self.dtype)
+
+    def log_prob(self, theta: Tensor) -> Tensor:
+        r""":math:`\log r(\theta)` of parameters inside the support, shape :math:`(m,)`."""
+        theta = theta.detach().cpu().double()
+        kernel = MultivariateNormal(self.samples, scale_tril=self.scale_tril)
+        log_k = torch.logsumexp(kernel.log_prob(theta[:, None, :]) + self.weights.log(), dim=1)
+        log_prior = prior_log_prob(self.prior, theta.to(self.dtype)).double().cpu()
+        return torch.logaddexp(
+            math.log(self.defensive) + log_prior,
+            math.log1p(-self.defensive) + log_k - self.log_inside
+            if self.defensive < 1
+            else torch.full_like(log_k, -math.inf),
+        )
+
+
 def proposal_sample(
     prior: Distribution,
     post: Posterior,
@@ -133,7 +234,7 @@ def proposal_sample(
     generator: torch.Generator,
     defensive: float = 0.1,
 ) -> Tensor:
-    r"""Draws of the defensive proposal of the next round, all inside the prior's support.
+    r"""``num`` draws of the :class:`DefensiveProposal` on ``post``, inside the prior's support.
 
     Arguments:
         prior: The prior.
@@ -145,40 +246,27 @@ def proposal_sample(
     Returns:
         Parameters, shape :math:`(num, p)`, in the dtype of the posterior's samples.
     """
-    if not 0 < defensive <= 1:
-        raise ValueError(f"defensive must be in (0, 1], got {defensive}")
-    samples = post.samples.detach().cpu()
-    n, p = samples.shape
-    weights = post.weights
-    weights = torch.full((n,), 1.0 / n) if weights is None else weights.detach().cpu().double()
-    mean = (weights[:, None] * samples.double()).sum(0)
-    centred = samples.double() - mean
-    cov = (weights[:, None] * centred).T @ centred
-    scott = n ** (-2.0 / (p + 4))
-    eye = torch.eye(p, dtype=torch.float64)
-    tril = torch.linalg.cholesky(
-        scott * cov + 1e-12 * cov.diagonal().mean().clamp_min(1e-300) * eye
-    )
+    return DefensiveProposal(prior, post, defensive, generator).sample(num, generator)
 
-    def kernel_draws(m: int) -> Tensor:
-        rows = torch.multinomial(weights.float(), m, replacement=True, generator=generator)
-        noise = torch.randn(m, p, generator=generator, dtype=torch.float64)
-        return samples[rows].double() + noise @ tril.T
 
-    from_prior = torch.rand(num, generator=generator) < defensive
-    out = torch.empty(num, p, dtype=torch.float64)
-    out[from_prior] = prior_sample(prior, int(from_prior.sum()), generator).double().cpu()
-    todo = (~from_prior).nonzero().reshape(-1)
-    for _ in range(_REDRAWS):
-        if len(todo) == 0:
-            break
-        draws = kernel_draws(len(todo))
-        inside = torch.isfinite(prior_log_prob(prior, draws.to(samples.dtype)))
-        out[todo[inside]] = draws[inside]
-        todo = todo[~inside]
-    if len(todo):
-        out[todo] = prior_sample(prior, len(todo), generator).double().cpu()
-    return out.to(samples.dtype)
+def importance_weights(
+    prior: Distribution,
+    theta: Tensor,
+    proposals: list[DefensiveProposal | None],
+    budgets: list[int],
+) -> Tensor:
+    r"""Weights :math:`\pi(\theta_i) / \bar r(\theta_i)` of pairs pooled over rounds, with
+    :math:`\bar r = \sum_r (n_r / N)\, r_r` the mixture of the rounds' proposals (``None``:
+    the prior) in proportion to their draws; normalised to mean 1, shape :math:`(N,)`."""
+    log_prior = prior_log_prob(prior, theta).detach().cpu().double()
+    total = float(sum(budgets))
+    parts = []
+    for proposal, n in zip(proposals, budgets):
+        log_r = log_prior if proposal is None else proposal.log_prob(theta)
+        parts.append(math.log(n / total) + log_r)
+    log_w = log_prior - torch.logsumexp(torch.stack(parts), dim=0)
+    w = torch.exp(log_w - log_w.max())
+    return (w / w.mean()).to(theta.dtype)
 
 
 def run_rounds(
@@ -237,17 +325,25 @@ def run_rounds(
     history: list[dict] = []
     post: Posterior | None = None
     stage_simulations = 0  # what the posterior stages simulated (exchange: inner-chain checks)
+    proposals: list[DefensiveProposal | None] = []
+    abc = isinstance(getattr(method, "posterior_stage", None), ABCStage)
     for r, budget in enumerate(budgets):
         sim_seed, fit_seed, post_seed = (int(s) for s in seeds[3 * r : 3 * r + 3])
         if post is None:
+            proposals.append(None)
             theta, x = simulate(
                 simulator, prior, budget, seed=sim_seed, progress=progress, **options
             )
         else:
-            theta = proposal_sample(prior, post, budget, generator, defensive)
+            proposals.append(DefensiveProposal(prior, post, defensive, generator))
+            theta = proposals[-1].sample(budget, generator)
             x = simulate_at(simulator, theta, seed=sim_seed, **options)
         thetas.append(theta)
         xs.append(x.to(theta.dtype))
+        if abc and r > 0:  # the training pairs are the ABC table: weight them by prior/proposal
+            pooled = torch.cat(thetas)
+            weights = importance_weights(prior, pooled, proposals, budgets[: r + 1])
+            method.posterior_stage.training_weights = weights.to(pooled.device)
         method.fit(torch.cat(thetas), torch.cat(xs), seed=fit_seed)
         post = method.posterior(x_o, num_samples=num_samples, seed=post_seed)
         stage_simulations += int(post.diagnostics.get("simulations", 0) or 0)
