@@ -16,6 +16,7 @@ import numpy as np
 from torch.distributions import Distribution
 
 from .methods.registry import get as get_method
+from .methods.rounds import default_rounds, run_rounds
 from .posterior.posterior import Posterior
 from .priors import validate_prior
 from .simulation.simulate import simulate
@@ -35,6 +36,7 @@ def infer(
     seed: int | None = None,
     progress: bool = False,
     simulation_options: dict | None = None,
+    rounds: int | str = 1,
     **method_options: Any,
 ) -> Posterior:
     r"""Simulate, fit a method and draw its posterior for ``x_o``.
@@ -60,6 +62,12 @@ def infer(
             and an ``on_error`` policy also apply to the simulations of the method's posterior
             stage (reference table, SMC-ABC, inner-chain check), unless the method already has
             its own.
+        rounds: Sequential rounds (:mod:`~ebm_lfi.methods.rounds`): 1 (default) fits once on
+            prior draws; :math:`R > 1` splits the training budget into :math:`R` rounds, each
+            drawn from a defensive mixture of the last posterior and the prior, for the
+            methods valid in rounds (``ml``, ``nce``, the exchange methods); ``"auto"``
+            chooses by :func:`~ebm_lfi.methods.rounds.default_rounds`. The posterior's
+            ``diagnostics["rounds"]`` gives each round's simulations and posterior width.
         method_options: Keywords for the method's constructor when ``method`` is a name.
 
     Returns:
@@ -92,6 +100,25 @@ def infer(
     split = getattr(method, "split_budget", None)
     if callable(split):
         num_training, _ = split(num_simulations, num_samples)
+    if rounds == "auto":
+        rounds = default_rounds(getattr(method, "name", ""), num_training)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1 or 'auto', got {rounds!r}")
+    if rounds > 1:
+        post = run_rounds(
+            method,
+            simulator,
+            prior,
+            x_o,
+            num_simulations=num_training,
+            rounds=rounds,
+            num_samples=num_samples,
+            seed=sim_seed,
+            progress=progress,
+            simulation_options=options,
+        )
+        post.diagnostics["total_seconds"] = time.perf_counter() - start
+        return post
     theta, x, info = simulate(
         simulator,
         prior,

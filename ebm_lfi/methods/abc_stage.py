@@ -212,6 +212,13 @@ class ABCStage:
 
     The stage reads ``prior`` and ``statistics`` of the fit it is prepared on (any
     :class:`~ebm_lfi.methods.method.FitStage`).
+
+    Attributes:
+        training_weights: Importance weights :math:`\pi(\theta_i) / r(\theta_i)` of the
+            training pairs, shape :math:`(n,)`, when they were drawn from a proposal
+            :math:`r` instead of the prior (set by sequential rounds,
+            :mod:`~ebm_lfi.methods.rounds`, before the fit); they multiply the kernel weights
+            when the training pairs are the reference table. ``None``: prior draws.
     """
 
     def __init__(
@@ -237,6 +244,8 @@ class ABCStage:
         self.table_simulations = 0
         self.table_failures = 0
         self.num_training = 0
+        self.training_weights: Tensor | None = None
+        self.table_weights: Tensor | None = None
 
     @property
     def on_error(self) -> str | None:
@@ -264,6 +273,8 @@ class ABCStage:
     def __setstate__(self, state: dict) -> None:
         # stages pickled before these attributes existed
         state = {"_on_error": None, "table_failures": 0, "num_training": 0, **state}
+        state.setdefault("training_weights", None)
+        state.setdefault("table_weights", None)
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ the budget
@@ -339,8 +350,17 @@ class ABCStage:
         stats = batched(self.statistics, x)
         self.scaler = StatisticScaler().fit(stats)
         self.table, self.table_simulations, self.table_failures = None, 0, 0
+        self.table_weights = None
         if self.config.sampler == "rejection":
             self.table, self.table_simulations = self._reference_table(theta, x, stats, seed)
+            weights = self.training_weights
+            if weights is not None and self.table[0] is theta:  # the training pairs
+                if weights.shape != (theta.shape[0],):
+                    raise ValueError(
+                        f"training_weights has shape {tuple(weights.shape)}, the training "
+                        f"pairs are {theta.shape[0]}"
+                    )
+                self.table_weights = weights.to(theta)
         return self
 
     def _reference_table(
@@ -428,6 +448,7 @@ class ABCStage:
         result = rejection_abc(theta_ref, stats_ref, s_o, num_samples=nearest, scale=self.scaler)
         dist, idx = result.distances[0], result.indices[0]
         kept, kept_d = theta_ref[idx[:m]], dist[:m]
+        importance = None if self.table_weights is None else self.table_weights[idx[:m]]
         eps = float(kept_d[-1])
         diagnostics = {
             "sampler": "rejection",
@@ -440,11 +461,15 @@ class ABCStage:
             "regression_adjustment": False,
         }
         if not self.config.regression_adjustment:
+            if importance is not None:
+                return kept, importance / importance.sum(), diagnostics
             return kept, None, diagnostics
         # Bandwidth: the first rejected distance, nudged above the largest kept one so that
         # every kept entry has positive weight.
         eps = max(float(dist[-1]) if dist.numel() > m else 0.0, eps * (1 + 1e-6))
-        samples, weights, extra = self._adjust(kept, stats_ref[idx[:m]], s_o, kept_d, eps)
+        samples, weights, extra = self._adjust(
+            kept, stats_ref[idx[:m]], s_o, kept_d, eps, importance
+        )
         diagnostics.update(extra, epsilon=eps)
         return samples, weights, diagnostics
 

@@ -32,6 +32,9 @@ one of them says that the posterior cannot be trusted:
 * **Convergence** of MCMC chains: split :math:`\hat R` (``diagnostics["rhat"]``, Vehtari et al.
   2021) above :data:`RHAT_THRESHOLD` (1.05) for some parameter: the chains disagree, and the
   draws are not yet from the target.
+* **The chains of a maximum-likelihood fit** (``diagnostics["chains"]``,
+  :class:`~ebm_lfi.samplers.mcmc.model_chains.ModelChains`): when too many of the MCMC chains
+  that draw the fit's negatives diverged, the fitted model is likely not normalisable.
 * **The exchange sampler's inner chain** (``diagnostics["inner_mixed"]``,
   :func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`): when its auxiliary draws differ
   from those of a ten times longer chain, the exchange ratio uses auxiliary data that are not
@@ -192,6 +195,14 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
                 "chains have not converged; run longer chains (burn_in, num_samples) or check "
                 "the fit"
             )
+    chains = diagnostics.get("chains")
+    if isinstance(chains, dict) and chains.get("diverged"):
+        problems.append(
+            "the MCMC chains that drew the negatives of the maximum-likelihood fit diverged "
+            f"({chains.get('divergent')} of {chains.get('visits')} chain visits left the data's "
+            "range or became non-finite): the fitted model may not be normalisable; lower the "
+            "learning rate, add regularization or use more chain steps"
+        )
     if diagnostics.get("inner_mixed") is False:
         ratio = _figures(diagnostics.get("inner_sd_ratio", []))
         z = _figures(diagnostics.get("inner_z", []), 1)

@@ -12,7 +12,9 @@ posterior stage each (Pacchiardi & Dutta 2022, arXiv:2012.10903).
   (``dsm-exchange``), the ABC posterior at any tolerance :math:`\sigma` of the trained range,
   sampled without rejection.
 * ``nce`` (:class:`RatioPosterior`): MCMC on the tractable posterior potential of the NCE
-  ratio model (:class:`~ebm_lfi.methods.potential_stage.PotentialStage`).
+  ratio model (:class:`~ebm_lfi.methods.potential_stage.PotentialStage`); ``ml`` the same on a
+  maximum-likelihood fit with its normaliser head (:mod:`ebm_lfi.losses.maximum_likelihood`),
+  ``ml-abc`` / ``ml-exchange`` the other stages on that fit.
 
 Each class only names its options: the fit's keywords (see
 :class:`~ebm_lfi.methods.fit.EnergyFit`) go to the fit, the rest to the stage.

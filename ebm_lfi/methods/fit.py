@@ -74,9 +74,11 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..energy.model import ExpFamEBM
+from ..losses.maximum_likelihood import MaximumLikelihood
 from ..losses.nce import NCE, ConditionalNCE
 from ..losses.score_matching import DenoisingScoreMatching, ScoreMatching, SlicedScoreMatching
 from ..priors import parameter_names, prior_dim, validate_prior
+from ..samplers.mcmc.model_chains import ModelChains
 from ..training.config import TrainConfig
 from ..training.loop import train
 from ..training.selection import Candidate, SelectionConfig, select_model
@@ -88,13 +90,19 @@ __all__ = ["DSM_RANGE", "EnergyFit", "dequantize", "is_integer_valued", "make_lo
 DSM_RANGE = (0.05, 1.0)  # default trained tolerances of DSM, in the standardised data space
 
 
-def make_loss(loss: str | Callable, sigma: float | tuple | list | str | None = None) -> Callable:
-    """The training loss named ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"`` or ``"cnce"`` (or a
-    callable, kept).
+def make_loss(
+    loss: str | Callable,
+    sigma: float | tuple | list | str | None = None,
+    chains: dict | None = None,
+) -> Callable:
+    """The training loss named ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"`` or ``"ml"``
+    (or a callable, kept).
 
     ``sigma``: for ``"dsm"``, a pair ``(lowest, highest)`` trains a noise-conditional model over
     that range (default :data:`DSM_RANGE`), a float one noise scale; for ``"cnce"``, the noise
-    scale (default ``"auto"``, see :func:`~ebm_lfi.losses.cnce_noise_scale`).
+    scale (default ``"auto"``, see :func:`~ebm_lfi.losses.cnce_noise_scale`). ``chains``: for
+    ``"ml"``, keywords of :class:`~ebm_lfi.samplers.mcmc.model_chains.ModelChains` (the MCMC
+    negatives of maximum likelihood, :mod:`ebm_lfi.losses.maximum_likelihood`).
     """
     if callable(loss):
         return loss
@@ -109,11 +117,16 @@ def make_loss(loss: str | Callable, sigma: float | tuple | list | str | None = N
         return NCE()
     if loss == "cnce":
         return ConditionalNCE("auto" if sigma is None else sigma)
-    raise ValueError(f"loss must be 'sm', 'ssm', 'dsm', 'nce', 'cnce' or a callable, got {loss!r}")
+    if loss == "ml":
+        chains = ModelChains(**dict(chains or {}))
+        return MaximumLikelihood(chains, warm_start=SlicedScoreMatching())
+    raise ValueError(
+        f"loss must be 'sm', 'ssm', 'dsm', 'nce', 'cnce', 'ml' or a callable, got {loss!r}"
+    )
 
 
 # The losses that need a differentiable density of x (dequantised on integer data).
-_DENSITY_LOSSES = ("sm", "ssm", "dsm", "cnce")
+_DENSITY_LOSSES = ("sm", "ssm", "dsm", "cnce", "ml")
 
 
 def is_integer_valued(x: Tensor) -> bool:
@@ -148,7 +161,7 @@ class EnergyFit:
 
     Arguments:
         prior: The prior over :math:`\theta` (a torch distribution over :math:`(p,)`).
-        loss: ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"`` or a callable
+        loss: ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"``, ``"ml"`` or a callable
             ``loss(model, y, theta)`` (see :func:`make_loss`).
         model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one (an already
             prepared one counts as fitted).
@@ -177,6 +190,9 @@ class EnergyFit:
             NCE) on the counts plus uniform noise (see the module docstring): ``"auto"``
             (default: whenever every training value is an integer), ``True`` (refuse
             non-integer data) or ``False``. NCE is never dequantised.
+        chains: For ``loss="ml"``: keywords of the MCMC negatives
+            (:class:`~ebm_lfi.samplers.mcmc.model_chains.ModelChains`: ``steps``,
+            ``persistent``, ``step_size``, ...).
         device: ``"cpu"`` (default) or ``"cuda"``.
         progress: Show progress bars.
     """
@@ -195,6 +211,7 @@ class EnergyFit:
         selection: SelectionConfig | dict | None = None,
         sigma: float | tuple[float, float] | str | None = None,
         dequantize: bool | str = "auto",
+        chains: dict | None = None,
         device: str | torch.device = "cpu",
         progress: bool = False,
     ):
@@ -206,7 +223,7 @@ class EnergyFit:
         self._continuous_loss = loss in _DENSITY_LOSSES
         self.num_parameters = prior_dim(prior)
         self.parameter_names = parameter_names(prior, self.num_parameters)
-        self.loss = make_loss(loss, sigma)
+        self.loss = make_loss(loss, sigma, chains)
         self.model = model
         self.structure = structure
         self.num_statistics = num_statistics
@@ -229,6 +246,7 @@ class EnergyFit:
         self.device = torch.device(device)
         self.progress = progress
         self.history: pd.DataFrame | None = None
+        self.warm_start_history: pd.DataFrame | None = None
         self.fitted = model is not None and getattr(model, "_prepared", False)
         self.training_data: tuple[Tensor, Tensor] | None = None
 
@@ -272,11 +290,28 @@ class EnergyFit:
         model = self.model.to(device=self.device, dtype=theta.dtype)
         model.prepare(theta, x_fit)
         y = model.transform_x(x_fit)
+        warm_start = getattr(self.loss, "warm_start", None)
+        if warm_start is not None:  # e.g. maximum likelihood from a score-matching fit
+            self.warm_start_history = train(
+                model,
+                warm_start,
+                y,
+                theta,
+                config=self.training,
+                seed=seed,
+                device=self.device,
+                progress=self.progress,
+            )
+        data = (y, theta)
+        if getattr(self.loss, "indexed", False):  # e.g. persistent chains of maximum likelihood
+            reset = getattr(self.loss, "reset", None)
+            if callable(reset):
+                reset()
+            data += (torch.arange(y.shape[0], device=y.device),)
         self.history = train(
             model,
             self.loss,
-            y,
-            theta,
+            *data,
             config=self.training,
             seed=seed,
             device=self.device,
@@ -368,6 +403,9 @@ class EnergyFit:
             out["dequantized"] = self.dequantized
         if self.selection_table is not None:
             out["selection"] = self.selection_table
+        chains = getattr(self.loss, "diagnostics", None)
+        if self.fitted and chains:
+            out["chains"] = chains
         return out
 
     def summary(self) -> dict:

@@ -142,6 +142,24 @@ for _name, _factory, _description, _fixed in (
         {"loss": "ssm"},
     ),
     (
+        "ml",
+        f"{_ENERGY}:RatioPosterior",
+        "maximum likelihood (MCMC negatives) with a normaliser head; potential sampled by MCMC",
+        {"loss": "ml"},
+    ),
+    (
+        "ml-abc",
+        f"{_ENERGY}:EnergyABC",
+        "ABC on statistics learned by maximum likelihood (MCMC negatives)",
+        {"loss": "ml"},
+    ),
+    (
+        "ml-exchange",
+        f"{_ENERGY}:EnergyExchange",
+        "exchange MCMC with the maximum-likelihood exponential family as likelihood",
+        {"loss": "ml"},
+    ),
+    (
         "rejection-abc",
         f"{_BASELINES}:RejectionABC",
         "rejection ABC on the raw data or user statistics",

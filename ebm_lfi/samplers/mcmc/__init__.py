@@ -2,7 +2,7 @@ r"""MCMC: random-walk and MALA kernels as pure ``init`` / ``step`` pairs (:mod:`
 burn-in adaptation (:mod:`.adaptation`), the :func:`sample_mcmc` driver, convergence diagnostics
 (:func:`effective_sample_size`, split :func:`rhat`), :func:`sample_potential` on a tractable
 posterior potential, and :func:`exchange_mcmc` on an :class:`ExponentialFamily` with
-:func:`inner_chain_check`."""
+:func:`inner_chain_check`, and :class:`ModelChains`, the negatives of maximum likelihood."""
 
 from .adaptation import AdaptationState, adaptation_init, adaptation_update
 from .diagnostics import effective_sample_size, rhat
@@ -19,6 +19,7 @@ from .kernels import (
     random_walk_init,
     random_walk_step,
 )
+from .model_chains import ModelChains
 from .potential import PotentialResult, sample_potential
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MALAState",
     "MCMCInfo",
     "MCMCResult",
+    "ModelChains",
     "PotentialResult",
     "RWState",
     "adaptation_init",
