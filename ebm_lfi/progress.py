@@ -5,8 +5,8 @@ Every long loop of the library (simulation, training, model choice, MCMC, ABC, S
 `tqdm <https://tqdm.github.io>`_ bar. When standard error is redirected to a file or a pipe (a
 batch job's log, a notebook server's log), a live bar would write one carriage-return update
 per step, thousands of them per minute, into the log; there the bar is redrawn at most once
-every :data:`LOG_INTERVAL` seconds and once at the end, so a log keeps its progress readable
-in a few lines.
+every :data:`LOG_INTERVAL` seconds and once at the end (new figures shown on the bar wait for
+the next redraw), so a log keeps its progress readable in a few lines.
 """
 
 from __future__ import annotations
@@ -32,6 +32,19 @@ def is_terminal(stream: Any = None) -> bool:
         return False
 
 
+class _LogBar(tqdm):
+    """A bar for a log: new figures (postfix, description) wait for the next timed redraw."""
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s="", refresh=True):
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc=None, refresh=True):
+        super().set_description(desc, refresh=False)
+
+
 def progress_bar(iterable: Iterable | None = None, *, enabled: bool, **options: Any) -> tqdm:
     """A tqdm bar over ``iterable`` (or a manual one), shown only when ``enabled``.
 
@@ -46,4 +59,5 @@ def progress_bar(iterable: Iterable | None = None, *, enabled: bool, **options: 
     """
     if enabled and not is_terminal() and "mininterval" not in options:
         options["mininterval"] = LOG_INTERVAL
+        return _LogBar(iterable, **options)
     return tqdm(iterable, disable=not enabled, **options)

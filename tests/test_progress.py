@@ -16,8 +16,9 @@ def _writes(log: str) -> int:
 def test_a_bar_written_to_a_log_is_redrawn_a_few_times_not_at_every_step(capsys):
     assert not is_terminal()  # pytest's captured stderr is not a terminal
     with progress_bar(total=500, enabled=True, desc="steps") as bar:
-        for _ in range(500):
+        for i in range(500):
             bar.update(1)
+            bar.set_postfix(loss=float(i))  # new figures do not force a redraw
     quiet = _writes(capsys.readouterr().err)
     # negative control: the same loop with the live bar's redraw rule writes at every step
     with progress_bar(total=500, enabled=True, desc="steps", mininterval=0, miniters=1) as bar:
