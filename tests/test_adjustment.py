@@ -4,6 +4,12 @@ Linear-Gaussian model: theta ~ N(0, 3^2 I_2), s = theta + N(0, I_2). The posteri
 N(v s_o, v I) with v = 1 / (1/9 + 1), and theta = v s + r with r ~ N(0, v I) independent of s,
 so the linear model of the adjustment holds exactly: adjusted samples are draws of the exact
 posterior at any tolerance, while unadjusted ones are widened by the spread of the accepted s.
+
+On bounded priors the adjustment runs on g(theta) (logit, log) where the linear model is only
+approximate; its samples must stay in the support and have the location and width of the
+closed-form posterior (``tests/posterior_checks.py``: within 0.25 posterior sd and 15 %, plus
+four standard errors of the kernel-weighted sample): a truncated normal for a box prior, and
+theta N(theta; s_o - 1, 1) on theta > 0 for a Gamma(2, 1) prior with s = theta + N(0, 1).
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
+from posterior_checks import assert_catches, assert_matches
+from scipy import stats as st
 from torch.distributions import Gamma, Independent, Normal
 
 from ebm_lfi.metrics import wasserstein2
@@ -118,6 +127,19 @@ def test_adjusted_samples_stay_in_a_box_prior(dtype):
     out = regression_adjustment(th, s, so, dist, epsilon=eps, bounds=prior)
     assert out.info["applied"] and out.samples.dtype == dtype
     assert bool(torch.isfinite(prior.log_prob(out.samples)).all())
+    # the exact posterior: N(s_o, 0.3^2) truncated to the box, per parameter
+    low, high, mu = prior.low.double().numpy(), prior.high.double().numpy(), s_o.double().numpy()
+    exact = st.truncnorm((low - mu) / 0.3, (high - mu) / 0.3, loc=mu, scale=0.3)
+
+    def check(samples, weights=None):
+        assert_matches(samples, (exact.mean(), exact.std()), weights=weights, ess=out.info["ess"])
+
+    check(out.samples, out.weights)
+    # negative control: exact draws (as many as the effective size) pass; 1.3 times too
+    # wide, shifted by half a sd, or the prior fail
+    n = int(out.info["ess"])
+    draws = torch.as_tensor(exact.rvs(size=(n, 2), random_state=np.random.default_rng(5)))
+    assert_catches(check, draws, prior.sample((n,)))
     # The same regression on the raw scale would leave the box: the transform matters.
     raw = regression_adjustment(th, s, so, dist, epsilon=eps, bounds=None)
     assert not bool(torch.isfinite(prior.log_prob(raw.samples)).all())
@@ -138,6 +160,27 @@ def test_one_sided_support_uses_the_log():
     th, s, so, dist, eps = accepted(theta, stats, torch.tensor([0.2, 0.1], dtype=F64), 1000)
     out = regression_adjustment(th, s, so, dist, epsilon=eps, bounds=prior)
     assert out.info["applied"] and bool((out.samples > 0).all())
+    # posterior moments: with Z ~ N(s_o - 1, 1) truncated to (0, inf), E[theta^k] under the
+    # posterior is E[Z^(k+1)] / E[Z]
+    mean, sd = [], []
+    for a in (0.2 - 1.0, 0.1 - 1.0):
+        z = st.truncnorm(-a, np.inf, loc=a)
+        first, second = z.moment(2) / z.mean(), z.moment(3) / z.mean()
+        mean.append(first)
+        sd.append(np.sqrt(second - first**2))
+
+    def check(samples, weights=None):
+        assert_matches(samples, (mean, sd), weights=weights, ess=out.info["ess"])
+
+    check(out.samples, out.weights)
+    # negative control: exact draws by rejection from the prior (accepted with probability
+    # exp(-(s_o - theta)^2 / 2)) pass; 1.3 times too wide, shifted by half a sd, or the prior
+    # fail
+    n = int(out.info["ess"])
+    u = torch.rand((6 * n, 2), generator=g, dtype=F64)
+    keep = u < torch.exp(-0.5 * (torch.tensor([0.2, 0.1], dtype=F64) - theta[: 6 * n]) ** 2)
+    draws = torch.stack([theta[: 6 * n][keep[:, j], j][:n] for j in range(2)], 1)
+    assert_catches(check, draws, theta[-n:])
 
 
 def test_too_few_samples_skip_the_adjustment(caplog):

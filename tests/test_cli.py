@@ -6,8 +6,10 @@ Most tests call :func:`ebm_lfi.cli.main` in this process; two start the installe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ import torch
 
 import ebm_lfi as el
 from ebm_lfi.cli import main
+from ebm_lfi.cli import run as cli_run
 from ebm_lfi.cli.inputs import load_observation, match_shape, parse_options, parse_prior
 from ebm_lfi.cli.parser import UsageError
 
@@ -40,6 +43,9 @@ FAST = [
 ]
 
 USER_MODULE = """
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 from ebm_lfi import BoxUniform
@@ -56,6 +62,19 @@ def simulate(theta, rng):
 def simulate_batch(theta, rng):
     t = np.asarray(theta, dtype=float)
     return np.stack([row + NOISE * r.standard_normal(row.shape) for row, r in zip(t, rng)])
+
+
+_RECORDED = set()
+
+
+def simulate_recording(theta, rng):
+    # simulate, leaving one empty file named by the id of each process that runs it in the
+    # folder pids/ of the working directory (forked workers inherit it)
+    pid = os.getpid()
+    if pid not in _RECORDED:
+        _RECORDED.add(pid)
+        Path("pids", str(pid)).touch()
+    return simulate(theta, rng)
 
 
 def broken(theta):
@@ -246,14 +265,30 @@ def test_run_reproduces_infer_and_ignores_options_a_method_does_not_use(tmp_path
     assert summary["method_options"] == {"abc": {"num_reference": 5000}}  # --epochs dropped
 
 
-def test_workers_give_the_same_run_as_one_process(user_dir, capsys):
+def worker_pids(folder: Path) -> set[int]:
+    """Ids of the processes other than this one that ran the recording simulator, emptied."""
+    pids = set()
+    for path in (folder / "pids").iterdir():
+        pids.add(int(path.name))
+        path.unlink()
+    return pids - {os.getpid()}
+
+
+def check_workers_ran(folder: Path, workers: int) -> None:
+    """The simulations ran in worker processes: one to ``workers`` ids other than this one."""
+    pids = worker_pids(folder)
+    assert 1 <= len(pids) <= workers, f"simulations ran in {len(pids)} worker processes"
+
+
+def test_workers_give_the_same_run_as_one_process(user_dir, capsys, monkeypatch):
     r"""--workers 2 runs the training simulations and the ABC reference table in two forked
     processes; a simulator loaded from a file reaches them and the samples are unchanged."""
     folder, name = user_dir
+    (folder / "pids").mkdir()
     common = [
         "run",
         "--simulator",
-        f"{folder / f'{name}.py'}:simulate",
+        f"{folder / f'{name}.py'}:simulate_recording",
         "--prior",
         "uniform(-1,1,-1,1)",
         "--observation",
@@ -269,13 +304,22 @@ def test_workers_give_the_same_run_as_one_process(user_dir, capsys):
         "--quiet",
     ]
     assert run_cli(capsys, *common, "--out", "one")[0] == 0
+    assert worker_pids(folder) == set()  # one process: this one
     code, _, err = run_cli(capsys, *common, "--workers", "2", "--out", "two")
     assert code == 0, err
+    check_workers_ran(folder, 2)
     one, two = (pd.read_csv(folder / d / "samples.csv") for d in ("one", "two"))
     pd.testing.assert_frame_equal(one, two)
     assert (
         json.loads((folder / "two" / "summary.json").read_text())["simulations"]["training"] == 300
     )
+    # negative control: --workers silently ignored (no pool) gives the same samples, and
+    # fails the check that workers ran
+    monkeypatch.setattr(cli_run, "process_pool", lambda workers: contextlib.nullcontext(None))
+    assert run_cli(capsys, *common, "--workers", "2", "--out", "ignored")[0] == 0
+    pd.testing.assert_frame_equal(one, pd.read_csv(folder / "ignored" / "samples.csv"))
+    with pytest.raises(AssertionError, match="0 worker processes"):
+        check_workers_ran(folder, 2)
 
 
 @pytest.mark.parametrize("form", ["module", "file"])

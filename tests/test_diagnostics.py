@@ -8,6 +8,7 @@ binomial standard errors over the N calibration observations.
 from __future__ import annotations
 
 import math
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import matplotlib
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from posterior_checks import assert_contraction
 from scipy import stats
 from torch.distributions import Independent, Normal
 
@@ -86,6 +88,9 @@ def overconfident() -> SBCResult:
         num_samples=L,
         seed=2,
     )
+
+
+EXACT_CONTRACTION = 1 / math.sqrt(M + 1)  # posterior sd over prior sd, whatever x
 
 
 def binomial_se(c: float, n: int = N_OBS) -> float:
@@ -297,19 +302,26 @@ def test_sbc_through_rejection_abc_on_the_sufficient_statistic(training_data):
     table = result.coverage([0.5, 0.9])
     for c in (0.5, 0.9):
         assert np.all(np.abs(table.loc[c] - c) <= 3.5 * binomial_se(c, 150))
+    # calibrated and as informative as the exact posterior (prior draws are calibrated too)
+    assert_contraction(result.posterior_std, 1.0, EXACT_CONTRACTION)
 
 
 def test_sbc_through_a_fitted_energy_method(training_data):
     theta, x = training_data
+    # The draws' structure and the whole table: with structure="mlp" (the flat saddle) the
+    # posterior of theta_1 was about the prior (contraction 0.97), which SBC passed; with 10
+    # epochs the posteriors were 1.5 times too wide
     method = el.methods.get(
         "ssm-abc",
         prior=gaussian_prior(),
-        structure="mlp",
-        num_statistics=None,
-        training={"epochs": 10, "batch_size": 128, "patience": None},
+        structure="iid",
+        num_statistics=2,
+        reference=(theta, x),
+        training={"epochs": 30, "batch_size": 128, "patience": None},
     ).fit(theta[:3000], x[:3000], seed=0)
     result = sbc(method, gaussian_prior(), simulator, num_observations=100, num_samples=50, seed=3)
     assert (result.uniformity()["chi2_pvalue"] > ALPHA).all()
+    assert_contraction(result.posterior_std, 1.0, EXACT_CONTRACTION)
     with ThreadPoolExecutor(max_workers=2) as pool:
         parallel = sbc(
             method,
@@ -321,6 +333,25 @@ def test_sbc_through_a_fitted_energy_method(training_data):
             executor=pool,
         )
     assert torch.equal(parallel.ranks, result.ranks)
+
+
+@pytest.mark.parametrize("wrong", ["wide", "prior"])
+def test_contraction_check_fails_a_wide_or_uninformative_calibrated_posterior(exact, wrong):
+    r"""Negative control of the contraction checks of the SBC runs above: SBC of the exact
+    posterior made 1.3 times too wide, or of the prior, through the same check (prior draws
+    pass every calibration test: their ranks are exactly uniform)."""
+    assert_contraction(exact.posterior_std, 1.0, EXACT_CONTRACTION)  # the exact one passes
+
+    def prior_draws(x, num_samples, seed):
+        return torch.randn(num_samples, P, generator=torch.Generator().manual_seed(seed))
+
+    draw = gaussian_posterior(1.3) if wrong == "wide" else prior_draws
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PosteriorWarning)
+        result = sbc(draw, gaussian_prior(), simulator, num_observations=100, num_samples=50,
+                     seed=3, hpd=False)  # fmt: skip
+    with pytest.raises(AssertionError, match="contraction"):
+        assert_contraction(result.posterior_std, 1.0, EXACT_CONTRACTION)
 
 
 def test_bad_inputs_are_clear_errors():

@@ -40,6 +40,7 @@ from ebm_lfi.methods import ABCConfig, ABCStage
 distributed = pytest.importorskip("distributed")
 pyabc = pytest.importorskip("pyabc")
 
+from posterior_checks import assert_matches, corrupt  # noqa: E402
 from servers import (  # noqa: E402
     REDIS_SERVER,
     RedisServer,
@@ -318,9 +319,32 @@ def db_particles(db_path: Path) -> list[tuple[int, tuple[float, ...]]]:
     return [(t, tuple(values[n] for n in NAMES)) for t, values in particles.values()]
 
 
-def check_history(history, db_path: Path, generations: int, x_o: torch.Tensor) -> None:
+def abc_reference(fitted, x_o: torch.Tensor, epsilon: float, n: int = 100_000) -> np.ndarray:
+    r"""Draws of the ABC posterior that pyabc's population at tolerance ``epsilon`` targets,
+    :math:`\pi(\theta)\, P(\lVert s(x) - s(x_o) \rVert_2 \le \epsilon \mid \theta)` with
+    the distance of :func:`make_abc`, by plain rejection from ``n`` prior draws (seeded)."""
+    sumstat = EBMSumstat(fitted)
+    s_o = torch.as_tensor(sumstat({"x": x_o.numpy()}))
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(-3.0, 3.0, size=(n, 2))  # the prior box
+    x = np.repeat(theta, REPEATS, axis=1) + NOISE * rng.standard_normal((n, 2 * REPEATS))
+    model = sumstat.model
+    with torch.no_grad():
+        stats = model.statistics(torch.as_tensor(x, dtype=model.dtype)).double() / sumstat.scale
+    return theta[((stats - s_o).norm(dim=1) <= epsilon).numpy()]
+
+
+def check_abc_posterior(samples, weights, reference: np.ndarray) -> None:
+    """The weighted population has the mean and sd of the ABC posterior at its tolerance:
+    exactly, within 4 standard errors of the population's Kish effective size (about 85 for
+    100 particles: 0.43 sd for the mean, 31 % for the sd) and of the reference sample."""
+    assert_matches(samples, reference, weights=weights, shift=0.0, width=0.0, names=NAMES)
+
+
+def check_history(history, db_path: Path, generations: int, x_o: torch.Tensor, fitted) -> None:
     """Exactly ``POPULATION`` particles in each of ``generations`` generations, each stored
-    once, normalised weights, non-increasing tolerances, and an informative posterior."""
+    once, normalised weights, non-increasing tolerances, and the last population distributed
+    as the ABC posterior at its tolerance (:func:`check_abc_posterior`)."""
     populations = history.get_all_populations()
     populations = populations[populations.t >= 0]
     assert list(populations.t) == list(range(generations))
@@ -334,12 +358,25 @@ def check_history(history, db_path: Path, generations: int, x_o: torch.Tensor) -
         frame, weights = history.get_distribution(m=0, t=t)
         assert len(frame) == POPULATION and abs(weights.sum() - 1) < 1e-9
     frame, weights = history.get_distribution(m=0)
-    mean = weights @ frame[NAMES].to_numpy()
-    exact = x_o.reshape(2, REPEATS).mean(1).numpy()
-    # 3 generations of ABC-SMC: wider than the exact posterior (sd 0.29), far narrower than
-    # the prior (sd 1.7), and centred near the exact mean.
-    sd = np.sqrt(weights @ (frame[NAMES].to_numpy() - mean) ** 2)
-    assert np.abs(mean - exact).max() < 0.5 and sd.max() < 1.1, (mean, exact, sd)
+    check_abc_posterior(frame[NAMES].to_numpy(), weights, abc_reference(fitted, x_o, eps[-1]))
+
+
+def test_abc_posterior_check_fails_wide_shifted_and_uninformative_populations(fitted, x_o):
+    r"""Negative control of :func:`check_abc_posterior` at the size of a population: 85 draws
+    of the reference pass; 3.8 times too wide (what the bound it replaced passed), shifted by
+    one sd, or prior draws fail. (With 85 effective draws the tolerances are 0.43 sd for the
+    mean and 31 % for the sd: half a sd or 30 % too wide is not reliably caught at this
+    population size, which four pyabc runs share.)"""
+    reference = abc_reference(fitted, x_o, 0.8)
+    rng = np.random.default_rng(1)
+    draws = reference[rng.choice(len(reference), 85, replace=False)]
+    weights = np.full(85, 1 / 85)
+    check_abc_posterior(draws, weights, reference)
+    mean, sd = draws.mean(0), draws.std(0)
+    prior = rng.uniform(-3.0, 3.0, size=(85, 2))
+    for wrong in (mean + 3.8 * (draws - mean), draws + sd, corrupt(draws, "prior", prior)):
+        with pytest.raises(AssertionError):
+            check_abc_posterior(wrong, weights, reference)
 
 
 @pytest.mark.timeout(180)
@@ -349,7 +386,7 @@ def test_pyabc_dask_sampler_with_learned_statistics(client, prior, fitted, x_o, 
     db = tmp_path / "dask.db"
     abc.new(f"sqlite:///{db}", {"x": x_o.numpy()})
     history = abc.run(max_nr_populations=3)
-    check_history(history, db, 3, x_o)
+    check_history(history, db, 3, x_o, fitted)
 
 
 @pytest.mark.slow
@@ -367,7 +404,7 @@ def test_pyabc_dask_sampler_survives_a_killed_worker(client, prior, fitted, x_o,
     history = abc.run(max_nr_populations=4)
     killed, generation_at_kill = killer.outcome()
     assert generation_at_kill == 0  # generations 1-3 ran after the kill
-    check_history(history, db, 4, x_o)
+    check_history(history, db, 4, x_o, fitted)
     wait_for_new_worker(client, killed)
 
 
@@ -405,7 +442,7 @@ def test_pyabc_redis_sampler_with_learned_statistics(redis_workers, prior, fitte
     db = tmp_path / "redis.db"
     abc.new(f"sqlite:///{db}", {"x": x_o.numpy()})
     history = abc.run(max_nr_populations=3)
-    check_history(history, db, 3, x_o)
+    check_history(history, db, 3, x_o, fitted)
     assert all(worker.poll() is None for worker in workers)
 
 
@@ -457,7 +494,7 @@ def test_pyabc_redis_sampler_survives_a_killed_worker(
     history = abc.run(max_nr_populations=4)
     assert killer.outcome() == 0
     assert workers[0].wait(10) is not None and workers[1].poll() is None
-    check_history(history, db, 4, x_o)
+    check_history(history, db, 4, x_o, fitted)
 
 
 # ---------------------------------------------------------------------------- resume
@@ -528,4 +565,4 @@ def test_pyabc_run_resumes_from_its_database(prior, fitted, x_o, tmp_path):
     # The stored generations are untouched, and the new ones continue them.
     columns = ["t", "epsilon", "samples"]
     assert after.iloc[: len(before)][columns].equals(before[columns])
-    check_history(history, db, stopped + 3, x_o)
+    check_history(history, db, stopped + 3, x_o, fitted)
