@@ -80,8 +80,8 @@ def test_a_simulator_that_ignores_theta_gets_a_warning_that_the_posterior_is_the
         contraction = post.diagnostics["contraction"]
         if flat:
             # the exact posterior is the prior: every sd ratio is about 1, within the sampling
-            # error of the draws kept (100 table entries for ABC: about 7 %) of it, so above
-            # the 0.9 of the warning less that allowance
+            # error of the effective draws (about 200 kernel-weighted entries for ABC: 5 %),
+            # so above the 0.9 of the warning less that allowance
             draws = effective_draws(post.diagnostics)
             assert draws is not None and draws < 300
             assert about_the_prior(contraction, draws), (contraction, draws)

@@ -41,16 +41,6 @@ value at :math:`s_o`:
 
 The constant :math:`c_j` (and the bias of :math:`\mathbb{E} \log \chi^2_1`) cancels.
 
-**Only where the statistics explain something.** Slopes fitted to statistics that carry no
-information about a parameter are noise: subtracting them narrows the sample (by the share
-of variance they happen to explain) and, through :math:`g`, can pull it toward an edge of a
-bounded prior, so an uninformative posterior would look informative. Each parameter's
-regression is therefore tested first, by the F statistic of its weighted :math:`R^2`,
-:math:`F = \frac{R^2 / k}{(1 - R^2) / (n_e - k - 1)}` on :math:`(k, n_e - k - 1)` degrees of
-freedom with :math:`n_e` the Kish effective size of the weights; a parameter whose slopes are
-not significant at level ``significance`` (0.01) keeps its unadjusted draws
-(``info["adjusted"]`` says which were adjusted, ``info["p_values"]`` gives the tests).
-
 **When it is skipped.** The weighted regression has :math:`k + 1` coefficients per
 parameter; with at most :math:`k + 1` samples of positive weight it is not identified, so
 the samples are returned unadjusted (with their kernel weights), a warning is logged, and
@@ -72,7 +62,6 @@ import math
 from typing import NamedTuple
 
 import torch
-from scipy.stats import f as f_distribution
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -95,9 +84,7 @@ class AdjustmentResult(NamedTuple):
         weights: Normalised kernel weights of the samples, shape :math:`(m,)`.
         info: ``applied`` (bool), ``reason`` (why not, or ``None``), ``r2`` (weighted
             :math:`R^2` of the regression, one per parameter, on the transformed scale),
-            ``coef_norm`` (Frobenius norm of :math:`\hat B`), ``adjusted`` (per parameter:
-            whether its slopes were significant and applied), ``p_values`` (of those F tests),
-            ``ess`` (Kish effective size
+            ``coef_norm`` (Frobenius norm of :math:`\hat B`), ``ess`` (Kish effective size
             :math:`1 / \sum_i w_i^2` of the weights), ``num_positive`` (samples of positive
             weight), ``epsilon`` and ``heteroscedastic``.
     """
@@ -142,18 +129,6 @@ def _weighted_fit(x: Tensor, y: Tensor, w: Tensor, ridge: float) -> tuple[Tensor
     b = torch.cat([sw * yc, y.new_zeros((k, y.shape[1]))])
     slopes = torch.linalg.lstsq(a, b).solution
     return y_bar - x_bar @ slopes, slopes
-
-
-def _f_test(r2: Tensor, k: int, n_eff: float) -> Tensor:
-    r"""p-values, one per parameter, of the F test that the :math:`k` slopes of a weighted
-    regression with :math:`R^2` ``r2`` :math:`(p,)` on ``n_eff`` effective samples are zero
-    (all 1 when the residual has no degree of freedom left)."""
-    dfd = n_eff - k - 1
-    if dfd <= 0:
-        return torch.ones_like(r2, device="cpu")
-    r2 = r2.detach().to("cpu", torch.float64).clamp(0.0, 1.0)
-    f = (r2 / k) / ((1.0 - r2).clamp_min(1e-300) / dfd)
-    return torch.as_tensor(f_distribution.sf(f.numpy(), k, dfd), dtype=torch.float64)
 
 
 def _check_inputs(
@@ -232,7 +207,6 @@ def regression_adjustment(
     bounds: Distribution | tuple[Tensor, Tensor] | None = None,
     heteroscedastic: bool = False,
     ridge: float = 1e-8,
-    significance: float = 0.01,
 ) -> AdjustmentResult:
     r"""Local-linear regression adjustment of accepted ABC samples (Beaumont et al., 2002).
 
@@ -251,8 +225,6 @@ def regression_adjustment(
             (unbounded, :math:`g` the identity).
         heteroscedastic: Also rescale the residuals by a log-linear model of their spread.
         ridge: Ridge on the slopes, relative to the mean weighted variance of the regressors.
-        significance: Level of the F test of each parameter's regression; a parameter whose
-            slopes are not significant is left unadjusted (``1.0`` adjusts every parameter).
 
     Returns:
         An :class:`AdjustmentResult` ``(samples (m, p), weights (m,), info)``; samples and
@@ -288,8 +260,6 @@ def regression_adjustment(
         "reason": None,
         "r2": [math.nan] * p,
         "coef_norm": math.nan,
-        "adjusted": [False] * p,
-        "p_values": [math.nan] * p,
         "ess": float(1.0 / (w**2).sum()),
         "num_positive": num_positive,
         "epsilon": float(epsilon) if epsilon is not None else float(distances.max()) * (1 + 1e-6),
@@ -313,25 +283,14 @@ def regression_adjustment(
     if not bool(torch.isfinite(u).all() & torch.isfinite(x).all()):
         return unadjusted("non-finite transformed parameters or statistics")
     u_adj, intercept, slopes = _adjust(u, x, w, ridge, heteroscedastic)
+    theta_adj = transform.inverse(u_adj)
+    if not bool(torch.isfinite(theta_adj).all()):
+        return unadjusted("the adjusted parameters are not finite")
+
     total = w @ (u - w @ u).square()
     unexplained = w @ (u - intercept - x @ slopes).square()
     r2 = torch.where(total > 0, 1.0 - unexplained / total, torch.zeros_like(total))
-    p_values = _f_test(r2, k, info["ess"])
-    significant = p_values <= significance
-    theta_adj = torch.where(
-        significant.to(device), transform.inverse(u_adj), theta.to(dtype=torch.float64)
-    )
-    if not bool(torch.isfinite(theta_adj).all()):
-        return unadjusted("the adjusted parameters are not finite")
-    info.update(
-        applied=bool(significant.any()),
-        r2=r2.tolist(),
-        coef_norm=float(torch.linalg.norm(slopes)),
-        adjusted=significant.tolist(),
-        p_values=p_values.tolist(),
-    )
-    if not info["applied"]:
-        info["reason"] = "the statistics explain no parameter significantly"
+    info.update(applied=True, r2=r2.tolist(), coef_norm=float(torch.linalg.norm(slopes)))
     samples = theta_adj.to(dtype)
     if bounds is not None:  # rounding to a lower precision must not leave the support
         samples = torch.minimum(
