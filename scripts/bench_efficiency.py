@@ -182,7 +182,8 @@ def figure(frame, path):
     names = list(dict.fromkeys(frame.criterion))
     for ax, n in zip(axes[0], budgets):
         sub = frame[frame.n == n]
-        ax.boxplot([sub[sub.criterion == c]["err_W1"] for c in names], labels=names)
+        ax.boxplot([sub[sub.criterion == c]["err_W1"] for c in names])
+        ax.set_xticks(range(1, len(names) + 1), names)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_title(f"{n} pairs: error of W1 over seeds")
         ax.set_ylabel("fitted - true W1")
