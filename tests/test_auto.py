@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from user_problems import COUNTS, FLAT
@@ -362,3 +363,28 @@ def test_the_defaults_find_the_information_at_ten_thousand_simulations(problem):
     c_auto, c_nce = _c2st_of(auto, reference), _c2st_of(nce, reference)
     assert c_auto <= 0.75, (c_auto, auto.diagnostics["auto"])
     assert c_auto <= c_nce + 0.05, (c_auto, c_nce, auto.diagnostics["route"])
+
+
+def test_auto_tries_the_maximum_likelihood_routes_when_asked():
+    # opt-in routes: one ML fit serves ml and ml-abc, scored beside the default ones
+    from ebm_lfi.methods.auto import DEFAULT_ROUTES, ROUTES, AutoConfig
+
+    assert set(DEFAULT_ROUTES) < set(ROUTES) and {"ml", "ml-abc"} <= set(ROUTES)
+    assert AutoConfig().routes == DEFAULT_ROUTES
+    prior = el.BoxUniform([-2.0, -2.0], [2.0, 2.0])
+
+    def simulator(theta, rng):
+        return np.tile(np.asarray(theta), 3) + 0.5 * rng.standard_normal(6)
+
+    theta, x = el.simulate(simulator, prior, 600, seed=0)
+    routes = ("ssm-abc", "ml", "ml-abc")
+    method = el.methods.get(
+        "auto",
+        prior=prior,
+        config={"routes": routes, "reshape": False},
+        structure="mlp",
+        training={"epochs": 5},
+    ).fit(theta, x, seed=0)
+    scored = method.table.dropna(subset=["score"])
+    assert set(scored["route"]) == set(routes), method.table
+    assert method.chosen in routes
