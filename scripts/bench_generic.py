@@ -76,6 +76,7 @@ SBIBM_INSTALL = (
     "(with torch pinned, e.g. -c constraints.txt)"
 )
 ALL_PROBLEMS = ("counts", "flat", "two_moons", "slcp", "ma2", "ar2")
+SBIBM_PROBLEMS = {"two_moons", "slcp"}
 OUR_ROUTES = ("ssm-abc", "nce", "nce-abc", "ssm-exchange")
 ALL_METHODS = ("auto", *OUR_ROUTES, "npe", "nre")
 COLUMNS = [
@@ -120,10 +121,8 @@ def user_problem(name: str) -> Problem:
     return Problem(name, prob.prior, el.Simulator(prob.simulator), observation)
 
 
-def sbibm_problem(name: str) -> Problem:
-    """An sbibm task as a box-uniform prior and one of our simulators (sbibm's simulator run
-    once per simulation, seeded through the global torch RNG); observation ``i`` is sbibm's
-    ``i + 1`` with its stored reference posterior."""
+def import_sbibm(name: str):
+    """sbibm, or a clear exit naming the install command."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -133,7 +132,14 @@ def sbibm_problem(name: str) -> Problem:
             f"problem {name!r} needs sbibm, a benchmark-only dependency, which is not "
             f"installed ({err}). Install it with: {SBIBM_INSTALL}"
         ) from None
-    task = sbibm.get_task(name)
+    return sbibm
+
+
+def sbibm_problem(name: str) -> Problem:
+    """An sbibm task as a box-uniform prior and one of our simulators (sbibm's simulator run
+    once per simulation, seeded through the global torch RNG); observation ``i`` is sbibm's
+    ``i + 1`` with its stored reference posterior."""
+    task = import_sbibm(name).get_task(name)
     box = task.get_prior_dist().base_dist  # Independent(Uniform(low, high), 1) in sbibm
     prior = el.BoxUniform(box.low.tolist(), box.high.tolist())
     simulate = task.get_simulator()
@@ -166,7 +172,7 @@ def paper_problem(name: str) -> Problem:
 def load_problem(name: str) -> Problem:
     if name in USER_PROBLEMS:
         return user_problem(name)
-    if name in ("two_moons", "slcp"):
+    if name in SBIBM_PROBLEMS:
         return sbibm_problem(name)
     return paper_problem(name)
 
@@ -344,7 +350,12 @@ def run_method(problem, budget, method_name, theta, x, observations, fitted, arg
 # ---------------------------------------------------------------------------------- summary
 
 
-def summary(out: Path) -> pd.DataFrame:
+def show(frame: pd.DataFrame, markdown: bool) -> str:
+    """A table as text, or as Markdown (needs ``tabulate``)."""
+    return frame.reset_index().to_markdown(index=False) if markdown else frame.to_string()
+
+
+def summary(out: Path, markdown: bool = False) -> pd.DataFrame:
     """Mean C2ST per problem, budget and method; auto's choice and margins."""
     table = pd.read_csv(out, dtype={"observation": str})
     c2st = table.pivot_table(
@@ -356,8 +367,8 @@ def summary(out: Path) -> pd.DataFrame:
         index=["problem", "budget"], columns="method", values="c2st", aggfunc="count"
     )
     print("\nMean C2ST over observations (0.5: indistinguishable from the reference)")
-    print(c2st.round(3).to_string())
-    print("\nObservations per cell:", sorted({int(v) for v in counts.to_numpy().ravel() if v}))
+    print(show(c2st.round(3), markdown))
+    print("\nObservations per cell:", sorted({int(v) for v in counts.to_numpy().ravel() if v > 0}))
     auto = table[table.method == "auto"]
     chosen = auto.groupby(["problem", "budget"])["route"].agg(lambda r: ", ".join(r))
     ours = [m for m in c2st if m in OUR_ROUTES or m.startswith("auto:")]
@@ -369,7 +380,7 @@ def summary(out: Path) -> pd.DataFrame:
         verdict["within 0.03"] = (c2st["auto"] - best) <= 0.03
     if "auto" in c2st and "npe" in c2st:
         verdict["auto - npe"] = (c2st["auto"] - c2st["npe"]).round(3)
-    print("\n" + verdict.to_string())
+    print("\n" + show(verdict, markdown))
     seconds = table.groupby(["problem", "budget", "method"]).agg(
         fit_seconds=("fit_seconds", "first"), posterior_seconds=("posterior_seconds", "median")
     )
@@ -380,14 +391,14 @@ def summary(out: Path) -> pd.DataFrame:
         index=["problem", "budget"], columns="method", values="posterior_seconds"
     )
     print("\nFit seconds (once per problem and budget)")
-    print(fit[[m for m in ALL_METHODS if m in fit]].round(0).to_string())
+    print(show(fit[[m for m in ALL_METHODS if m in fit]].round(0), markdown))
     print("\nPosterior seconds per observation (median)")
-    print(post[[m for m in ALL_METHODS if m in post]].round(2).to_string())
+    print(show(post[[m for m in ALL_METHODS if m in post]].round(2), markdown))
     if {"auto", "ssm-abc"} <= set(fit):
         n = table.groupby(["problem", "budget"])["observation"].nunique()
         cost = (fit["auto"] + n * post["auto"]) / (fit["ssm-abc"] + n * post["ssm-abc"])
         print("\nauto's cost relative to ssm-abc (fit plus posteriors)")
-        print(cost.round(2).to_string())
+        print(show(cost.round(2).to_frame("cost"), markdown))
     return c2st
 
 
@@ -400,16 +411,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="of the simulations and the fits")
     parser.add_argument("--out", default="outputs/bench_generic/results.csv")
     parser.add_argument("--summary", action="store_true", help="only print the tables")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if not args.summary:
         torch.set_num_threads(1)
         np.seterr(all="ignore")
         out.parent.mkdir(parents=True, exist_ok=True)
+        for name in SBIBM_PROBLEMS & set(args.problems):  # fail before hours of the others
+            import_sbibm(name)
         done = read_done(out)
         for name in args.problems:
             run_problem(name, args, done, out)
-    summary(out)
+    summary(out, markdown=args.markdown)
 
 
 if __name__ == "__main__":
