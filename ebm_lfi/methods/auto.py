@@ -40,7 +40,7 @@ pairs is estimated by its paired difference to ``ssm-abc`` on those pairs plus t
 difference, which is what the ranking needs). The NCE fit costs less than the score-matching
 one (its pilots and epochs are cheaper); on the two problems of ``tests/test_auto.py`` the
 whole costs two to three times a single ``ssm-abc`` fit and posterior
-(``scripts/bench_defaults.py``).
+(``scripts/bench_generic.py --problems counts flat``).
 
 **Choice and output.** The route with the lowest estimated score is kept, with its fit trained
 on all but the held-out pairs; its posteriors are those of that route, with
