@@ -12,6 +12,8 @@ Problems (``--problems``):
   ``docs/benchmarks.md``; the script says how to install it when it is missing).
 * ``ar2``, ``ma2``: the paper's time series (``el.benchmarks``), stored reference posteriors,
   observations 0, 1, ...
+* ``gaussian_linear_uniform`` (not run by default): sbibm's 10-parameter linear Gaussian with a
+  uniform prior, as the other sbibm tasks.
 
 Budget. For each problem and budget :math:`n` (``--budgets``), :math:`n` pairs are simulated
 once and every method is fitted on exactly those: nothing is simulated after (the ABC rows use
@@ -26,6 +28,8 @@ Methods (``--methods``):
   entries it chose: those are the rows ``auto:<route>`` (``ssm-abc``, ``nce``, ``nce-abc``,
   ``ssm-exchange`` where scored, ``ssm-abc-reshaped`` on flat data that factors into draws),
   with the route's held-out score in ``score``; ``auto`` itself is the chosen one.
+* ``ml``, ``ml-abc`` (not run by default): maximum likelihood with MCMC negatives
+  (:mod:`ebm_lfi.losses.maximum_likelihood`), its potential MCMC and its ABC route.
 * ``ssm-abc``, ``nce``, ``nce-abc``, ``ssm-exchange``: the same routes as stand-alone methods
   with their defaults, fitted on all :math:`n` pairs (``ssm-exchange`` shares the ``ssm-abc``
   fit).
@@ -75,10 +79,12 @@ SBIBM_INSTALL = (
     "pip install --no-deps sbibm==1.1.0 && pip install pyro-ppl "
     "(with torch pinned, e.g. -c constraints.txt)"
 )
-ALL_PROBLEMS = ("counts", "flat", "two_moons", "slcp", "ma2", "ar2")
-SBIBM_PROBLEMS = {"two_moons", "slcp"}
-OUR_ROUTES = ("ssm-abc", "nce", "nce-abc", "ssm-exchange")
+ALL_PROBLEMS = ("counts", "flat", "two_moons", "slcp", "ma2", "ar2", "gaussian_linear_uniform")
+DEFAULT_PROBLEMS = ALL_PROBLEMS[:-1]
+SBIBM_PROBLEMS = {"two_moons", "slcp", "gaussian_linear_uniform"}
+OUR_ROUTES = ("ssm-abc", "nce", "nce-abc", "ssm-exchange", "ml", "ml-abc")
 ALL_METHODS = ("auto", *OUR_ROUTES, "npe", "nre")
+DEFAULT_METHODS = ("auto", "ssm-abc", "nce", "nce-abc", "ssm-exchange", "npe", "nre")
 COLUMNS = [
     "problem",
     "budget",
@@ -404,8 +410,10 @@ def summary(out: Path, markdown: bool = False) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", nargs="+", default=list(ALL_PROBLEMS), choices=ALL_PROBLEMS)
-    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    parser.add_argument(
+        "--problems", nargs="+", default=list(DEFAULT_PROBLEMS), choices=ALL_PROBLEMS
+    )
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=ALL_METHODS)
     parser.add_argument("--budgets", nargs="+", type=int, default=[1_000, 10_000])
     parser.add_argument("--observations", type=int, default=2, help="per problem (the first N)")
     parser.add_argument("--seed", type=int, default=0, help="of the simulations and the fits")
