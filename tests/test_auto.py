@@ -388,3 +388,27 @@ def test_auto_tries_the_maximum_likelihood_routes_when_asked():
     scored = method.table.dropna(subset=["score"])
     assert set(scored["route"]) == set(routes), method.table
     assert method.chosen in routes
+
+
+@pytest.mark.parametrize("cost, scored", [(1e-9, False), (1e9, True)])
+def test_an_exchange_route_with_an_mcmc_inner_chain_is_scored_when_its_pilot_is_cheap(cost, scored):
+    task = el.benchmarks.get("gaussian")
+    theta, x = el.simulate(task.simulator, task.prior, 400, seed=0)
+    auto = AutoMethod(
+        task.prior,
+        structure="mlp",  # not Gaussian in the data: the inner chain is MCMC
+        training=FAST_TRAINING,
+        config={
+            "routes": ("ssm-abc", "ssm-exchange"),
+            "reshape": False,
+            "exchange_pairs": 4,
+            "num_samples": 40,
+            "exchange_cost": cost,
+        },
+    ).fit(theta, x, seed=0)
+    assert not auto.routes["ssm-abc"].fit_stage.model.gaussian_in_y
+    row = auto.table.set_index("route").loc["ssm-exchange"]
+    if scored:
+        assert math.isfinite(row["score"]) and row["pairs"] == 4
+    else:
+        assert "exchange_cost" in row["note"] and not math.isfinite(row["score"])
