@@ -13,10 +13,10 @@ one of them says that the posterior cannot be trusted:
   \mathrm{Var}_x(\mathbb{E}[\theta_j \mid x])`, so :math:`c_j` is about 1 when the data carry
   no information about :math:`\theta_j` and below 1 on average otherwise. Warning when every
   :math:`c_j` exceeds :data:`CONTRACTION_THRESHOLD` (0.9) less twice its standard error: the
-  posterior is about the prior,
-  which on simulated problems nearly always means statistics that miss :math:`\theta`
-  (flattened structured data, a saddle of the fit, integer data fitted by score matching) or a
-  simulator whose output does not depend on :math:`\theta`. The standard error
+  posterior is about the prior, which on simulated problems nearly always means statistics
+  that miss :math:`\theta` (flattened structured data, a saddle of the fit, integer data
+  fitted by score matching) or a simulator whose output does not depend on :math:`\theta`.
+  The standard error
   :math:`c_j / \sqrt{2 n_e}` is that of a standard deviation estimated from :math:`n_e`
   effective draws (Gaussian case), with :math:`n_e` the kernel ESS of an ABC posterior, the
   smallest MCMC ESS, or the number of kept entries (:func:`effective_draws`): a posterior
@@ -162,8 +162,7 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
         diagnostics: A posterior's diagnostics: ``contraction``, and where present
             ``adjustment_r2``, ``rhat``, ``inner_mixed`` (with ``inner_sd_ratio``, ``inner_z``,
             ``inner_steps``), ``inner_fits`` (with ``inner_fit_sd_ratio``, ``inner_fit_shift``),
-            and the effective draws
-            (:func:`effective_draws`).
+            and the effective draws (:func:`effective_draws`).
         parameter_names: The names of the parameters, in order.
 
     Example:
