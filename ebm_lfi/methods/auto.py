@@ -281,14 +281,14 @@ class AutoMethod(Method):
         for route, (fit_name, variants, pairs) in candidates.items():
             row = _row(route, fit_name, _layout(fits.get(fit_name), x.shape[1:]))
             row["fit_seconds"] = fit_seconds.get(fit_name, math.nan)
-            if route == "ssm-exchange":
-                note = self._exchange_too_costly(
-                    fits["ssm"], variants[0][1], theta_h, x_h, scale, score_seed, fit_seconds
-                )
-                if note:
-                    rows.append({**row, "note": note})
-                    continue
             try:
+                if route == "ssm-exchange":
+                    note = self._exchange_too_costly(
+                        fits["ssm"], variants[0][1], theta_h, x_h, scale, score_seed, fit_seconds
+                    )
+                    if note:
+                        rows.append({**row, "note": note})
+                        continue
                 tried = {
                     entries: self._score(method, theta_h[:pairs], x_h[:pairs], scale, score_seed)
                     for entries, method in variants
