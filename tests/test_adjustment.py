@@ -210,4 +210,3 @@ def test_epanechnikov_weights_and_validation():
         regression_adjustment(theta, stats, torch.zeros(3), torch.ones(9))
     with pytest.raises(ValueError, match="zero kernel weight"):
         regression_adjustment(theta, stats, torch.zeros(3), torch.ones(10), epsilon=0.5)
-
