@@ -298,23 +298,7 @@ def write_task_data(task: Task, directory: Path | str, **options) -> dict[str, o
     seconds = time.perf_counter() - start
     path = directory / f"{task.name}.npz"
     np.savez_compressed(path, **data)
-    if "reference" not in data:
-        return {
-            "file": path.name,
-            "description": task.description,
-            "parameter_names": list(task.parameter_names),
-            "prior_low": list(task.low),
-            "prior_high": list(task.high),
-            "x_shape": list(task.x_shape),
-            "seed": task.seed,
-            "num_observations": int(data["theta"].shape[0]),
-            "num_samples": 0,
-            "x_dtype": "float32",
-            "content_sha256": content_hash(data),
-            "bytes": path.stat().st_size,
-            "seconds": round(seconds, 1),
-        }
-    return {
+    entry = {
         "file": path.name,
         "description": task.description,
         "parameter_names": list(task.parameter_names),
@@ -323,18 +307,23 @@ def write_task_data(task: Task, directory: Path | str, **options) -> dict[str, o
         "x_shape": list(task.x_shape),
         "seed": task.seed,
         "num_observations": int(data["theta"].shape[0]),
-        "num_samples": int(data["reference"].shape[1]),
-        "grid": {
-            "coarse": options.get("coarse", COARSE),
-            "fine": options.get("fine", FINE),
-            "drop": DROP,
-            "margin": MARGIN,
-        },
-        "content_sha256": content_hash(data),
-        "max_edge_mass": float(data["edge_mass"].max()),
-        "bytes": path.stat().st_size,
-        "seconds": round(seconds, 1),
     }
+    if "reference" not in data:  # observations only (no tractable posterior)
+        entry.update(num_samples=0, x_dtype="float32", content_sha256=content_hash(data))
+    else:
+        entry.update(
+            num_samples=int(data["reference"].shape[1]),
+            grid={
+                "coarse": options.get("coarse", COARSE),
+                "fine": options.get("fine", FINE),
+                "drop": DROP,
+                "margin": MARGIN,
+            },
+            content_sha256=content_hash(data),
+            max_edge_mass=float(data["edge_mass"].max()),
+        )
+    entry.update(bytes=path.stat().st_size, seconds=round(seconds, 1))
+    return entry
 
 
 _README = """\
