@@ -187,6 +187,7 @@ def auto_on_a_small_problem():
         selection=FAST_SELECTION,
         config={"mcmc_pairs": 3, "exchange_pairs": 2, "num_samples": 50, "costly_exchange": True},
         mcmc={"num_chains": 4, "burn_in": 20},
+        exchange={"num_chains": 4, "burn_in": 20},
     )
     return task, auto.fit(theta, x, seed=0), theta, x
 
@@ -405,6 +406,7 @@ def test_an_exchange_route_with_an_mcmc_inner_chain_is_scored_when_its_pilot_is_
             "num_samples": 40,
             "exchange_cost": cost,
         },
+        exchange={"num_chains": 4, "burn_in": 20},  # scored with the final chains' settings
     ).fit(theta, x, seed=0)
     assert not auto.routes["ssm-abc"].fit_stage.model.gaussian_in_y
     row = auto.table.set_index("route").loc["ssm-exchange"]

@@ -309,3 +309,43 @@ def test_exchange_with_exact_gaussian_draws_reproduces_exact_posterior(task):
     )  # fmt: skip
     assert result.inner_acceptance == 1.0
     check_against_grid(result, grid, refs, floor, "gaussian")
+
+
+def test_groups_of_chains_sample_each_observation_s_own_posterior(task):
+    # Two observations, far apart and of different spread, sampled as one batch: each group
+    # must reach its own exact posterior (its own adapted proposal), not a mixture.
+    y_obs, grid, refs, floor = task
+    g = torch.Generator().manual_seed(7)
+    y_two = -4.0 + 0.7 * torch.randn(N_OBS, generator=g, dtype=DT)
+    grid_two = GridPosterior(y_two)
+    refs_two = [grid_two.sample(SUBSET, seed) for seed in range(4)]
+    floor_two = sum(w2(refs_two[i], refs_two[i + 1]) for i in (0, 2)) / 2
+    starts = torch.stack([prior_draws(200, 0), prior_draws(200, 1)])
+    result = exchange_mcmc(
+        GaussianFamily(), log_prior, torch.stack([y_obs, y_two]), starts, num_samples=300,
+        burn_in=250, inner_kernel="gaussian", seed=1,
+    )  # fmt: skip
+    assert result.chains.shape == (2, 200, 300, 2)
+    assert result.outer_acceptance.shape == (2, 200)
+    assert result.ess.shape == result.rhat.shape == (2, 2)
+    assert result.proposal_scale.shape == (2, 2, 2)
+    # each group adapted to its own posterior: the narrow one gets the smaller proposal
+    assert float(result.proposal_scale[1].diagonal().prod()) < float(
+        result.proposal_scale[0].diagonal().prod()
+    )
+    for i, (grid_i, refs_i, floor_i) in enumerate(
+        [(grid, refs, floor), (grid_two, refs_two, floor_two)]
+    ):
+        group = result._replace(
+            chains=result.chains[i],
+            outer_acceptance=result.outer_acceptance[i],
+            ess=result.ess[i],
+        )
+        check_against_grid(group, grid_i, refs_i, floor_i, f"group {i}")
+    # negative control: a group's draws are far from the other observation's posterior
+    assert w2(subset(result.chains[0], 0), refs_two[0]) > 3 * floor_two
+    with pytest.raises(ValueError, match="must hold 2 observations"):
+        exchange_mcmc(
+            GaussianFamily(), log_prior, y_obs, starts, num_samples=4, burn_in=1,
+            inner_kernel="gaussian",
+        )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,6 +26,7 @@ from ebm_lfi.methods import (
     PosteriorStage,
     PotentialStage,
 )
+from ebm_lfi.methods.common import spawn_seeds
 from ebm_lfi.training.selection import candidates
 
 FAST_TRAINING = {"epochs": 3, "batch_size": 128, "patience": None}
@@ -380,6 +382,34 @@ def test_any_stage_on_a_fit_that_supports_it(gaussian_data):
         Method(fits["ssm"], stages["potential"]()).prepare()
     with pytest.raises(NotFittedError):
         Method(EnergyFit(task.prior), ABCStage()).prepare()
+
+
+def test_posteriors_of_several_observations(gaussian_data):
+    task, theta, x = gaussian_data
+    fit = EnergyFit(
+        task.prior, loss="ssm", structure="iid", num_statistics=2, training=FAST_TRAINING
+    ).fit(theta, x, seed=0)
+    x_os = torch.stack([task.observation(i) for i in range(3)])
+    stages = _stage_options()
+    # a stage without a batch: one posterior after another, with the spawned seeds
+    abc = Method(fit, stages["abc"]()).prepare(seed=0)
+    many = abc.posteriors(x_os, 40, seed=5)
+    for x_o, s, post in zip(x_os, spawn_seeds(5, 3), many, strict=True):
+        assert torch.equal(post.samples, abc.posterior(x_o, 40, seed=s).samples)
+    # the exchange stage: one batch of chains, one group of chains per observation
+    exchange = Method(fit, stages["exchange"]()).prepare()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batch = exchange.posteriors(x_os, 40, seed=1)
+        again = exchange.posteriors(x_os, 40, seed=1)
+    assert len(batch) == 3
+    for post, same in zip(batch, again, strict=True):
+        assert post.chains.shape == (4, 10, 2) and torch.equal(post.samples, same.samples)
+        assert post.diagnostics["sampler"] == "exchange" and len(post.diagnostics["rhat"]) == 2
+        assert "contraction" in post.diagnostics
+        assert bool((task.prior.log_prob(post.samples) > -math.inf).all())
+    # the groups are independent chains: no two observations share their draws
+    assert not torch.equal(batch[0].samples, batch[1].samples)
 
 
 def test_a_registered_method_is_its_fit_plus_its_stage(gaussian_data):

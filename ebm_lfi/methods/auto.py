@@ -32,13 +32,15 @@ explain 57 % of the variance of the sufficient means, the MLP at most 36 %; the 
 **Cost.** No simulation beyond the user's: the held-out pairs (10 %, at most
 ``max_heldout``) come out of the training set. The ABC routes are scored on every held-out
 pair (a rejection step on the table each); ``nce`` on the first ``mcmc_pairs`` with short
-chains; ``ssm-exchange`` on the first ``exchange_pairs``, and only where its auxiliary draws
-are exact Gaussian draws or, with an inner MCMC chain (which costs about a hundred times an
-ABC draw per outer step on long series), where two pilot pairs project its scoring to at most
-``exchange_cost`` times the score-matching fit's seconds (``costly_exchange=True`` scores it
-anyway). On low-dimensional data the inner chain is cheap and the route is often the best: on
-sbibm's two_moons at 10⁴ simulations the stand-alone ``ssm-exchange`` reached C2ST 0.56
-against 0.70 for the route ``auto`` chose without it (``docs/benchmarks.md``). The mean
+chains; ``ssm-exchange`` on the first ``exchange_pairs`` with the chains of its final
+posterior, all pairs in one batch of chains
+(:meth:`~ebm_lfi.methods.exchange_stage.ExchangeStage.sample_many`: 20 pairs cost a few
+times one posterior on small models, not twenty). Short chains misjudged it: their draws
+are too correlated and too close to their starting points, and the score punishes both. It
+is scored whenever its auxiliary draws are exact Gaussian draws; with an inner MCMC chain
+(which costs about a hundred times an ABC draw per outer step on long series), only where a
+pilot of a few outer steps of the batch projects its scoring to at most ``exchange_cost``
+times the score-matching fit's seconds (``costly_exchange=True`` scores it anyway). The mean
 score of a route scored on fewer pairs is estimated by its paired difference to ``ssm-abc``
 on those pairs plus the mean of ``ssm-abc`` over all (a control variate: the pair-to-pair
 spread cancels in the paired difference, which is what the ranking needs). The NCE fit costs
@@ -123,9 +125,10 @@ class AutoConfig:
         exchange_pairs: Pairs on which ``ssm-exchange`` is scored.
         costly_exchange: Score ``ssm-exchange`` whatever its cost when its auxiliary draws
             need an inner MCMC chain (a model not Gaussian in the transformed data).
-        exchange_cost: Otherwise, such an ``ssm-exchange`` is scored when two pilot pairs
-            project its scoring on ``exchange_pairs`` pairs to at most this multiple of the
-            seconds of the score-matching fit (the pilot's seconds are spent either way).
+        exchange_cost: Otherwise, such an ``ssm-exchange`` is scored when a pilot of a few
+            outer steps of the batch projects its scoring on ``exchange_pairs`` pairs to at
+            most this multiple of the seconds of the score-matching fit (the pilot's seconds
+            are spent either way).
         reshape_epochs: The most training epochs of the reshaped candidate's fit (its
             exchangeable network costs more per epoch than the MLP it competes with).
         accepted_factors: With ``abc.num_accepted="auto"``, each ABC route is scored keeping
@@ -138,8 +141,14 @@ class AutoConfig:
             its draws resampled from the kept, weighted entries.
         scoring_mcmc: The short chains of ``nce`` while scoring
             (:class:`~ebm_lfi.methods.PotentialConfig` fields).
-        scoring_exchange: The short chains of ``ssm-exchange`` while scoring
-            (:class:`~ebm_lfi.methods.ExchangeConfig` fields).
+        scoring_exchange: Changes to the exchange stage's settings while scoring
+            (:class:`~ebm_lfi.methods.ExchangeConfig` fields); by default none but
+            ``check_inner=0``: the route is scored with the chains of its final posterior,
+            all pairs in one batch (:meth:`~ebm_lfi.methods.ExchangeStage.sample_many`).
+            Short chains misjudge it: on two_moons at 10⁴ simulations, 8 chains of 25 steps
+            after 100 of burn-in ranked it below ``nce`` (energy score 0.493 ± 0.091 against
+            0.430 ± 0.045) although its posterior is far closer to the reference (C2ST
+            0.53–0.59 against 0.66–0.78).
     """
 
     routes: tuple[str, ...] = DEFAULT_ROUTES
@@ -155,9 +164,7 @@ class AutoConfig:
     reshape_epochs: int = 30
     accepted_factors: tuple[int, ...] = (1, 2, 4)
     scoring_mcmc: dict = field(default_factory=lambda: {"num_chains": 8, "burn_in": 150, "thin": 1})
-    scoring_exchange: dict = field(
-        default_factory=lambda: {"num_chains": 8, "burn_in": 100, "thin": 1, "check_inner": 0}
-    )
+    scoring_exchange: dict = field(default_factory=lambda: {"check_inner": 0})
 
     def __post_init__(self):
         unknown = set(self.routes) - set(ROUTES)
@@ -282,15 +289,16 @@ class AutoMethod(Method):
             row = _row(route, fit_name, _layout(fits.get(fit_name), x.shape[1:]))
             row["fit_seconds"] = fit_seconds.get(fit_name, math.nan)
             try:
-                if route == "ssm-exchange":
-                    note = self._exchange_too_costly(
-                        fits["ssm"], variants[0][1], theta_h, x_h, scale, score_seed, fit_seconds
-                    )
+                batch = route == "ssm-exchange"
+                if batch:
+                    note = self._exchange_too_costly(variants[0][1], x_h[:pairs], fit_seconds)
                     if note:
                         rows.append({**row, "note": note})
                         continue
                 tried = {
-                    entries: self._score(method, theta_h[:pairs], x_h[:pairs], scale, score_seed)
+                    entries: self._score(
+                        method, theta_h[:pairs], x_h[:pairs], scale, score_seed, batch=batch
+                    )
                     for entries, method in variants
                 }
             except Exception as err:  # noqa: BLE001 - a failed route is reported, not chosen
@@ -321,28 +329,49 @@ class AutoMethod(Method):
         return self.prepare(seed=stage_seed)
 
     def _score(
-        self, method: Method, theta: Tensor, x: Tensor, scale: Tensor, seed: int
+        self,
+        method: Method,
+        theta: Tensor,
+        x: Tensor,
+        scale: Tensor,
+        seed: int,
+        *,
+        batch: bool = False,
     ) -> HeldoutScore:
-        """One candidate's held-out score; its warnings are silenced (it is not chosen yet).
-        Nothing random is prepared here: the stages draw no table."""
+        """One candidate's held-out score (``batch``: all pairs' posteriors in one call); its
+        warnings are silenced (it is not chosen yet). Nothing random is prepared here: the
+        stages draw no table."""
         method.prepare()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return heldout_score(
-                method, theta, x, num_samples=self.config.num_samples, scale=scale, seed=seed
+                method,
+                theta,
+                x,
+                num_samples=self.config.num_samples,
+                scale=scale,
+                seed=seed,
+                batch=batch,
             )
 
-    def _exchange_too_costly(
-        self, fit, method: Method, theta: Tensor, x: Tensor, scale: Tensor, seed: int, seconds
-    ) -> str | None:
-        """Why ``ssm-exchange`` is not scored (its inner chain is MCMC and two pilot pairs
-        project its scoring past ``exchange_cost`` times the SM fit), or ``None``."""
+    def _exchange_too_costly(self, method: Method, x: Tensor, seconds: dict) -> str | None:
+        """Why ``ssm-exchange`` is not scored (its inner chain is MCMC and a pilot of a few
+        outer steps of the batch projects its scoring past ``exchange_cost`` times the SM
+        fit), or ``None``."""
         cfg = self.config
-        if cfg.costly_exchange or fit.model.gaussian_in_y:
+        if cfg.costly_exchange or method.fit_stage.model.gaussian_in_y:
             return None
-        pilot = min(2, cfg.exchange_pairs)
-        spent = self._score(method, theta[:pilot], x[:pilot], scale, seed).seconds
-        projected = spent * cfg.exchange_pairs / pilot
+        stage = method.posterior_stage.config
+        steps = 4
+        pilot = ExchangeStage(replace(stage, burn_in=steps, thin=1, anneal=1))
+        pilot = Method(method.fit_stage, pilot).prepare()
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pilot.posteriors(x, stage.num_chains, seed=0)
+        per_step = (time.perf_counter() - start) / (steps + 1)
+        full = stage.burn_in + math.ceil(cfg.num_samples / stage.num_chains) * stage.thin
+        projected = per_step * full
         limit = cfg.exchange_cost * seconds.get("ssm", math.inf)
         if projected <= limit:
             return None
@@ -426,7 +455,7 @@ class AutoMethod(Method):
         if "ssm" in fits:
             out["ssm-abc"] = ("ssm", abc(fits["ssm"]), m)
             if "ssm-exchange" in cfg.routes:
-                stage = ExchangeStage(cfg.scoring_exchange)
+                stage = ExchangeStage(replace(self.exchange, **cfg.scoring_exchange))
                 variants = [(None, Method(fits["ssm"], stage))]
                 out["ssm-exchange"] = ("ssm", variants, cfg.exchange_pairs)
         if _RESHAPED in fits:
@@ -492,7 +521,17 @@ class AutoMethod(Method):
     ) -> Posterior:
         r"""The posterior of the chosen route for ``x_o``; its diagnostics add ``route`` and
         ``auto`` (the table of candidates, as a list of rows)."""
-        post = super().posterior(x_o, num_samples, seed=seed, **options)
+        return self._annotate(super().posterior(x_o, num_samples, seed=seed, **options))
+
+    def posteriors(
+        self, x_os, num_samples: int = 1000, *, seed: int | None = None, **options: Any
+    ) -> list[Posterior]:
+        """The posteriors of several observations by the chosen route (see
+        :meth:`~ebm_lfi.methods.method.Method.posteriors`), annotated as by :meth:`posterior`."""
+        posts = super().posteriors(x_os, num_samples, seed=seed, **options)
+        return [self._annotate(post) for post in posts]
+
+    def _annotate(self, post: Posterior) -> Posterior:
         post.diagnostics["route"] = self.chosen
         post.diagnostics["auto"] = _json_rows(self.table)
         stage = int(post.diagnostics.get("simulations", 0) or 0)

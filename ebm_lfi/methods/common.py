@@ -1,5 +1,5 @@
 r"""Pieces shared by every method: input checks at the public boundary, batched evaluation
-and sampling with a model's parameters frozen."""
+and sampling with a model's parameters frozen, seeds of several observations."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,6 +19,7 @@ __all__ = [
     "check_observation",
     "batched",
     "frozen",
+    "spawn_seeds",
 ]
 
 
@@ -104,3 +106,10 @@ def as_config(value: Any, cls: type, name: str) -> Any:
         except TypeError as err:
             raise TypeError(f"bad {name} options: {err}") from err
     raise TypeError(f"{name} must be a {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+def spawn_seeds(seed: int | None, m: int) -> list[int]:
+    """One integer seed per observation, from the children of ``SeedSequence(seed)``: the
+    first ones are the same whatever ``m``."""
+    root = np.random.SeedSequence(seed)
+    return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in root.spawn(m)]

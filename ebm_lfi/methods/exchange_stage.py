@@ -242,9 +242,7 @@ class ExchangeStage:
         start = time.perf_counter()
         draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
         levels = self.tolerances(tolerance)
-        kernel = cfg.inner_kernel
-        if kernel == "auto":
-            kernel = "gaussian" if model.gaussian_in_y else "mala"
+        kernel = self._kernel()
         family = model.at_noise(levels[-1]) if levels else model
         with frozen(model):
             with torch.no_grad():
@@ -255,22 +253,70 @@ class ExchangeStage:
         check = {}
         if cfg.check_inner:
             check = self._check_inner(family, y_o, chains, result, kernel, seed, levels)
-        diagnostics = {"inner_kernel": kernel, **check}
-        if levels:
-            diagnostics |= {"tolerance": levels[-1], "annealed_through": levels[:-1]}
-        diagnostics |= {
-            "sampler": "exchange",
-            "simulations": check.pop("simulations", 0),
-            "failed_simulations": check.pop("failed_simulations", 0),
-            "outer_acceptance": float(torch.as_tensor(result.outer_acceptance).mean()),
-            "inner_acceptance": float(torch.as_tensor(result.inner_acceptance).mean()),
-            "ess": torch.as_tensor(result.ess).tolist(),
-            "rhat": torch.as_tensor(result.rhat).tolist(),
-            "num_chains": cfg.num_chains,
-            "inner_steps": cfg.inner_steps,
-            "seconds": time.perf_counter() - start,
-        }
+        diagnostics = _diagnostics(result, kernel, levels, check, cfg)
+        diagnostics["seconds"] = time.perf_counter() - start
         return Draws(None, None, chains, diagnostics)
+
+    def sample_many(
+        self,
+        x_os: Tensor,
+        num_samples: int,
+        *,
+        seed: int | None = None,
+        tolerance: float | None = None,
+    ) -> list[Draws]:
+        r"""Exchange-MCMC chains for several observations, run as one batch.
+
+        Each observation gets ``num_chains`` chains with a proposal adapted to its own
+        posterior (the groups of :func:`~ebm_lfi.samplers.mcmc.exchange.exchange_mcmc`); the
+        inner step size is shared. Where a forward pass of the model is dominated by its
+        overhead (small networks, low-dimensional data), :math:`g` observations cost far
+        less than :math:`g` calls of :meth:`sample`: this is how
+        :class:`~ebm_lfi.methods.auto.AutoMethod` scores the exchange posterior on held-out
+        pairs. The inner chain is not checked against the simulator here (that would
+        simulate for every observation); the draws differ from those of :meth:`sample` with
+        the same seed.
+
+        Arguments:
+            x_os: The observations, shape :math:`(g, *x_{shape})`.
+            num_samples, seed, tolerance: As for :meth:`sample` (one seed for the batch).
+
+        Returns:
+            One :class:`~ebm_lfi.methods.method.Draws` per observation; their diagnostics
+            give the batch's seconds divided by :math:`g`.
+        """
+        cfg, model = self.config, self.model
+        start = time.perf_counter()
+        draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
+        levels = self.tolerances(tolerance)
+        kernel = self._kernel()
+        family = model.at_noise(levels[-1]) if levels else model
+        with frozen(model):
+            with torch.no_grad():
+                y_os = model.transform_x(x_os)
+                theta0 = torch.stack([self.starts(x_o, cfg.num_chains) for x_o in x_os])
+            result = self._run_chains(family, y_os, theta0, levels, kernel, draws, seed)
+        seconds = (time.perf_counter() - start) / len(x_os)
+        out = []
+        for i in range(len(x_os)):
+            group = result._replace(
+                chains=result.chains[i],
+                outer_acceptance=result.outer_acceptance[i],
+                ess=result.ess[i],
+                rhat=result.rhat[i],
+            )
+            diagnostics = _diagnostics(group, kernel, levels, {}, cfg)
+            diagnostics["seconds"] = seconds
+            out.append(Draws(None, None, group.chains[:, cfg.thin - 1 :: cfg.thin], diagnostics))
+        return out
+
+    def _kernel(self) -> str:
+        """The inner kernel: the configured one, or for ``"auto"`` exact Gaussian draws when
+        the model is quadratic in the transformed data, else MALA."""
+        kernel = self.config.inner_kernel
+        if kernel == "auto":
+            kernel = "gaussian" if self.model.gaussian_in_y else "mala"
+        return kernel
 
     def _run_chains(
         self,
@@ -301,7 +347,7 @@ class ExchangeStage:
                 seed=None if seed is None else seed + 7919 * (i + 1),
                 **options,
             )
-            theta0 = warm.chains[:, -1]
+            theta0 = warm.chains[..., -1, :]  # (c, p), or (g, c, p) for a batch
         return exchange_mcmc(
             family,
             log_prior,
@@ -374,3 +420,23 @@ class ExchangeStage:
             "inner_fit_sd_ratio": check.fit_sd_ratio.tolist(),
             "inner_fit_shift": check.fit_shift.tolist(),
         }
+
+
+def _diagnostics(
+    result, kernel: str, levels: list[float], check: dict, cfg: ExchangeConfig
+) -> dict:
+    """The diagnostics of one observation's chains (``check``: the inner chain's check)."""
+    diagnostics = {"inner_kernel": kernel, **check}
+    if levels:
+        diagnostics |= {"tolerance": levels[-1], "annealed_through": levels[:-1]}
+    return diagnostics | {
+        "sampler": "exchange",
+        "simulations": check.pop("simulations", 0),
+        "failed_simulations": check.pop("failed_simulations", 0),
+        "outer_acceptance": float(torch.as_tensor(result.outer_acceptance).mean()),
+        "inner_acceptance": float(torch.as_tensor(result.inner_acceptance).mean()),
+        "ess": torch.as_tensor(result.ess).tolist(),
+        "rhat": torch.as_tensor(result.rhat).tolist(),
+        "num_chains": cfg.num_chains,
+        "inner_steps": cfg.inner_steps,
+    }

@@ -45,7 +45,7 @@ from torch.distributions import Distribution
 
 from ..posterior.posterior import Posterior
 from .checks import posterior_problems, prior_std, warn_problems
-from .common import NotFittedError, check_observation
+from .common import NotFittedError, check_observation, spawn_seeds
 
 __all__ = ["Draws", "FitStage", "PosteriorStage", "Method"]
 
@@ -187,6 +187,39 @@ class Method:
         fit = self.fit_stage
         x_o = check_observation(x_o, fit.x_shape, fit.dtype).to(fit.device)
         draws = self.posterior_stage.sample(x_o, num_samples, seed=seed, **options)
+        return self._posterior(draws)
+
+    def posteriors(
+        self, x_os, num_samples: int = 1000, *, seed: int | None = None, **options: Any
+    ) -> list[Posterior]:
+        r"""The posteriors of several observations.
+
+        A stage with ``sample_many`` draws them as one batch (the exchange stage runs one
+        batch of chains, far cheaper than one call per observation for small models; see
+        :meth:`~ebm_lfi.methods.exchange_stage.ExchangeStage.sample_many`); for the others,
+        observation :math:`i` is drawn by :meth:`posterior` with the :math:`i`-th seed spawned
+        from ``seed`` (``numpy.random.SeedSequence``).
+
+        Arguments:
+            x_os: The observations, shape :math:`(m, *x_{shape})`.
+            num_samples, seed, options: As for :meth:`posterior` (``seed`` seeds the whole).
+        """
+        self._check_fitted()
+        fit = self.fit_stage
+        checked = [check_observation(x_o, fit.x_shape, fit.dtype).to(fit.device) for x_o in x_os]
+        sample_many = getattr(self.posterior_stage, "sample_many", None)
+        if sample_many is None:
+            seeds = spawn_seeds(seed, len(checked))
+            return [
+                self.posterior(x_o, num_samples, seed=s, **options)
+                for x_o, s in zip(checked, seeds, strict=True)
+            ]
+        batch = sample_many(torch.stack(checked), num_samples, seed=seed, **options)
+        return [self._posterior(draws) for draws in batch]
+
+    def _posterior(self, draws: Draws) -> Posterior:
+        """The :class:`~ebm_lfi.Posterior` of one observation's draws, reported on."""
+        fit = self.fit_stage
         diagnostics = draws.diagnostics
         for key, value in fit.summary().items():
             diagnostics.setdefault(key, value)

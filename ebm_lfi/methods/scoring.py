@@ -57,15 +57,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
 from ..priors import prior_dim, prior_sample
+from .common import spawn_seeds
 
 __all__ = [
     "HeldoutScore",
@@ -204,6 +203,7 @@ def heldout_score(
     num_samples: int = 200,
     scale: Tensor | None = None,
     seed: int | None = 0,
+    batch: bool = False,
     **options: Any,
 ) -> HeldoutScore:
     r"""Score a fitted method's posteriors on held-out pairs :math:`(\theta_i, x_i)`.
@@ -219,6 +219,10 @@ def heldout_score(
         seed: Root seed: pair :math:`i` is drawn with the seed
             ``SeedSequence(seed).spawn`` child :math:`i`, so a subset of the first pairs
             scores the same as in the full run.
+        batch: Draw every pair's posterior with one call of ``method.posteriors`` (see
+            :meth:`~ebm_lfi.methods.method.Method.posteriors`: one batch of chains for the
+            exchange stage); ``seed`` then seeds the batch as a whole, so the first pairs of
+            a larger batch do not score the same.
         options: Further keywords of ``method.posterior``.
 
     Returns:
@@ -234,10 +238,16 @@ def heldout_score(
     if scale is None:
         scale = prior_scale(method.prior)
     scale = torch.as_tensor(scale, dtype=torch.float64)
-    seeds = _pair_seeds(seed, theta.shape[0])
+    m = theta.shape[0]
+    if batch:
+        posteriors = method.posteriors(x, num_samples, seed=seed, **options)
+    else:
+        seeds = spawn_seeds(seed, m)
+        posteriors = (
+            method.posterior(x[i], num_samples, seed=seeds[i], **options) for i in range(m)
+        )
     scores, contraction, covered = [], [], []
-    for i in range(theta.shape[0]):
-        post = method.posterior(x[i], num_samples, seed=seeds[i], **options)
+    for i, post in enumerate(posteriors):
         samples = post.samples.detach().to("cpu", torch.float64)
         weights = post.weights
         weights = None if weights is None else weights.detach().to("cpu", torch.float64)
@@ -270,9 +280,3 @@ def paired_difference(a: HeldoutScore | Tensor, b: HeldoutScore | Tensor) -> tup
     d = (sa[:m] - sb[:m]).to(torch.float64)
     se = float(d.std() / math.sqrt(m)) if m > 1 else math.nan
     return float(d.mean()), se
-
-
-def _pair_seeds(seed: int | None, m: int) -> Sequence[int]:
-    """One seed per pair, the same for the first pairs whatever ``m``."""
-    root = np.random.SeedSequence(seed)
-    return [int(s.generate_state(1, dtype=np.uint32)[0]) for s in root.spawn(m)]

@@ -21,7 +21,16 @@ backward) pass over the chains. During burn-in only, the proposal shape :math:`L
 are adapted toward the target outer acceptance by the routine of
 :mod:`ebm_lfi.samplers.mcmc.adaptation` (windowed covariance of the chains, Robbins–Monro), and
 the inner step size by Robbins–Monro toward the target inner acceptance; both are frozen for
-the kept draws. The inner chain is only approximately converged after ``inner_steps``
+the kept draws.
+
+**Several observations at once.** With ``theta_init`` of shape :math:`(g, c, p)` and
+``y_obs`` of shape :math:`(g, *y)`, :math:`g` independent samplers (one per observation,
+:math:`c` chains each) run as one batch of :math:`g c` chains: each group has its own proposal,
+adapted from its own chains, and the inner step size is shared (tuned to the inner
+acceptance of all chains). This costs far less than :math:`g` runs where one forward pass is
+dominated by its overhead (small networks, low-dimensional data), which is what makes
+scoring the exchange posterior on held-out pairs affordable
+(:mod:`ebm_lfi.methods.auto`). The inner chain is only approximately converged after ``inner_steps``
 steps; its error shows as a biased outer acceptance, so ``inner_steps`` and the inner target
 acceptance trade speed for accuracy. There is no Jacobian term: the caller works in the transformed
 :math:`y` space, where the Jacobian does not depend on :math:`\theta` and cancels.
@@ -61,13 +70,16 @@ class ExchangeResult(NamedTuple):
     r"""Output of :func:`exchange_mcmc`.
 
     Attributes:
-        chains: Kept draws, shape :math:`(c, n, p)`.
-        outer_acceptance: Acceptance rate of each chain over the kept draws, shape :math:`(c,)`.
+        chains: Kept draws, shape :math:`(c, n, p)` (with groups :math:`(g, c, n, p)`).
+        outer_acceptance: Acceptance rate of each chain over the kept draws, shape :math:`(c,)`
+            (:math:`(g, c)`).
         inner_acceptance: Mean acceptance rate of the inner kernel over the kept draws.
-        ess: Multi-chain effective sample size per parameter, shape :math:`(p,)`.
-        rhat: Split :math:`\hat{R}` per parameter, shape :math:`(p,)`.
+        ess: Multi-chain effective sample size per parameter, shape :math:`(p,)`
+            (:math:`(g, p)`, per group).
+        rhat: Split :math:`\hat{R}` per parameter, shape :math:`(p,)` (:math:`(g, p)`).
         proposal_scale: The frozen proposal factor :math:`\lambda L`, shape :math:`(p, p)`
-            (lower-triangular; pass it back as ``proposal_scale`` to reuse it).
+            (:math:`(g, p, p)`; lower-triangular; pass it back as ``proposal_scale`` to reuse
+            it).
         inner_step_size: The frozen inner step size.
         seconds: Wall-clock time.
     """
@@ -123,21 +135,24 @@ def _as_log_prior(log_prior: LogPrior | Distribution) -> LogPrior:
     return log_prior_fn
 
 
-def _initial_inner_log_step(y_obs: Tensor, kernel: str) -> float:
+def _initial_inner_log_step(y_rows: Tensor, kernel: str) -> float:
     r""":math:`\log h` of the inner kernel before tuning: the optimal-scaling rate of the
-    kernel in :math:`d` dimensions times the spread of the observation's coordinates."""
-    d = y_obs.numel()
-    spread = float(y_obs.std()) if d > 1 else 1.0
+    kernel in :math:`d` dimensions times the spread of the observations' coordinates
+    (``y_rows``: the observations, shape :math:`(g, *y)`)."""
+    d = y_rows[0].numel()
+    spread = float(y_rows.std()) if d > 1 else 1.0
     spread = spread if math.isfinite(spread) and spread > 0 else 1.0
     base = 1.65 * d ** (-1 / 6) if kernel == "mala" else 2.38 / math.sqrt(d)
     return math.log(base * spread)
 
 
 def _initial_chains(
-    family: ExponentialFamily, log_prior: LogPrior, theta: Tensor, y_obs: Tensor
+    family: ExponentialFamily, log_prior: LogPrior, theta: Tensor, y_rows: Tensor
 ) -> tuple[_Chains, Tensor]:
-    """The chains at their start and the observed statistics (1, k), with shape checks."""
+    """The chains (c, p) at their start and the observed statistics (g, k) of the ``g``
+    observations ``y_rows``, with shape checks."""
     c, p = theta.shape
+    g = y_rows.shape[0]
     with torch.no_grad():
         lp = log_prior(theta).to(theta.dtype)
         if lp.shape != (c,) or not bool(torch.isfinite(lp).all()):
@@ -145,11 +160,11 @@ def _initial_chains(
                 f"log_prior must map theta_init ({c}, {p}) to finite values of shape ({c},)"
             )
         eta = family.natural_parameters(theta)
-        s_obs = family.statistics_y(y_obs.unsqueeze(0))
-        if eta.ndim != 2 or eta.shape[0] != c or s_obs.shape != (1, eta.shape[1]):
+        s_obs = family.statistics_y(y_rows)
+        if eta.ndim != 2 or eta.shape[0] != c or s_obs.shape != (g, eta.shape[1]):
             raise ValueError(
                 f"natural_parameters gave {tuple(eta.shape)} and statistics_y gave "
-                f"{tuple(s_obs.shape)}; expected ({c}, k) and (1, k)"
+                f"{tuple(s_obs.shape)}; expected ({c}, k) and ({g}, k)"
             )
     return _Chains(theta, lp, eta), s_obs
 
@@ -170,9 +185,10 @@ def _exchange_step(
     Arguments:
         chains: The current :class:`_Chains`.
         family, log_prior: The model and the prior's log-density.
-        s_obs: Observed statistics, shape :math:`(1, k)`.
-        y_start: Where the inner chains start, the observation repeated, :math:`(c, *y)`.
-        factor: The proposal's :math:`\lambda L`, shape :math:`(p, p)`.
+        s_obs: Observed statistics, shape :math:`(1, k)`, or :math:`(c, k)`: each chain's.
+        y_start: Where the inner chains start, each chain's observation, :math:`(c, *y)`.
+        factor: The proposal's :math:`\lambda L`, shape :math:`(p, p)`, or each chain's,
+            :math:`(c, p, p)`.
         inner, inner_step_size: The auxiliary draw's settings.
         generator: Random generator.
 
@@ -182,7 +198,10 @@ def _exchange_step(
     """
     theta, lp, eta = chains
     noise = torch.randn(theta.shape, generator=generator, dtype=theta.dtype, device=theta.device)
-    proposal = theta + noise @ factor.T
+    if factor.ndim == 2:
+        proposal = theta + noise @ factor.T
+    else:
+        proposal = theta + torch.einsum("cq,cpq->cp", noise, factor)
     with torch.no_grad():
         lp_prop = log_prior(proposal).to(theta.dtype)
     valid = torch.isfinite(lp_prop)
@@ -239,9 +258,12 @@ def exchange_mcmc(
             :math:`\theta` in raw space.
         log_prior: Maps :math:`(n, p)` parameters to log-densities :math:`(n,)`, ``-inf``
             outside the support; or a prior distribution.
-        y_obs: The observation in the model's (transformed) space, shape :math:`(*y)`.
+        y_obs: The observation in the model's (transformed) space, shape :math:`(*y)`; or
+            :math:`g` observations :math:`(g, *y)`, one per group of chains.
         theta_init: Starting points of the :math:`c` chains, shape :math:`(c, p)`, inside the
-            prior support (e.g. prior draws). Sets the dtype and device.
+            prior support (e.g. prior draws); or :math:`(g, c, p)`, :math:`c` chains for each
+            of the :math:`g` observations (see the module docstring). Sets the dtype and
+            device.
         num_samples: Draws kept per chain.
         burn_in: Discarded (tuning) outer steps per chain.
         inner_steps: Inner MCMC steps per outer step.
@@ -251,7 +273,8 @@ def exchange_mcmc(
             and ``bridging`` are then unused).
         bridging: Number :math:`K` of geometric bridge steps (0: plain exchange).
         proposal_scale: ``None`` tunes the proposal during burn-in; otherwise a fixed scalar,
-            per-parameter scales :math:`(p,)` or lower-triangular factor :math:`(p, p)`.
+            per-parameter scales :math:`(p,)` or lower-triangular factor :math:`(p, p)`
+            (shared by the groups).
         inner_step_size: ``None`` tunes the inner step size during burn-in; otherwise fixed.
         target_acceptance: Target outer acceptance rate for the tuning.
         inner_target_acceptance: Target inner acceptance rate; 0.8 (MALA) or 0.4 (RW) by
@@ -268,9 +291,10 @@ def exchange_mcmc(
     """
     start = time.perf_counter()
     theta = torch.as_tensor(theta_init)
-    if theta.ndim != 2 or not theta.is_floating_point():
+    if theta.ndim not in (2, 3) or not theta.is_floating_point():
         raise ValueError(
-            f"theta_init must be a floating tensor (chains, p), got {tuple(theta.shape)}"
+            "theta_init must be a floating tensor (chains, p) or (groups, chains, p), got "
+            f"{tuple(theta.shape)}"
         )
     if inner_kernel not in ("mala", "rw", "gaussian"):
         raise ValueError(f"inner_kernel must be 'mala', 'rw' or 'gaussian', got {inner_kernel!r}")
@@ -279,33 +303,49 @@ def exchange_mcmc(
             "need num_samples >= 1, burn_in >= 0, inner_steps >= 1 and bridging >= 0, got "
             f"{num_samples}, {burn_in}, {inner_steps}, {bridging}"
         )
-    c, p = theta.shape
+    grouped = theta.ndim == 3
+    g, c, p = theta.shape if grouped else (1, *theta.shape)
     dtype, device = theta.dtype, theta.device
     y_obs = torch.as_tensor(y_obs).to(device=device)
     if not y_obs.is_floating_point():
         y_obs = y_obs.to(dtype)
+    if grouped and (y_obs.ndim < 1 or y_obs.shape[0] != g):
+        raise ValueError(
+            f"with theta_init of shape {tuple(theta.shape)}, y_obs must hold {g} observations "
+            f"(shape ({g}, *y)), got {tuple(y_obs.shape)}"
+        )
+    y_rows = y_obs if grouped else y_obs.unsqueeze(0)
+    theta = theta.reshape(g * c, p)
     log_prior_fn = _as_log_prior(log_prior)
     generator = make_generator(seed, device)
-    chains, s_obs = _initial_chains(family, log_prior_fn, theta, y_obs)
-    y_start = y_obs.unsqueeze(0).expand((c,) + tuple(y_obs.shape)).contiguous()
+    chains, s_obs = _initial_chains(family, log_prior_fn, theta, y_rows)
+    if grouped:
+        s_obs = s_obs.repeat_interleave(c, dim=0)
+        y_start = y_rows.repeat_interleave(c, dim=0)
+    else:
+        y_start = y_obs.unsqueeze(0).expand((c,) + tuple(y_obs.shape)).contiguous()
     inner = _Inner(inner_kernel, inner_steps, bridging)
 
     inner_target = inner_target_acceptance or (0.8 if inner_kernel == "mala" else 0.4)
     tune_outer, tune_inner = proposal_scale is None, inner_step_size is None
+    starts = theta.reshape(g, c, p)
     if tune_outer:
-        outer = adaptation_init(theta, math.log(2.38 / math.sqrt(p)))
+        outer = [adaptation_init(starts[i], math.log(2.38 / math.sqrt(p))) for i in range(g)]
     else:
-        outer = AdaptationState(0.0, _proposal_factor(proposal_scale, p, theta), (), 0)
+        fixed = _proposal_factor(proposal_scale, p, theta)
+        outer = [AdaptationState(0.0, fixed, (), 0)] * g
     if tune_inner:
-        log_h = _initial_inner_log_step(y_obs, inner_kernel)
+        log_h = _initial_inner_log_step(y_rows, inner_kernel)
     else:
         log_h = math.log(float(inner_step_size))
 
-    draws = theta.new_empty((c, num_samples, p))
-    accepted_total = torch.zeros(c, dtype=dtype, device=device)
+    draws = theta.new_empty((g * c, num_samples, p))
+    accepted_total = torch.zeros(g * c, dtype=dtype, device=device)
     inner_total = 0.0
     for t in progress_bar(range(burn_in + num_samples), enabled=progress, desc="exchange"):
-        factor = math.exp(outer.log_scale) * outer.scale_tril
+        factor = (
+            _factors(outer, c) if grouped else math.exp(outer[0].log_scale) * outer[0].scale_tril
+        )
         chains, rate, accept, inner_rate = _exchange_step(
             chains, family, log_prior_fn, s_obs, y_start, factor, inner, math.exp(log_h), generator
         )
@@ -313,26 +353,54 @@ def exchange_mcmc(
             if tune_inner:
                 log_h = robbins_monro(log_h, inner_rate, inner_target, t)
             if tune_outer:
-                outer = adaptation_update(
-                    outer,
-                    chains.theta,
-                    float(rate.mean()),
-                    target=target_acceptance,
-                    burn_in=burn_in,
-                )
+                position = chains.theta.reshape(g, c, p)
+                if grouped:
+                    group_rate = rate.reshape(g, c).mean(dim=1).tolist()
+                else:
+                    group_rate = [float(rate.mean())]
+                outer = [
+                    adaptation_update(
+                        state,
+                        position[i],
+                        group_rate[i],
+                        target=target_acceptance,
+                        burn_in=burn_in,
+                    )
+                    for i, state in enumerate(outer)
+                ]
         else:
             draws[:, t - burn_in] = chains.theta
             accepted_total += accept.to(dtype)
             inner_total += inner_rate
 
+    draws = draws.reshape(g, c, num_samples, p)
     enough = num_samples >= 4
+    nan = draws.new_full((g, p), torch.nan)
+    ess = torch.stack([effective_sample_size(d) for d in draws]) if enough else nan
+    split_rhat = torch.stack([rhat(d) for d in draws]) if enough else nan
+    scales = torch.stack([math.exp(state.log_scale) * state.scale_tril for state in outer])
+    acceptance = (accepted_total / num_samples).reshape(g, c)
+    if not grouped:
+        draws, acceptance, ess, split_rhat, scales = (
+            draws[0],
+            acceptance[0],
+            ess[0],
+            split_rhat[0],
+            scales[0],
+        )
     return ExchangeResult(
         chains=draws,
-        outer_acceptance=accepted_total / num_samples,
+        outer_acceptance=acceptance,
         inner_acceptance=inner_total / num_samples,
-        ess=effective_sample_size(draws) if enough else draws.new_full((p,), torch.nan),
-        rhat=rhat(draws) if enough else draws.new_full((p,), torch.nan),
-        proposal_scale=math.exp(outer.log_scale) * outer.scale_tril,
+        ess=ess,
+        rhat=split_rhat,
+        proposal_scale=scales,
         inner_step_size=math.exp(log_h),
         seconds=time.perf_counter() - start,
     )
+
+
+def _factors(states: list[AdaptationState], c: int) -> Tensor:
+    r"""Each chain's proposal factor :math:`\lambda L` of its group, shape (g c, p, p)."""
+    factors = torch.stack([math.exp(state.log_scale) * state.scale_tril for state in states])
+    return factors.repeat_interleave(c, dim=0)
