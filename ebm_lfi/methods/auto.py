@@ -443,7 +443,7 @@ class AutoMethod(Method):
         self, fits: dict, accepted: list[int]
     ) -> dict[str, tuple[str, list[tuple[int | None, Method]], int]]:
         """Route -> (its fit, the variants that draw it for scoring, pairs to score): the ABC
-        routes at each number of kept entries, the MCMC routes once with short chains. A
+        routes at each number of kept entries, ``nce`` once with short chains, ``ssm-exchange`` once with its final chains. A
         fresh stage for each, since the stages keep their tables."""
         cfg = self.config
         m = cfg.max_heldout
