@@ -443,8 +443,9 @@ class AutoMethod(Method):
         self, fits: dict, accepted: list[int]
     ) -> dict[str, tuple[str, list[tuple[int | None, Method]], int]]:
         """Route -> (its fit, the variants that draw it for scoring, pairs to score): the ABC
-        routes at each number of kept entries, ``nce`` once with short chains, ``ssm-exchange`` once with its final chains. A
-        fresh stage for each, since the stages keep their tables."""
+        routes at each number of kept entries, the potential routes once with short chains,
+        ``ssm-exchange`` once with its final chains. A fresh stage for each, since the stages
+        keep their tables."""
         cfg = self.config
         m = cfg.max_heldout
         out: dict[str, tuple[str, list[tuple[int | None, Method]], int]] = {}
