@@ -11,7 +11,8 @@ normalised.
   .. math:: W_2(\hat\mu, \hat\nu) = \Big( \min_{\pi \in \Pi(a, b)}
             \sum_{ij} \pi_{ij} \lVert x_i - y_j \rVert^2 \Big)^{1/2},
 
-  solved as a linear program (POT's network simplex ``ot.emd2``).
+  solved as a linear program (POT's network simplex ``ot.emd2``); in one dimension by the
+  monotone coupling, the exact optimum in closed form.
 * :func:`c2st`: classifier two-sample test (Lopez-Paz & Oquab, 2017): the cross-validated
   accuracy of a classifier trained to tell :math:`x` from :math:`y`; 0.5 means the samples
   are indistinguishable to it, 1.0 means fully separated.
@@ -132,6 +133,8 @@ def wasserstein2(
 
     The cost is the squared Euclidean distance; the optimal transport plan is found exactly by
     the network simplex (POT's ``ot.emd2``) and the square root of the optimal cost is returned.
+    In one dimension the monotone coupling (quantile to quantile) is optimal and is computed
+    directly, in :math:`O((n + m) \log(n + m))`: the same optimum, with no cost matrix.
     The cost matrix has :math:`n m` entries and the solver is super-quadratic, so for large
     samples pass ``max_samples`` to compute it on random subsets instead (an estimate, biased
     upwards).
@@ -155,8 +158,6 @@ def wasserstein2(
         >>> round(wasserstein2(x, x + 3.0), 12)
         3.0
     """
-    import ot
-
     x = _as_samples(x, "x")
     y = _as_samples(y, "y")
     _check_dims(x, y)
@@ -168,10 +169,32 @@ def wasserstein2(
         rng = np.random.default_rng(seed)
         x, a = _subsample(x, a, int(max_samples), rng)
         y, b = _subsample(y, b, int(max_samples), rng)
+    if x.shape[1] == 1:
+        return float(np.sqrt(max(_w2_squared_1d(x[:, 0], a, y[:, 0], b), 0.0)))
+    import ot
+
     cost = cdist(x, y, metric="sqeuclidean")
     num_iter = max(100_000, 50 * x.shape[0] * y.shape[0])
     value = float(ot.emd2(a, b, cost, numItermax=num_iter))
     return float(np.sqrt(max(value, 0.0)))
+
+
+def _w2_squared_1d(x: np.ndarray, a: np.ndarray, y: np.ndarray, b: np.ndarray) -> float:
+    r"""Squared :math:`W_2` of two weighted 1-D samples by the monotone coupling.
+
+    On the line the optimal plan couples the quantile functions, :math:`W_2^2 = \int_0^1
+    (F^{-1}(u) - G^{-1}(u))^2 \, du`; both are step functions, constant between the merged
+    cumulative weights of the two sorted samples, so the integral is a finite sum.
+    """
+    order_x, order_y = np.argsort(x, kind="stable"), np.argsort(y, kind="stable")
+    x, y = x[order_x], y[order_y]
+    cum_a, cum_b = np.cumsum(a[order_x]), np.cumsum(b[order_y])
+    levels = np.sort(np.concatenate([cum_a, cum_b]))
+    mass = np.diff(levels, prepend=0.0)
+    middle = levels - 0.5 * mass  # inside each interval between breakpoints
+    i = np.minimum(np.searchsorted(cum_a, middle), x.shape[0] - 1)
+    j = np.minimum(np.searchsorted(cum_b, middle), y.shape[0] - 1)
+    return float(np.sum(mass * (x[i] - y[j]) ** 2))
 
 
 def c2st(

@@ -40,6 +40,21 @@ def test_w2_in_one_dimension_is_sorted_matching():
     assert wasserstein2(x, y) == pytest.approx(expected, abs=1e-10)
 
 
+@pytest.mark.parametrize("sizes", [(30, 30), (17, 45), (1, 9)])
+def test_w2_in_one_dimension_equals_the_linear_program(sizes):
+    # weighted samples of unequal sizes, with ties and a zero weight: the monotone coupling of
+    # the 1-D path gives the optimum of the transport linear program, solved here by POT
+    ot = pytest.importorskip("ot")
+    rng = np.random.default_rng(sum(sizes))
+    x, y = rng.normal(size=sizes[0]).round(1), rng.gamma(2.0, size=sizes[1]).round(1)
+    a, b = rng.random(sizes[0]), rng.random(sizes[1])
+    b[0] = 0.0
+    cost = (x[:, None] - y[None, :]) ** 2
+    expected = math.sqrt(ot.emd2(a / a.sum(), b / b.sum(), cost))
+    assert wasserstein2(x, y, x_weights=a, y_weights=b) == pytest.approx(expected, abs=1e-12)
+    assert wasserstein2(x[:, None], y[:, None] + 1.0) > 0  # and a shape (n, 1) takes it too
+
+
 def test_w2_of_shifted_gaussians_is_the_shift():
     n, m = 2000, 2.0
     rng = np.random.default_rng(3)

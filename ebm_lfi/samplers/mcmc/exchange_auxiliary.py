@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from torch.func import grad, jvp, vmap
+from torch.func import grad, vjp, vmap
 
 from .kernels import mala_init, mala_step, random_walk_init, random_walk_step
 
@@ -95,7 +95,7 @@ def gaussian_draw(
     If :math:`f(y) = \frac12 y^\top H y + g^\top y + \text{const}` (a linear read-out of
     degree-≤2 monomials), the model at :math:`\theta` is :math:`\mathcal N(P^{-1} g, P^{-1})`
     with :math:`P = -H`, provided :math:`P` is positive definite. :math:`H` and :math:`g` are read
-    off the gradient and the Hessian-vector products at :math:`y = 0`.
+    off the gradient and the vector-Hessian products at :math:`y = 0`.
 
     Arguments:
         family: Provides ``log_unnormalized_y``.
@@ -111,19 +111,21 @@ def gaussian_draw(
     zero = torch.zeros((c, *shape), dtype=like.dtype, device=like.device)
     basis = torch.eye(d, dtype=like.dtype, device=like.device).reshape(d, 1, *shape)
     grad_sum = grad(lambda z: family.log_unnormalized_y(z, theta).sum())
-
-    def hvp(v: Tensor) -> tuple[Tensor, Tensor]:
-        return jvp(grad_sum, (zero,), (v.expand_as(zero),))
-
+    # reverse over reverse: the gradient at 0 and its pullback, mapped over the basis, give the
+    # rows e_i^T H. (Forward over reverse, the jvp of the gradient, gives its columns H e_i, the
+    # same numbers bit for bit on the models here, but torch runs each elementwise product of
+    # the backward pass under forward-mode AD through its Python reference implementations:
+    # two to ten times slower.)
     with torch.no_grad():
-        g, hv = vmap(hvp)(basis)  # (d, c, *y) each
-    precision = -hv.reshape(d, c, d).permute(1, 0, 2)  # (c, d, d)
+        g, pullback = vjp(grad_sum, zero)  # g: (c, *y)
+        (vh,) = vmap(pullback)(basis.expand(d, c, *shape))  # (d, c, *y)
+    precision = -vh.reshape(d, c, d).permute(1, 2, 0)  # (c, d, d), columns as H e_i
     precision = 0.5 * (precision + precision.transpose(1, 2))
     factor, info = torch.linalg.cholesky_ex(precision)
     ok = info == 0
     eye = torch.eye(d, dtype=like.dtype, device=like.device)
     factor = torch.where(ok[:, None, None], factor, eye)
-    mean = torch.cholesky_solve(g[0].reshape(c, d, 1), factor)[..., 0]
+    mean = torch.cholesky_solve(g.reshape(c, d, 1), factor)[..., 0]
     z = torch.randn((c, d, 1), generator=generator, dtype=like.dtype, device=like.device)
     draws = mean + torch.linalg.solve_triangular(factor.transpose(1, 2), z, upper=True)[..., 0]
     draws = torch.where(ok[:, None], draws, torch.full_like(draws, torch.nan))
