@@ -1,5 +1,5 @@
-r"""The default method, the routes it chooses among, and sbi's NPE and NRE, at equal total budget
-on generic problems, against reference posteriors (C2ST).
+r"""The default method, the routes it chooses among, and sbi's NPE, NRE and sequential NPE, at equal
+total budget on generic problems, against reference posteriors (C2ST).
 
 Problems (``--problems``):
 
