@@ -1,5 +1,5 @@
-r"""The default method, the routes it chooses among, and sbi's NPE and NRE, at equal total budget
-on generic problems, against reference posteriors (C2ST).
+r"""The default method, the routes it chooses among, and sbi's NPE, NRE and sequential NPE, at equal
+total budget on generic problems, against reference posteriors (C2ST).
 
 Problems (``--problems``):
 
@@ -34,6 +34,19 @@ Methods (``--methods``):
   with their defaults, fitted on all :math:`n` pairs (``ssm-exchange`` shares the ``ssm-abc``
   fit).
 * ``npe``, ``nre``: sbi's defaults on the raw data (``scripts/sbi_baselines.py``).
+* ``<route>-rounds`` (not run by default), for each of our routes valid in sequential rounds
+  (:data:`ebm_lfi.methods.rounds.ROUND_METHODS`: ``nce-rounds``, ``ssm-exchange-rounds``,
+  ``ml-rounds``, ...): ``el.infer(..., rounds=--rounds)`` for each observation, the route
+  created without a simulator as the stand-alone rows are; ``--rounds auto`` (default) takes
+  :func:`~ebm_lfi.methods.rounds.default_rounds` (4 rounds at 10^3, 8 at 10^4).
+* ``snpe`` (not run by default): sbi's sequential NPE with truncated proposals for each
+  observation, in ``--snpe-rounds`` (4) rounds of equal size (``scripts/sbi_baselines.py``).
+
+The sequential rows (``*-rounds``, ``snpe``) simulate their own :math:`n` pairs per
+observation, round after round (round 1 from the prior with a seed of their own), so they do
+not share the others' training set; ``fit_seconds`` is then the whole run for that observation
+(all rounds' simulations, fits and posteriors), ``posterior_seconds`` is empty, and ``note``
+gives the rounds and their sizes.
 
 Each row (problem, budget, observation, method) is appended to ``--out`` (a CSV) as soon as it
 is computed, and rows already there are skipped: an interrupted run resumes where it stopped.
@@ -68,11 +81,12 @@ import torch  # noqa: E402
 
 import ebm_lfi as el  # noqa: E402
 from ebm_lfi.methods import EnergyExchange  # noqa: E402
+from ebm_lfi.methods.rounds import ROUND_METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
-from sbi_baselines import NPEBaseline, NREBaseline  # noqa: E402
+from sbi_baselines import NPEBaseline, NREBaseline, SNPEBaseline  # noqa: E402
 from user_problems import PROBLEMS as USER_PROBLEMS  # noqa: E402
 
 SBIBM_INSTALL = (
@@ -83,7 +97,9 @@ ALL_PROBLEMS = ("counts", "flat", "two_moons", "slcp", "ma2", "ar2", "gaussian_l
 DEFAULT_PROBLEMS = ALL_PROBLEMS[:-1]
 SBIBM_PROBLEMS = {"two_moons", "slcp", "gaussian_linear_uniform"}
 OUR_ROUTES = ("ssm-abc", "nce", "nce-abc", "ssm-exchange", "ml", "ml-abc")
-ALL_METHODS = ("auto", *OUR_ROUTES, "npe", "nre")
+ROUNDS_SUFFIX = "-rounds"
+ROUND_ROUTES = tuple(f"{m}{ROUNDS_SUFFIX}" for m in OUR_ROUTES if m in ROUND_METHODS)
+ALL_METHODS = ("auto", *OUR_ROUTES, *ROUND_ROUTES, "npe", "nre", "snpe")
 DEFAULT_METHODS = ("auto", "ssm-abc", "nce", "nce-abc", "ssm-exchange", "npe", "nre")
 COLUMNS = [
     "problem",
@@ -239,6 +255,23 @@ def posterior_row(method, x_o, reference, seed: int) -> dict:
     }
 
 
+def sequential(method_name: str) -> bool:
+    """Whether the method runs its own rounds of simulations per observation."""
+    return method_name == "snpe" or method_name.endswith(ROUNDS_SUFFIX)
+
+
+def print_row(row: dict) -> None:
+    print(
+        f"{row['problem']:>9} {row['budget']:>6} obs {row['observation']:>3} "
+        f"{row['method']:>22}: "
+        f"C2ST {row.get('c2st', math.nan):.3f}  W2 {row.get('w2', math.nan):.3f}  "
+        f"fit {row.get('fit_seconds') or math.nan:.0f} s  "
+        f"posterior {row.get('posterior_seconds', math.nan):.1f} s"
+        + (f"  [{row['note']}]" if row.get("note") else ""),
+        flush=True,
+    )
+
+
 # ---------------------------------------------------------------------------------- running
 
 
@@ -253,6 +286,12 @@ def run_problem(name: str, args, done: set, out: Path) -> None:
         ]
         if not todo:
             print(f"{name} {budget}: done", flush=True)
+            continue
+        for method_name in [m for m in todo if sequential(m)]:
+            run_sequential(problem, budget, method_name, observations, args, out)
+            done |= read_done(out)
+        todo = [m for m in todo if not sequential(m)]
+        if not todo:
             continue
         start = time.perf_counter()
         theta, x = el.simulate(problem.simulator, problem.prior, budget, seed=args.seed)
@@ -288,6 +327,58 @@ def fit_method(problem: Problem, method_name: str, theta, x, fitted: dict, seed:
         method.fit(theta, x, seed=seed)
     fitted[method_name] = (method, time.perf_counter() - start)
     return fitted[method_name]
+
+
+def sequential_posterior(problem: Problem, method_name: str, budget: int, x_o, seed: int, args):
+    """The posterior of a sequential method for one observation, all rounds run for it."""
+    if method_name == "snpe":
+        snpe = SNPEBaseline(problem.prior, rounds=args.snpe_rounds)
+        return snpe.infer(problem.simulator, x_o, budget, NUM_SAMPLES, seed=seed)
+    route = method_name.removesuffix(ROUNDS_SUFFIX)
+    return el.infer(
+        problem.simulator,
+        problem.prior,
+        x_o,
+        method=el.methods.get(route, prior=problem.prior),  # no simulator: no exchange check
+        num_simulations=budget,
+        num_samples=NUM_SAMPLES,
+        seed=seed,
+        rounds=args.rounds,
+    )
+
+
+def run_sequential(problem: Problem, budget: int, method_name: str, observations, args, out):
+    """Rows of a method that simulates in rounds for each observation (resumable per row)."""
+    done = read_done(out)
+    for label, x_o, reference in observations:
+        if (problem.name, budget, label, method_name) in done:
+            continue
+        row = {"problem": problem.name, "budget": budget, "observation": label}
+        row["method"] = method_name
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                post = sequential_posterior(
+                    problem, method_name, budget, x_o, int(label) + 1000 * args.seed, args
+                )
+            c2st, w2 = accuracy(draws(post), reference)
+        except Exception as err:  # noqa: BLE001 - reported in the table
+            row.update(fit_seconds=time.perf_counter() - start, note=repr(err))
+        else:
+            rounds = post.diagnostics.get("rounds") or [{"simulations": budget}]
+            sizes = [int(r["simulations"]) for r in rounds]
+            row.update(
+                c2st=c2st,
+                w2=w2,
+                route=post.diagnostics.get("route", method_name.removesuffix(ROUNDS_SUFFIX)),
+                fit_seconds=time.perf_counter() - start,
+                total_simulations=int(post.diagnostics.get("total_simulations", budget)),
+                note=f"{len(sizes)} rounds of {'/'.join(map(str, sorted(set(sizes))))}; "
+                "fit_seconds: all rounds",
+            )
+        append_row(out, row)
+        print_row(row)
 
 
 def run_method(problem, budget, method_name, theta, x, observations, fitted, args, out) -> None:
@@ -343,14 +434,7 @@ def run_method(problem, budget, method_name, theta, x, observations, fitted, arg
             rows.append(row)
         for row in rows:
             append_row(out, row)
-            print(
-                f"{name:>9} {budget:>6} obs {label:>3} {row['method']:>22}: "
-                f"C2ST {row.get('c2st', math.nan):.3f}  W2 {row.get('w2', math.nan):.3f}  "
-                f"fit {row.get('fit_seconds') or math.nan:.0f} s  "
-                f"posterior {row.get('posterior_seconds', math.nan):.1f} s"
-                + (f"  [{row['note']}]" if row.get("note") else ""),
-                flush=True,
-            )
+            print_row(row)
 
 
 # ---------------------------------------------------------------------------------- summary
@@ -377,7 +461,7 @@ def summary(out: Path, markdown: bool = False) -> pd.DataFrame:
     print("\nObservations per cell:", sorted({int(v) for v in counts.to_numpy().ravel() if v > 0}))
     auto = table[table.method == "auto"]
     chosen = auto.groupby(["problem", "budget"])["route"].agg(lambda r: ", ".join(r))
-    ours = [m for m in c2st if m in OUR_ROUTES or m.startswith("auto:")]
+    ours = [m for m in c2st if m in OUR_ROUTES + ROUND_ROUTES or m.startswith("auto:")]
     verdict = pd.DataFrame({"auto chose": chosen})
     if "auto" in c2st and ours:
         best = c2st[ours].min(axis=1)
@@ -388,7 +472,7 @@ def summary(out: Path, markdown: bool = False) -> pd.DataFrame:
         verdict["auto - npe"] = (c2st["auto"] - c2st["npe"]).round(3)
     print("\n" + show(verdict, markdown))
     seconds = table.groupby(["problem", "budget", "method"]).agg(
-        fit_seconds=("fit_seconds", "first"), posterior_seconds=("posterior_seconds", "median")
+        fit_seconds=("fit_seconds", "mean"), posterior_seconds=("posterior_seconds", "median")
     )
     seconds = seconds.reset_index()
     seconds = seconds[~seconds.method.str.startswith("auto:")]
@@ -396,7 +480,7 @@ def summary(out: Path, markdown: bool = False) -> pd.DataFrame:
     post = seconds.pivot_table(
         index=["problem", "budget"], columns="method", values="posterior_seconds"
     )
-    print("\nFit seconds (once per problem and budget)")
+    print("\nFit seconds (once per problem and budget; sequential rows: per observation)")
     print(show(fit[[m for m in ALL_METHODS if m in fit]].round(0), markdown))
     print("\nPosterior seconds per observation (median)")
     print(show(post[[m for m in ALL_METHODS if m in post]].round(2), markdown))
@@ -417,6 +501,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[1_000, 10_000])
     parser.add_argument("--observations", type=int, default=2, help="per problem (the first N)")
     parser.add_argument("--seed", type=int, default=0, help="of the simulations and the fits")
+    parser.add_argument(
+        "--rounds",
+        type=lambda v: v if v == "auto" else int(v),
+        default="auto",
+        help="rounds of the *-rounds methods: an int or 'auto' (default)",
+    )
+    parser.add_argument("--snpe-rounds", type=int, default=4, help="rounds of snpe")
     parser.add_argument("--out", default="outputs/bench_generic/results.csv")
     parser.add_argument("--summary", action="store_true", help="only print the tables")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")

@@ -195,6 +195,26 @@ def test_too_few_samples_skip_the_adjustment(caplog):
     torch.testing.assert_close(out.weights.sum(), torch.ones((), dtype=F64))
 
 
+def test_weights_on_too_few_samples_skip_the_adjustment():
+    # 100 accepted samples and 6 statistics, but the (importance) weights put nearly all the
+    # mass on 4 of them, as the weights of a table drawn from sequential proposals can: the
+    # regression would pass through those 4 and every adjusted sample would land on one point
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(100, 2, generator=g, dtype=F64)
+    stats = theta.repeat(1, 3) + 0.3 * torch.randn(100, 6, generator=g, dtype=F64)
+    dist = stats.norm(dim=1)
+    lopsided = torch.full((100,), 1e-6, dtype=F64)
+    lopsided[:4] = 1.0
+    out = regression_adjustment(theta, stats, torch.zeros(6, dtype=F64), dist, weights=lopsided)
+    assert out.info["ess"] < 5 and out.info["num_positive"] == 100
+    assert not out.info["applied"] and "effective sample size" in out.info["reason"]
+    assert torch.equal(out.samples, theta)
+    # negative control: the same samples with even weights are adjusted, and not to one point
+    even = regression_adjustment(theta, stats, torch.zeros(6, dtype=F64), dist)
+    assert even.info["applied"] and even.info["ess"] > 7
+    assert bool((even.samples.std(0) > 0.1).all())
+
+
 def test_epanechnikov_weights_and_validation():
     d = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=F64)
     torch.testing.assert_close(

@@ -42,9 +42,13 @@ value at :math:`s_o`:
 The constant :math:`c_j` (and the bias of :math:`\mathbb{E} \log \chi^2_1`) cancels.
 
 **When it is skipped.** The weighted regression has :math:`k + 1` coefficients per
-parameter; with at most :math:`k + 1` samples of positive weight it is not identified, so
-the samples are returned unadjusted (with their kernel weights), a warning is logged, and
-``info["applied"]`` is ``False``.
+parameter; with at most :math:`k + 1` samples of positive weight it is not identified, and
+when the weights rest on fewer samples than that (Kish effective size :math:`1 / \sum_i w_i^2
+\le k + 1`, as with importance weights of a table drawn from sequential proposals, which can
+put nearly all the mass on a few prior draws) it is identified in name only: it passes
+through those few samples, their residuals vanish and every adjusted parameter lands on one
+point. In both cases the samples are returned unadjusted (with their kernel weights), a
+warning is logged, and ``info["applied"]`` is ``False``.
 
 References:
     | Approximate Bayesian computation in population genetics
@@ -274,6 +278,11 @@ def regression_adjustment(
     if num_positive <= k + 1:
         return unadjusted(
             f"{num_positive} samples of positive weight for {k + 1} coefficients per parameter"
+        )
+    if info["ess"] <= k + 1:
+        return unadjusted(
+            f"the weights' effective sample size {info['ess']:.1f} is at most the {k + 1} "
+            "coefficients per parameter"
         )
 
     low, high = _bounds(bounds, p)
