@@ -31,8 +31,9 @@ __all__ = ["NPEBaseline", "NREBaseline", "SNPEBaseline"]
 class _SBIBaseline:
     name = "sbi"
 
-    def __init__(self, prior):
+    def __init__(self, prior, *, train_options: dict | None = None):
         self.prior = prior
+        self.train_options = dict(train_options or {})  # keywords of sbi's ``train``
 
     def _trainer(self):
         raise NotImplementedError
@@ -47,7 +48,7 @@ class _SBIBaseline:
             flat = x.reshape(x.shape[0], -1).float()
             inference.append_simulations(theta.float(), flat)
             with contextlib.redirect_stdout(io.StringIO()):  # sbi's bare convergence print
-                estimator = inference.train()
+                estimator = inference.train(**self.train_options)
             epochs = getattr(inference, "_summary", {}).get("epochs_trained") or [None]
             self.training_epochs_ = epochs[-1]
             self.posterior_ = inference.build_posterior(estimator, **self._posterior_options())
