@@ -33,6 +33,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -240,10 +241,7 @@ class ExchangeStage:
         """
         cfg, model = self.config, self.model
         start = time.perf_counter()
-        draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
-        levels = self.tolerances(tolerance)
-        kernel = self._kernel()
-        family = model.at_noise(levels[-1]) if levels else model
+        draws, levels, kernel, family = self._plan(num_samples, tolerance)
         with frozen(model):
             with torch.no_grad():
                 y_o = model.transform_x(x_o[None])[0]
@@ -287,10 +285,7 @@ class ExchangeStage:
         """
         cfg, model = self.config, self.model
         start = time.perf_counter()
-        draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
-        levels = self.tolerances(tolerance)
-        kernel = self._kernel()
-        family = model.at_noise(levels[-1]) if levels else model
+        draws, levels, kernel, family = self._plan(num_samples, tolerance)
         with frozen(model):
             with torch.no_grad():
                 y_os = model.transform_x(x_os)
@@ -310,13 +305,18 @@ class ExchangeStage:
             out.append(Draws(None, None, group.chains[:, cfg.thin - 1 :: cfg.thin], diagnostics))
         return out
 
-    def _kernel(self) -> str:
-        """The inner kernel: the configured one, or for ``"auto"`` exact Gaussian draws when
-        the model is quadratic in the transformed data, else MALA."""
-        kernel = self.config.inner_kernel
+    def _plan(self, num_samples: int, tolerance: float | None) -> tuple[int, list, str, Any]:
+        """The steps kept per chain (before thinning), the noise levels, the inner kernel (for
+        ``"auto"``: exact Gaussian draws when the model is quadratic in the transformed data,
+        else MALA) and the family the chains target."""
+        cfg, model = self.config, self.model
+        draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
+        levels = self.tolerances(tolerance)
+        kernel = cfg.inner_kernel
         if kernel == "auto":
-            kernel = "gaussian" if self.model.gaussian_in_y else "mala"
-        return kernel
+            kernel = "gaussian" if model.gaussian_in_y else "mala"
+        family = model.at_noise(levels[-1]) if levels else model
+        return draws, levels, kernel, family
 
     def _run_chains(
         self,
