@@ -17,7 +17,15 @@ import torch
 from user_problems import COUNTS, FLAT
 
 import ebm_lfi as el
-from ebm_lfi.methods import AutoMethod, EnergyFit, ReshapedFit
+from ebm_lfi.methods import (
+    AutoMethod,
+    EnergyFit,
+    ExchangeStage,
+    Method,
+    PotentialStage,
+    ReshapedFit,
+)
+from ebm_lfi.methods.auto import AutoConfig
 from ebm_lfi.methods.fit import dequantize, is_integer_valued
 from ebm_lfi.methods.reshape import candidate_layouts, choose_layout
 from ebm_lfi.methods.scoring import (
@@ -143,9 +151,10 @@ def test_prior_scale_of_a_box_and_from_draws():
 
 
 # ---------------------------------------------------------------------- the choice
-def _score(values) -> HeldoutScore:
+def _score(values, rhat: float = math.nan) -> HeldoutScore:
     s = torch.as_tensor(values, dtype=torch.float64)
-    return HeldoutScore(s, torch.ones(len(s), 1), torch.ones(len(s), 1, dtype=torch.bool), 0.0)
+    ones, covered = torch.ones(len(s), 1), torch.ones(len(s), 1, dtype=torch.bool)
+    return HeldoutScore(s, ones, covered, 0.0, torch.full((len(s),), rhat, dtype=torch.float64))
 
 
 def test_the_choice_uses_paired_differences_on_the_common_pairs():
@@ -165,6 +174,56 @@ def test_the_choice_uses_paired_differences_on_the_common_pairs():
     scores["nce"] = _score(torch.full((20,), math.inf))
     auto._choose(rows, scores)
     assert auto.chosen == "ssm-abc"
+
+
+def test_a_route_is_estimated_against_the_abc_route_of_its_own_fit():
+    # nce is scored on 20 pairs; nce-abc (same fit) tracks it pair by pair, ssm-abc does not:
+    # the estimate through nce-abc is its mean plus an exact paired difference, 0.02
+    auto = AutoMethod(el.BoxUniform([0.0], [1.0]))
+    g = torch.Generator().manual_seed(1)
+    hard = torch.rand(200, generator=g, dtype=torch.float64)  # how hard each pair is
+    other = 0.5 + 0.3 * torch.rand(200, generator=g, dtype=torch.float64)
+    scores = {
+        "ssm-abc": _score(other),
+        "nce-abc": _score(0.4 + hard),
+        "nce": _score(0.42 + hard[:20]),
+    }
+    rows = [{"route": r, "note": None} for r in scores]
+    auto._choose(rows, scores)
+    row = auto.table.set_index("route").loc["nce"]
+    assert row["score"] == pytest.approx(float((0.4 + hard).mean()) + 0.02)
+
+
+def test_an_exchange_route_that_ties_with_the_best_is_chosen_if_its_chains_mixed():
+    auto = AutoMethod(el.BoxUniform([0.0], [1.0]))
+    g = torch.Generator().manual_seed(2)
+    base = 0.5 + 0.3 * torch.rand(200, generator=g, dtype=torch.float64)
+    noise = 0.02 * torch.randn(20, generator=g, dtype=torch.float64)
+    tie = base[:20] + 0.002 + noise - noise.mean()  # worse by 0.002, se about 0.0045
+
+    def choose(exchange, rhat=1.01):
+        scores = {"ssm-abc": _score(base), "ssm-exchange": _score(exchange, rhat)}
+        rows = [{"route": r, "note": None} for r in scores]
+        auto._choose(rows, scores)
+        return auto.chosen, bool(auto.table.set_index("route").loc[auto.chosen, "tie"])
+
+    assert choose(tie) == ("ssm-exchange", True)
+    assert choose(tie, rhat=1.5) == ("ssm-abc", False)  # chains that did not mix
+    assert choose(tie + 0.02) == ("ssm-abc", False)  # worse by several standard errors
+    assert choose(tie - 0.02) == ("ssm-exchange", False)  # better outright
+    auto.config = AutoConfig(exchange_tie=-math.inf)  # the rule off
+    assert choose(tie) == ("ssm-abc", False)
+
+
+def test_only_the_exchange_route_of_the_fit_with_the_better_abc_route_is_scored():
+    from ebm_lfi.methods.auto import _weaker_fit
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.rand(200, generator=g, dtype=torch.float64)
+    scores = {"ssm-abc": _score(base + 0.1), "ssm-abc-reshaped": _score(base)}
+    assert "ssm-abc-reshaped scored better" in _weaker_fit("ssm-exchange", scores)
+    assert _weaker_fit("ssm-exchange-reshaped", scores) is None
+    assert _weaker_fit("ssm-exchange", {"ssm-abc": scores["ssm-abc"]}) is None  # no reshape
 
 
 def test_auto_is_registered_and_refuses_what_it_chooses():
@@ -196,16 +255,24 @@ def test_auto_scores_every_route_and_draws_from_the_best(auto_on_a_small_problem
     task, auto, theta, x = auto_on_a_small_problem
     table = auto.table
     routes = {"ssm-abc", "ssm-exchange", "nce", "nce-abc"}
-    # 10 iid scalars: unless the flat search read them as exchangeable, the reshaped route
-    # reads them as 5 draws of 2 (a guess, scored like the others)
+    # 10 iid scalars: unless the flat search read them as exchangeable, the reshaped routes
+    # read them as 5 draws of 2 (a guess, scored like the others), and of the two exchange
+    # routes only the one on the fit whose ABC route scored better is scored
+    unscored = set()
     if auto.routes["ssm-abc"].fit_stage.diagnostics["structure"] != "iid":
-        routes.add("ssm-abc-reshaped")
+        routes |= {"ssm-abc-reshaped", "ssm-exchange-reshaped"}
+        by_route = table.set_index("route")["score"]
+        better = by_route["ssm-abc-reshaped"] < by_route["ssm-abc"]
+        unscored = {"ssm-exchange" if better else "ssm-exchange-reshaped"}
+        (route,) = unscored
+        assert "scored better" in table.set_index("route").loc[route, "note"]
     assert set(table["route"]) == routes
     scored = table[table["note"].isna()]
-    assert set(scored["route"]) == routes
+    assert set(scored["route"]) == routes - unscored
     assert bool(scored["score"].notna().all())
     chosen = table.set_index("route").loc[auto.chosen]
-    assert bool(chosen["chosen"]) and chosen["score"] == table["score"].min()
+    assert bool(chosen["chosen"])
+    assert chosen["score"] == table["score"].min() or bool(chosen["tie"])
     # no simulation beyond the pairs: 10 % held out (60), ABC routes on all of them
     assert table.set_index("route").loc["ssm-abc", "pairs"] == 60
     with warnings.catch_warnings():
@@ -258,6 +325,20 @@ def test_reshaped_fit_reads_flat_data():
     assert fit.x_shape == (12,) and fit.training_data[1].shape == (300, 12)
     torch.testing.assert_close(fit.statistics(x[:5]), inner.statistics(x[:5].reshape(5, 6, 2)))
     assert fit.diagnostics["layout"] == [6, 2] and fit.summary()["structure"] == "iid"
+    # the exchange stage reads the model of the draws through the fit's model_x_shape: the
+    # same chains as on the inner fit given the reshaped data
+    exchange = {"num_chains": 4, "burn_in": 10, "check_inner": 0}
+    on_flat = Method(fit, ExchangeStage(exchange)).prepare()
+    on_draws = Method(inner, ExchangeStage(exchange)).prepare()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = on_flat.posterior(x[0], 20, seed=0).samples
+        b = on_draws.posterior(x[0].reshape(6, 2), 20, seed=0).samples
+        many = on_flat.posteriors(x[:2], 20, seed=0)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(many) == 2 and many[0].samples.shape == a.shape
+    with pytest.raises(TypeError, match="model_x_shape"):
+        PotentialStage().prepare(fit, *fit.training_data)
     with pytest.raises(ValueError, match="for the layout"):
         ReshapedFit(EnergyFit(prior), (5, 2)).fit(theta, x)
 
@@ -368,7 +449,7 @@ def test_the_defaults_find_the_information_at_ten_thousand_simulations(problem):
 
 def test_auto_tries_the_maximum_likelihood_routes_when_asked():
     # opt-in routes: one ML fit serves ml and ml-abc, scored beside the default ones
-    from ebm_lfi.methods.auto import DEFAULT_ROUTES, ROUTES, AutoConfig
+    from ebm_lfi.methods.auto import DEFAULT_ROUTES, ROUTES
 
     assert set(DEFAULT_ROUTES) < set(ROUTES) and {"ml", "ml-abc"} <= set(ROUTES)
     assert AutoConfig().routes == DEFAULT_ROUTES

@@ -24,7 +24,8 @@ way (:data:`DEFAULT_ROUTES` leaves them out for their cost). When
 length factors into draws (:func:`~ebm_lfi.methods.reshape.candidate_layouts`), one more,
 ``ssm-abc-reshaped``: ABC on the exchangeable statistics of the layout that pilot score
 matching prefers (:func:`~ebm_lfi.methods.reshape.choose_layout`), with the number of
-statistics of the flat fit and at most ``reshape_epochs`` epochs. (On 10 draws of a 2-D
+statistics of the flat fit and at most ``reshape_epochs`` epochs, and
+``ssm-exchange-reshaped``, the exchange stage on the same fit. (On 10 draws of a 2-D
 Gaussian returned flat, the flat search chose a Markov network of order 6 whose statistics
 explain 57 % of the variance of the sufficient means, the MLP at most 36 %; the reshaped fit
 99.98 %: ``scripts/check_statistics_structure.py``.)
@@ -32,30 +33,37 @@ explain 57 % of the variance of the sufficient means, the MLP at most 36 %; the 
 **Cost.** No simulation beyond the user's: the held-out pairs (10 %, at most
 ``max_heldout``) come out of the training set. The ABC routes are scored on every held-out
 pair (a rejection step on the table each); ``nce`` on the first ``mcmc_pairs`` with short
-chains; ``ssm-exchange`` on the first ``exchange_pairs`` with the chains of its final
+chains; one exchange route on the first ``exchange_pairs`` with the chains of its final
 posterior, all pairs in one batch of chains
 (:meth:`~ebm_lfi.methods.exchange_stage.ExchangeStage.sample_many`: 20 pairs cost a few
 times one posterior on small models, not twenty). Short chains misjudged it: their draws
-are too correlated and too close to their starting points, and the score punishes both. It
-is scored only where a pilot of a few outer steps of the batch projects its scoring to at
-most ``exchange_cost`` times the score-matching fit's seconds (``costly_exchange=True``
-scores it anyway): an outer step costs an inner MCMC chain or an exact Gaussian draw (a
-Hessian in the data) per chain, about a second for 400 chains on MA(2)'s 100-step series. The mean
-score of a route scored on fewer pairs is estimated by its paired difference to ``ssm-abc``
-on those pairs plus the mean of ``ssm-abc`` over all (a control variate: the pair-to-pair
-spread cancels in the paired difference, which is what the ranking needs). The NCE fit costs
+are too correlated and too close to their starting points, and the score punishes both.
+The exchange stage reads the model whose statistics the ABC route reads, so of
+``ssm-exchange`` and ``ssm-exchange-reshaped`` only the one whose fit gave the better ABC
+posterior is scored (one batch of chains, not two). It is scored only where a pilot of a
+few outer steps of the batch projects its scoring to at most ``exchange_cost`` times the
+seconds of the score-matching fits, flat and reshaped (``costly_exchange=True`` scores it
+anyway): an outer step costs an inner MCMC chain or an exact Gaussian draw (a Hessian in the
+data) per chain, about a second for 400 chains on MA(2)'s 100-step series. The mean score of
+a route scored on fewer pairs is estimated by its paired difference, on those pairs, to the
+ABC route of the same fit (``ssm-abc`` for a fit without one) plus that route's mean over all
+pairs (a control variate: the pair-to-pair spread cancels in the paired difference, and most
+between two posteriors of one model). The NCE fit costs
 less than the score-matching one (its pilots and epochs are cheaper); on the two problems of
 ``tests/test_auto.py`` the whole costs two to three times a single ``ssm-abc`` fit and posterior
 (``scripts/bench_generic.py --problems counts flat``).
 
-**Choice and output.** The route with the lowest estimated score is kept, with its fit trained
-on all but the held-out pairs; its posteriors are those of that route, with
+**Choice and output.** The route with the lowest estimated score is kept, or the exchange
+route where it ties with that one (``AutoConfig.exchange_tie``: within one paired standard
+error, with mixed chains), with its fit trained on all but the held-out pairs; its
+posteriors are those of that route, with
 ``diagnostics["route"]`` naming it and ``diagnostics["auto"]`` the table of candidates
 (``route``, ``fit``, ``layout``, ``score``, ``se`` (of the score), ``diff`` and ``diff_se``
 (paired difference to the chosen route and its standard error), ``pairs``, ``contraction``
 (mean posterior sd over prior sd), ``fit_seconds`` (the shared fit's), ``score_seconds``,
 ``num_accepted`` (the kept table entries of an ABC route, chosen by the score),
-``chosen``, ``note`` (why a route failed or was not scored)). Every fitted candidate stays
+``chosen``, ``tie`` (chosen for a tie, see ``AutoConfig.exchange_tie``), ``note`` (why a route
+failed or was not scored)). Every fitted candidate stays
 available in :attr:`AutoMethod.routes`. A route whose fit or scoring fails is reported with
 its error and never chosen. With fewer than ``10 * min_heldout`` training pairs nothing is
 held out and ``ssm-abc`` is fitted alone.
@@ -105,7 +113,17 @@ warm-started by sliced score matching) are tried only when named in ``AutoConfig
 their fit costs about four times a sliced score-matching fit (29 s against 8 s for 3,000
 pairs), which would take ``auto`` past three times the cost of ``ssm-abc``."""
 _POTENTIAL = ("nce", "ml")  # routes drawn by MCMC on the posterior potential
+_RESHAPED_FIT = "ssm-reshaped"  # the score-matching fit on a layout of flat data
 _RESHAPED = "ssm-abc-reshaped"
+_RESHAPED_EXCHANGE = "ssm-exchange-reshaped"
+_EXCHANGE = ("ssm-exchange", _RESHAPED_EXCHANGE)  # scored as one batch of chains
+# the ABC route of the same fit: the control variate of a route scored on fewer pairs
+_SIBLING = {
+    "ssm-exchange": "ssm-abc",
+    _RESHAPED_EXCHANGE: _RESHAPED,
+    "nce": "nce-abc",
+    "ml": "ml-abc",
+}
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,15 @@ class AutoConfig:
             outer steps of the batch projects its scoring on ``exchange_pairs`` pairs to at
             most this multiple of the seconds of the score-matching fit (the pilot's seconds
             are spent either way).
+        exchange_tie: An exchange route whose paired difference in score to the best route
+            is at most this many standard errors is chosen in its place, unless the median
+            over the pairs of its chains' largest :math:`\hat R` exceeds ``max_rhat``. Its
+            posterior is the fitted model's own, with no ABC tolerance widening it and no
+            table limiting its draws, a difference the energy score on a few dozen pairs can
+            rarely resolve: on AR(2) at 10⁴ simulations ``ssm-exchange`` and ``nce-abc``
+            scored 0.1753 and 0.1751, while their C2ST to the reference was 0.55 and
+            0.60–0.68.
+        max_rhat: See ``exchange_tie``.
         reshape_epochs: The most training epochs of the reshaped candidate's fit (its
             exchangeable network costs more per epoch than the MLP it competes with).
         accepted_factors: With ``abc.num_accepted="auto"``, each ABC route is scored keeping
@@ -160,6 +187,8 @@ class AutoConfig:
     exchange_pairs: int = 20
     costly_exchange: bool = False
     exchange_cost: float = 1.0
+    exchange_tie: float = 1.0
+    max_rhat: float = 1.1
     reshape_epochs: int = 30
     accepted_factors: tuple[int, ...] = (1, 2, 4)
     scoring_mcmc: dict = field(default_factory=lambda: {"num_chains": 8, "burn_in": 150, "thin": 1})
@@ -173,6 +202,8 @@ class AutoConfig:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
         if min(self.max_heldout, self.min_heldout, self.num_samples) < 2:
             raise ValueError("max_heldout, min_heldout and num_samples must be at least 2")
+        if self.max_rhat < 1:
+            raise ValueError(f"max_rhat must be at least 1, got {self.max_rhat}")
         if min(self.mcmc_pairs, self.exchange_pairs) < 2 or self.reshape_epochs < 1:
             raise ValueError(
                 "mcmc_pairs and exchange_pairs must be at least 2, reshape_epochs at least 1"
@@ -284,13 +315,16 @@ class AutoMethod(Method):
         candidates = self._candidates(fits, accepted)
         scores: dict[str, HeldoutScore] = {}
         kept_entries: dict[str, int | None] = {}
-        for route, (fit_name, variants, pairs) in candidates.items():
+        for route in sorted(candidates, key=lambda r: r in _EXCHANGE):  # exchange routes last
+            fit_name, variants, pairs = candidates[route]
             row = _row(route, fit_name, _layout(fits.get(fit_name), x.shape[1:]))
             row["fit_seconds"] = fit_seconds.get(fit_name, math.nan)
             try:
-                batch = route == "ssm-exchange"
+                batch = route in _EXCHANGE
                 if batch:
-                    note = self._exchange_too_costly(variants[0][1], x_h[:pairs], fit_seconds)
+                    note = _weaker_fit(route, scores) or self._exchange_too_costly(
+                        variants[0][1], x_h[:pairs], fit_seconds
+                    )
                     if note:
                         rows.append({**row, "note": note})
                         continue
@@ -372,12 +406,12 @@ class AutoMethod(Method):
         per_step = (time.perf_counter() - start) / (steps + 1)
         full = stage.burn_in + math.ceil(cfg.num_samples / stage.num_chains) * stage.thin
         projected = per_step * full
-        limit = cfg.exchange_cost * seconds.get("ssm", math.inf)
+        limit = cfg.exchange_cost * (seconds.get("ssm", math.inf) + seconds.get(_RESHAPED_FIT, 0))
         if projected <= limit:
             return None
         return (
             f"not scored: scoring its chains on the held-out pairs would take about "
-            f"{projected:.0f} s, more than {cfg.exchange_cost:g} times the score-matching fit "
+            f"{projected:.0f} s, more than {cfg.exchange_cost:g} times the score-matching fits "
             f"({limit:.0f} s; see AutoConfig.exchange_cost)"
         )
 
@@ -431,12 +465,12 @@ class AutoMethod(Method):
                     "training": replace(ssm.training, epochs=epochs),
                 }
                 fit = ReshapedFit(self._energy_fit(prior, "ssm", **options), layout)
-                fits[_RESHAPED] = fit.fit(theta, x, seed=layout_seed)
+                fits[_RESHAPED_FIT] = fit.fit(theta, x, seed=layout_seed)
                 fit.layout_table = table
             except Exception as err:  # noqa: BLE001 - reported in the table
                 logger.warning("auto: the reshaped fit failed: %s", err)
-                errors[_RESHAPED] = f"{type(err).__name__}: {err}"
-            seconds[_RESHAPED] = time.perf_counter() - start
+                errors[_RESHAPED_FIT] = f"{type(err).__name__}: {err}"
+            seconds[_RESHAPED_FIT] = time.perf_counter() - start
         return fits, seconds, errors
 
     def _candidates(
@@ -453,14 +487,19 @@ class AutoMethod(Method):
         def abc(fit) -> list[tuple[int | None, Method]]:
             return [(k, Method(fit, ABCStage(replace(self.abc, num_accepted=k)))) for k in accepted]
 
+        def exchange(fit) -> list[tuple[int | None, Method]]:
+            stage = ExchangeStage(replace(self.exchange, **cfg.scoring_exchange))
+            return [(None, Method(fit, stage))]
+
         if "ssm" in fits:
             out["ssm-abc"] = ("ssm", abc(fits["ssm"]), m)
             if "ssm-exchange" in cfg.routes:
-                stage = ExchangeStage(replace(self.exchange, **cfg.scoring_exchange))
-                variants = [(None, Method(fits["ssm"], stage))]
-                out["ssm-exchange"] = ("ssm", variants, cfg.exchange_pairs)
-        if _RESHAPED in fits:
-            out[_RESHAPED] = (_RESHAPED, abc(fits[_RESHAPED]), m)
+                out["ssm-exchange"] = ("ssm", exchange(fits["ssm"]), cfg.exchange_pairs)
+        if _RESHAPED_FIT in fits:
+            out[_RESHAPED] = (_RESHAPED_FIT, abc(fits[_RESHAPED_FIT]), m)
+            if "ssm-exchange" in cfg.routes:
+                variants = exchange(fits[_RESHAPED_FIT])
+                out[_RESHAPED_EXCHANGE] = (_RESHAPED_FIT, variants, cfg.exchange_pairs)
         for name in _POTENTIAL:  # nce, ml: a potential route and an ABC route per fit
             if name not in fits:
                 continue
@@ -473,18 +512,38 @@ class AutoMethod(Method):
 
     def _choose(self, rows: list[dict], scores: dict[str, HeldoutScore]) -> None:
         """Fill the table and set :attr:`chosen`: the lowest score, each estimated as the mean
-        of ``ssm-abc`` over all pairs plus the paired difference on the route's pairs."""
-        reference = scores.get("ssm-abc")
+        of the ABC route of the same fit (``ssm-abc`` where there is none) over all pairs plus
+        the paired difference on the route's pairs; then, where an exchange route ties with
+        it, that route (see ``AutoConfig.exchange_tie``)."""
         estimate = {}
         for route, score in scores.items():
-            if reference is None or route == "ssm-abc":
+            reference = scores.get(_SIBLING.get(route, ""), scores.get("ssm-abc"))
+            if reference is None or reference is score:
                 estimate[route] = score.mean
             else:
                 estimate[route] = reference.mean + paired_difference(score, reference)[0]
         finite = {r: v for r, v in estimate.items() if math.isfinite(v)}
         if not finite:
             raise RuntimeError("auto: no route has a finite held-out score")
-        self.chosen = min(finite, key=finite.get)
+        lowest = min(finite, key=finite.get)
+        self.chosen, tie = lowest, False
+        for route in _EXCHANGE:
+            if route == lowest or route not in finite:
+                continue
+            diff, se = paired_difference(scores[route], scores[lowest])
+            rhat = scores[route].rhat
+            mixed = rhat is None or not bool(torch.nanmedian(rhat) > self.config.max_rhat)
+            if mixed and diff <= self.config.exchange_tie * se:
+                self.chosen, tie = route, True
+                logger.info(
+                    "auto: %s ties with %s (paired difference %.3f ± %.3f): chose %s",
+                    route,
+                    lowest,
+                    diff,
+                    se,
+                    route,
+                )
+                break
         best = scores[self.chosen]
         for row in rows:
             score = scores.get(row["route"])
@@ -500,6 +559,7 @@ class AutoMethod(Method):
                 contraction=float(score.contraction.mean()),
                 chosen=row["route"] == self.chosen,
             )
+            row["tie"] = tie and row["route"] == self.chosen
         self.table = pd.DataFrame(rows).sort_values("score", na_position="last")
         self.table = self.table.reset_index(drop=True)
         logger.info("auto: chose %s\n%s", self.chosen, self.table.to_string())
@@ -549,11 +609,29 @@ class AutoMethod(Method):
         return out
 
 
+def _weaker_fit(route: str, scores: dict[str, HeldoutScore]) -> str | None:
+    """Why the exchange route ``route`` is not scored: the other score-matching fit (flat or
+    reshaped) gave the better ABC posterior, and the exchange stage reads the same model, so
+    only the exchange route of that fit is scored (one batch of chains instead of two)."""
+    abc = route.replace("exchange", "abc")
+    for other in _EXCHANGE:
+        theirs = other.replace("exchange", "abc")
+        if other == route or abc not in scores or theirs not in scores:
+            continue
+        diff, se = paired_difference(scores[abc], scores[theirs])
+        if diff > 0:
+            return (
+                f"not scored: {theirs} scored better than {abc} by {diff:.3f} ± {se:.3f} "
+                f"(paired); only the exchange route of the better fit, {other}, is scored"
+            )
+    return None
+
+
 def _routes_of(fit_name: str, cfg: AutoConfig) -> list[str]:
     """The routes of ``cfg`` that need the fit ``fit_name``."""
     if fit_name in _POTENTIAL:
         return [r for r in (fit_name, f"{fit_name}-abc") if r in cfg.routes]
-    return [_RESHAPED]
+    return [_RESHAPED] + ([_RESHAPED_EXCHANGE] if "ssm-exchange" in cfg.routes else [])
 
 
 def _layout(fit, x_shape) -> str:
@@ -564,7 +642,7 @@ def _layout(fit, x_shape) -> str:
 def _row(route: str, fit_name: str, layout) -> dict:
     return {
         "route": route,
-        "fit": fit_name if fit_name != _RESHAPED else "ssm",
+        "fit": fit_name if fit_name != _RESHAPED_FIT else "ssm",
         "layout": layout if isinstance(layout, str) or layout is None else str(tuple(layout)),
         "score": math.nan,
         "se": math.nan,
@@ -576,6 +654,7 @@ def _row(route: str, fit_name: str, layout) -> dict:
         "score_seconds": math.nan,
         "num_accepted": None,
         "chosen": False,
+        "tie": False,
         "note": None,
     }
 

@@ -156,7 +156,10 @@ class ExchangeStage:
         progress: Show a progress bar while sampling.
 
     The stage reads ``prior`` and ``model`` (an :class:`~ebm_lfi.ExpFamEBM`) of the fit it is
-    prepared on, e.g. :class:`~ebm_lfi.methods.fit.EnergyFit`.
+    prepared on, e.g. :class:`~ebm_lfi.methods.fit.EnergyFit`, and ``model_x_shape`` where the
+    fit has one: the shape in which its model reads one simulation, when the fit takes
+    simulations in another (a :class:`~ebm_lfi.methods.reshape.ReshapedFit` takes flat data
+    and models them as :math:`(m, d)` draws); observations and simulations are reshaped to it.
     """
 
     def __init__(
@@ -175,10 +178,12 @@ class ExchangeStage:
         self.progress = progress
         self.prior = None
         self.model: ExpFamEBM | None = None
+        self.model_x_shape: tuple[int, ...] | None = None
         self.starts: StartingPoints | None = None
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"on_error": None, **state})  # stages pickled before on_error
+        # stages pickled before on_error and model_x_shape
+        self.__dict__.update({"on_error": None, "model_x_shape": None, **state})
 
     def split_budget(self, num_simulations: int, num_samples: int = 1000) -> tuple[int, int]:
         """Share a total budget of simulator calls: the check of the inner chain takes
@@ -199,8 +204,9 @@ class ExchangeStage:
     def prepare(
         self, fit: FitStage, theta: Tensor, x: Tensor, *, seed: int | None = None
     ) -> ExchangeStage:
-        """Take the fit's model and build the table of chain starting points from the
-        training pairs ``theta, x`` (``seed`` is unused: nothing random here)."""
+        """Take the fit's model (and ``model_x_shape``, see the class) and build the table of
+        chain starting points from the training pairs ``theta, x`` (``seed`` is unused:
+        nothing random here)."""
         model = getattr(fit, "model", None)
         if not isinstance(model, ExpFamEBM):
             raise TypeError(
@@ -208,8 +214,22 @@ class ExchangeStage:
                 f"EnergyFit); {type(fit).__name__} has none"
             )
         self.prior, self.model = fit.prior, model
-        self.starts = StartingPoints(model.statistics, theta, x)
+        shape = getattr(fit, "model_x_shape", None)
+        self.model_x_shape = None if shape is None else tuple(int(s) for s in shape)
+        statistics = model.statistics
+        if self.model_x_shape is not None:
+
+            def statistics(x: Tensor) -> Tensor:
+                return model.statistics(self._model_x(x))
+
+        self.starts = StartingPoints(statistics, theta, x)
         return self
+
+    def _model_x(self, x: Tensor) -> Tensor:
+        """Simulations ``(n, *x_shape)`` in the shape the model reads (see the class)."""
+        if self.model_x_shape is None:
+            return x
+        return x.reshape(x.shape[0], *self.model_x_shape)
 
     def tolerances(self, tolerance: float | None = None) -> list[float]:
         """The noise scales visited for ``tolerance`` (see :func:`tolerance_levels`)."""
@@ -244,7 +264,7 @@ class ExchangeStage:
         draws, levels, kernel, family = self._plan(num_samples, tolerance)
         with frozen(model):
             with torch.no_grad():
-                y_o = model.transform_x(x_o[None])[0]
+                y_o = model.transform_x(self._model_x(x_o[None]))[0]
                 theta0 = self.starts(x_o, cfg.num_chains)
             result = self._run_chains(family, y_o, theta0, levels, kernel, draws, seed)
         chains = result.chains[:, cfg.thin - 1 :: cfg.thin]
@@ -288,7 +308,7 @@ class ExchangeStage:
         draws, levels, kernel, family = self._plan(num_samples, tolerance)
         with frozen(model):
             with torch.no_grad():
-                y_os = model.transform_x(x_os)
+                y_os = model.transform_x(self._model_x(x_os))
                 theta0 = torch.stack([self.starts(x_o, cfg.num_chains) for x_o in x_os])
             result = self._run_chains(family, y_os, theta0, levels, kernel, draws, seed)
         seconds = (time.perf_counter() - start) / len(x_os)
@@ -396,7 +416,7 @@ class ExchangeStage:
         x = x.to(dtype=theta.dtype, device=theta.device)
         with frozen(self.model):
             with torch.no_grad():
-                y = self.model.transform_x(x)
+                y = self.model.transform_x(self._model_x(x))
                 if levels:
                     gen = make_generator(sim_seed, y.device)
                     noise = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)

@@ -92,6 +92,11 @@ class PotentialStage:
     ) -> PotentialStage:
         """Take the fit's ratio model and build the table of chain starting points from the
         training pairs ``theta, x`` (``seed`` is unused: nothing random here)."""
+        if getattr(fit, "model_x_shape", None) is not None:
+            raise TypeError(
+                f"the potential stage reads x in the shape of its fit; {type(fit).__name__} "
+                "models x in another shape (model_x_shape)"
+            )
         model = getattr(fit, "model", None)
         if not isinstance(model, ExpFamEBM) or not model.has_normalizer:
             raise ValueError(

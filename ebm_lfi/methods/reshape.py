@@ -30,8 +30,8 @@ on held-out pairs (:mod:`~ebm_lfi.methods.scoring`).
 
 :class:`ReshapedFit` is a fit stage (:class:`~ebm_lfi.methods.method.FitStage`) that fits an
 :class:`~ebm_lfi.methods.fit.EnergyFit` on the reshaped data and reads flat data: ABC on its
-statistics works as on any fit. It has no ``model`` of the flat data, so the MCMC stages do not
-sit on it.
+statistics works as on any fit, and the exchange stage reads its ``model`` with
+``model_x_shape`` (the layout), reshaping the observation and the simulations it checks.
 
 Example:
     >>> candidate_layouts((40,))
@@ -78,7 +78,8 @@ class ReshapedFit:
 
     It reads and reports the flat data: ``statistics(x)`` takes :math:`(n, m d)`,
     ``x_shape`` and ``training_data`` are flat; ``diagnostics`` and ``summary`` add
-    ``layout``.
+    ``layout``. ``model`` is the inner fit's model of the draws, which reads
+    ``model_x_shape`` :math:`= (m, d)`.
     """
 
     def __init__(self, fit: EnergyFit, layout: tuple[int, int]):
@@ -127,6 +128,16 @@ class ReshapedFit:
     def x_shape(self) -> tuple[int, ...]:
         """The flat shape :math:`(m d,)`."""
         return (self.layout[0] * self.layout[1],)
+
+    @property
+    def model(self):
+        """The inner fit's energy model (of data shaped :attr:`model_x_shape`)."""
+        return self.inner.model
+
+    @property
+    def model_x_shape(self) -> tuple[int, int]:
+        """The shape :math:`(m, d)` in which :attr:`model` reads one simulation."""
+        return self.layout
 
     def statistics(self, x) -> Tensor:
         r"""The learned statistics of flat data :math:`(n, m d)`, shape :math:`(n, k)`."""

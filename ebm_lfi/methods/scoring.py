@@ -166,12 +166,15 @@ class HeldoutScore(NamedTuple):
         covered: Whether :math:`\theta_i` lies in the central 90 % interval of its
             posterior, per parameter, shape :math:`(m, p)`.
         seconds: Time spent drawing and scoring.
+        rhat: The largest split :math:`\hat R` over the parameters of each pair's chains,
+            shape :math:`(m,)` (``nan`` where the posterior has no chains).
     """
 
     scores: Tensor
     contraction: Tensor
     covered: Tensor
     seconds: float
+    rhat: Tensor | None = None
 
     @property
     def mean(self) -> float:
@@ -246,8 +249,11 @@ def heldout_score(
         posteriors = (
             method.posterior(x[i], num_samples, seed=seeds[i], **options) for i in range(m)
         )
-    scores, contraction, covered = [], [], []
+    scores, contraction, covered, rhat = [], [], [], []
     for i, post in enumerate(posteriors):
+        chains_rhat = post.diagnostics.get("rhat")
+        found = chains_rhat is not None and len(chains_rhat) > 0
+        rhat.append(float(torch.as_tensor(chains_rhat).max()) if found else math.nan)
         samples = post.samples.detach().to("cpu", torch.float64)
         weights = post.weights
         weights = None if weights is None else weights.detach().to("cpu", torch.float64)
@@ -262,6 +268,7 @@ def heldout_score(
         torch.stack(contraction),
         torch.stack(covered),
         time.perf_counter() - start,
+        torch.tensor(rhat, dtype=torch.float64),
     )
 
 
