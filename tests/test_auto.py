@@ -255,17 +255,15 @@ def test_auto_scores_every_route_and_draws_from_the_best(auto_on_a_small_problem
     task, auto, theta, x = auto_on_a_small_problem
     table = auto.table
     routes = {"ssm-abc", "ssm-exchange", "nce", "nce-abc"}
-    # 10 iid scalars: unless the flat search read them as exchangeable, the reshaped routes
-    # read them as 5 draws of 2 (a guess, scored like the others), and of the two exchange
-    # routes only the one on the fit whose ABC route scored better is scored
-    unscored = set()
-    if auto.routes["ssm-abc"].fit_stage.diagnostics["structure"] != "iid":
-        routes |= {"ssm-abc-reshaped", "ssm-exchange-reshaped"}
-        by_route = table.set_index("route")["score"]
-        better = by_route["ssm-abc-reshaped"] < by_route["ssm-abc"]
-        unscored = {"ssm-exchange" if better else "ssm-exchange-reshaped"}
-        (route,) = unscored
-        assert "scored better" in table.set_index("route").loc[route, "note"]
+    # 10 iid scalars: the reshaped routes read them as 5 draws of 2 (a guess, scored like the
+    # others), and of the two exchange routes only the one on the fit whose ABC route scored
+    # better is scored
+    routes |= {"ssm-abc-reshaped", "ssm-exchange-reshaped"}
+    by_route = table.set_index("route")["score"]
+    better = by_route["ssm-abc-reshaped"] < by_route["ssm-abc"]
+    unscored = {"ssm-exchange" if better else "ssm-exchange-reshaped"}
+    (route,) = unscored
+    assert "scored better" in table.set_index("route").loc[route, "note"]
     assert set(table["route"]) == routes
     scored = table[table["note"].isna()]
     assert set(scored["route"]) == routes - unscored
