@@ -18,7 +18,11 @@ import torch
 from ebm_lfi.priors import BoxUniform
 from ebm_lfi.samplers.mcmc.diagnostics import effective_sample_size
 from ebm_lfi.samplers.mcmc.exchange import exchange_mcmc
-from ebm_lfi.samplers.mcmc.exchange_auxiliary import ExponentialFamily, gaussian_draw
+from ebm_lfi.samplers.mcmc.exchange_auxiliary import (
+    ExponentialFamily,
+    gaussian_draw,
+    quadratic_form,
+)
 from ebm_lfi.samplers.mcmc.inner_check import inner_chain_check
 
 ot = pytest.importorskip("ot")
@@ -299,6 +303,33 @@ def test_gaussian_draw_is_exact_and_refuses_improper_models():
     t = torch.tensor([[0.0, -1.0], [0.0, 1.0]], dtype=DT)
     y = gaussian_draw(Improper(), t, torch.zeros(N_OBS, dtype=DT), g)
     assert bool(torch.isfinite(y[0]).all()) and bool(torch.isnan(y[1]).all())
+
+
+def test_the_quadratic_form_read_off_once_gives_the_hessian_and_gradient_of_every_theta():
+    # the Gaussian family plus a base measure that couples neighbours, b(y) = -0.1 sum y_i y_i+1
+    # + 0.5 y_1: H(theta) = 2 eta_2 I + B, g(theta) = eta_1 1 + e_1 / 2 in closed form
+    class Coupled(GaussianFamily):
+        def log_unnormalized_y(self, y, theta):
+            base = -0.1 * (y[:, 1:] * y[:, :-1]).sum(-1) + 0.5 * y[:, 0]
+            return super().log_unnormalized_y(y, theta) + base
+
+    family, like = Coupled(), torch.zeros(N_OBS, dtype=DT)
+    g = torch.Generator().manual_seed(3)
+    theta = torch.stack([torch.randn(6, generator=g, dtype=DT), 1 + torch.rand(6, generator=g)], 1)
+    form = quadratic_form(family, theta, like)
+    coupling = -0.1 * (torch.diag(torch.ones(N_OBS - 1), 1) + torch.diag(torch.ones(N_OBS - 1), -1))
+    torch.testing.assert_close(form.base_hessian, coupling.to(DT))
+    torch.testing.assert_close(form.base_gradient, 0.5 * torch.eye(N_OBS, dtype=DT)[0])
+    eta = family.natural_parameters(theta)
+    hessian = torch.einsum("cj,jab->cab", eta, form.hessians) + form.base_hessian
+    expected = 2 * eta[:, 1, None, None] * torch.eye(N_OBS, dtype=DT) + coupling.to(DT)
+    torch.testing.assert_close(hessian, expected)
+    # the draws from the form are those read off the network at every theta (a proper model:
+    # the precision 1 / sigma^2 >= 1/4 dominates the coupling)
+    a = gaussian_draw(family, theta, like, torch.Generator().manual_seed(0))
+    b = gaussian_draw(family, theta, like, torch.Generator().manual_seed(0), form)
+    assert bool(torch.isfinite(a).all())
+    torch.testing.assert_close(a, b)
 
 
 def test_exchange_with_exact_gaussian_draws_reproduces_exact_posterior(task):

@@ -59,7 +59,12 @@ from ...progress import progress_bar
 from .adaptation import AdaptationState, adaptation_init, adaptation_update, robbins_monro
 from .diagnostics import effective_sample_size, rhat
 from .driver import make_generator
-from .exchange_auxiliary import ExponentialFamily, auxiliary_statistics
+from .exchange_auxiliary import (
+    ExponentialFamily,
+    QuadraticForm,
+    auxiliary_statistics,
+    quadratic_form,
+)
 
 __all__ = ["ExchangeResult", "exchange_mcmc"]
 
@@ -108,6 +113,7 @@ class _Inner(NamedTuple):
     kernel: str
     steps: int
     bridging: int
+    form: QuadraticForm | None = None  # the "gaussian" kernel's family, read off once
 
 
 def _proposal_factor(scale: float | Tensor, p: int, like: Tensor) -> Tensor:
@@ -216,6 +222,7 @@ def _exchange_step(
         inner.bridging,
         inner_step_size,
         generator,
+        inner.form,
     )
     with torch.no_grad():
         eta_prop = family.natural_parameters(theta_run)
@@ -324,7 +331,8 @@ def exchange_mcmc(
         y_start = y_rows.repeat_interleave(c, dim=0)
     else:
         y_start = y_obs.unsqueeze(0).expand((c,) + tuple(y_obs.shape)).contiguous()
-    inner = _Inner(inner_kernel, inner_steps, bridging)
+    form = quadratic_form(family, theta, y_rows[0]) if inner_kernel == "gaussian" else None
+    inner = _Inner(inner_kernel, inner_steps, bridging, form)
 
     inner_target = inner_target_acceptance or (0.8 if inner_kernel == "mala" else 0.4)
     tune_outer, tune_inner = proposal_scale is None, inner_step_size is None

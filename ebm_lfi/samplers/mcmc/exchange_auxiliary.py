@@ -17,7 +17,13 @@ provides it in one of two ways, for all chains as one batch:
 * **Exact Gaussian draw** (:func:`gaussian_draw`): if the log-density is quadratic in :math:`y`,
   :math:`f(y) = \frac12 y^\top H y + g^\top y + \text{const}`, the model at :math:`\theta'` is
   :math:`\mathcal N(P^{-1} g, P^{-1})` with :math:`P = -H` wherever :math:`P` is positive
-  definite; :math:`g` and :math:`H` are read off by :mod:`torch.func` at :math:`y = 0`.
+  definite; :math:`g` and :math:`H` are read off by :mod:`torch.func` at :math:`y = 0`. They are
+  linear in the natural parameters, :math:`H(\theta) = \sum_j \eta_j(\theta) A_j + A_b` and
+  :math:`g(\theta) = \sum_j \eta_j(\theta) a_j + a_b` (:math:`A_j, a_j` the Hessian and
+  gradient at 0 of the quadratic statistic :math:`s_j`, :math:`A_b, a_b` those of the rest),
+  so :func:`quadratic_form` reads these off once and each draw combines them: a sum of
+  :math:`k + 1` matrices per chain instead of :math:`d` backward passes through the network
+  (on MA(2)'s 100-step series, 400 chains: 0.08 s a draw instead of 0.50 s).
 
 References:
     | MCMC for doubly-intractable distributions (Murray et al., 2006)
@@ -29,7 +35,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -37,7 +43,13 @@ from torch.func import grad, vjp, vmap
 
 from .kernels import mala_init, mala_step, random_walk_init, random_walk_step
 
-__all__ = ["ExponentialFamily", "auxiliary_statistics", "gaussian_draw"]
+__all__ = [
+    "ExponentialFamily",
+    "QuadraticForm",
+    "auxiliary_statistics",
+    "gaussian_draw",
+    "quadratic_form",
+]
 
 
 @runtime_checkable
@@ -87,8 +99,81 @@ class ExponentialFamily(Protocol):
         ...
 
 
+class QuadraticForm(NamedTuple):
+    r"""The log-density of a family quadratic in :math:`y` as linear in the natural
+    parameters: :math:`H(\theta) = \sum_j \eta_j(\theta) A_j + A_b` and
+    :math:`g(\theta) = \sum_j \eta_j(\theta) a_j + a_b` (see :func:`quadratic_form`).
+
+    Attributes:
+        hessians: :math:`A_j`, shape :math:`(k, d, d)`.
+        gradients: :math:`a_j`, shape :math:`(k, d)`.
+        base_hessian: :math:`A_b`, shape :math:`(d, d)`.
+        base_gradient: :math:`a_b`, shape :math:`(d,)`.
+    """
+
+    hessians: Tensor
+    gradients: Tensor
+    base_hessian: Tensor
+    base_gradient: Tensor
+
+
+def _gradient_and_hessian(fn, theta_rows: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The gradient :math:`(r, d)` and the Hessian :math:`(r, d, d)` at :math:`y = 0` of
+    ``fn(z) -> (r,)`` for ``z`` of shape :math:`(r, *y)` (one function per row)."""
+    shape, d = like.shape, like.numel()
+    zero = torch.zeros((theta_rows, *shape), dtype=like.dtype, device=like.device)
+    basis = torch.eye(d, dtype=like.dtype, device=like.device).reshape(d, 1, *shape)
+    grad_sum = grad(lambda z: fn(z).sum())
+    # reverse over reverse: the gradient at 0 and its pullback, mapped over the basis, give the
+    # rows e_i^T H. (Forward over reverse, the jvp of the gradient, gives its columns H e_i, the
+    # same numbers bit for bit on the models here, but torch runs each elementwise product of
+    # the backward pass under forward-mode AD through its Python reference implementations:
+    # two to ten times slower.)
+    with torch.no_grad():
+        g, pullback = vjp(grad_sum, zero)  # g: (r, *y)
+        (vh,) = vmap(pullback)(basis.expand(d, theta_rows, *shape))  # (d, r, *y)
+    return g.reshape(theta_rows, d), vh.reshape(d, theta_rows, d).permute(1, 2, 0)
+
+
+def quadratic_form(family: ExponentialFamily, theta: Tensor, like: Tensor) -> QuadraticForm:
+    r"""Read off a family quadratic in :math:`y` as a :class:`QuadraticForm`, once.
+
+    The statistics' parts :math:`A_j, a_j` come from ``statistics_y`` at :math:`y = 0`; the
+    rest, :math:`A_b, a_b` (the base measure's), from the full log-density at the first row of
+    ``theta`` minus the statistics' parts there.
+
+    Arguments:
+        family: Provides ``natural_parameters``, ``statistics_y`` and ``log_unnormalized_y``,
+            quadratic in :math:`y`.
+        theta: Parameters, shape :math:`(c, p)` (only the first row is used).
+        like: A point shaped like one data point, :math:`(*y)`.
+
+    Returns:
+        The :class:`QuadraticForm`, to pass to :func:`gaussian_draw`.
+    """
+    theta0 = theta[:1]
+    with torch.no_grad():
+        k = family.natural_parameters(theta0).shape[1]
+    gradients, hessians = [], []
+    for j in range(k):
+        g_j, h_j = _gradient_and_hessian(lambda z, j=j: family.statistics_y(z)[:, j], 1, like)
+        gradients.append(g_j[0])
+        hessians.append(h_j[0])
+    a, A = torch.stack(gradients), torch.stack(hessians)
+    g0, h0 = _gradient_and_hessian(lambda z: family.log_unnormalized_y(z, theta0), 1, like)
+    with torch.no_grad():
+        eta0 = family.natural_parameters(theta0)[0]
+    base_gradient = g0[0] - eta0 @ a
+    base_hessian = h0[0] - torch.einsum("j,jab->ab", eta0, A)
+    return QuadraticForm(A, a, base_hessian, base_gradient)
+
+
 def gaussian_draw(
-    family: ExponentialFamily, theta: Tensor, like: Tensor, generator: torch.Generator
+    family: ExponentialFamily,
+    theta: Tensor,
+    like: Tensor,
+    generator: torch.Generator,
+    form: QuadraticForm | None = None,
 ) -> Tensor:
     r"""Exact draws from a family whose log-density is quadratic in :math:`y`.
 
@@ -98,28 +183,26 @@ def gaussian_draw(
     off the gradient and the vector-Hessian products at :math:`y = 0`.
 
     Arguments:
-        family: Provides ``log_unnormalized_y``.
+        family: Provides ``log_unnormalized_y`` (and ``natural_parameters`` with ``form``).
         theta: Parameters, shape :math:`(c, p)`.
         like: A point shaped like one data point, :math:`(*y)` (dtype, device, shape).
         generator: Random generator.
+        form: The family's :class:`QuadraticForm` (:func:`quadratic_form`): :math:`H` and
+            :math:`g` are then combined from it instead of read off the network.
 
     Returns:
         Draws, shape :math:`(c, *y)`; rows whose :math:`P` is not positive definite (the model
         is not normalisable there) are NaN, so that the exchange step rejects them.
     """
     c, shape, d = theta.shape[0], like.shape, like.numel()
-    zero = torch.zeros((c, *shape), dtype=like.dtype, device=like.device)
-    basis = torch.eye(d, dtype=like.dtype, device=like.device).reshape(d, 1, *shape)
-    grad_sum = grad(lambda z: family.log_unnormalized_y(z, theta).sum())
-    # reverse over reverse: the gradient at 0 and its pullback, mapped over the basis, give the
-    # rows e_i^T H. (Forward over reverse, the jvp of the gradient, gives its columns H e_i, the
-    # same numbers bit for bit on the models here, but torch runs each elementwise product of
-    # the backward pass under forward-mode AD through its Python reference implementations:
-    # two to ten times slower.)
-    with torch.no_grad():
-        g, pullback = vjp(grad_sum, zero)  # g: (c, *y)
-        (vh,) = vmap(pullback)(basis.expand(d, c, *shape))  # (d, c, *y)
-    precision = -vh.reshape(d, c, d).permute(1, 2, 0)  # (c, d, d), columns as H e_i
+    if form is None:
+        g, hessian = _gradient_and_hessian(lambda z: family.log_unnormalized_y(z, theta), c, like)
+    else:
+        with torch.no_grad():
+            eta = family.natural_parameters(theta)  # (c, k)
+            g = eta @ form.gradients + form.base_gradient
+            hessian = torch.einsum("cj,jab->cab", eta, form.hessians) + form.base_hessian
+    precision = -hessian  # (c, d, d), columns as H e_i
     precision = 0.5 * (precision + precision.transpose(1, 2))
     factor, info = torch.linalg.cholesky_ex(precision)
     ok = info == 0
@@ -142,10 +225,12 @@ def auxiliary_statistics(
     bridging: int,
     step_size: float,
     generator: torch.Generator,
+    form: QuadraticForm | None = None,
 ) -> tuple[Tensor, float]:
-    r"""Statistics of the auxiliary draw (averaged along the bridge) and inner acceptance."""
+    r"""Statistics of the auxiliary draw (averaged along the bridge) and inner acceptance
+    (``form``: the family's :class:`QuadraticForm` for the ``"gaussian"`` kernel)."""
     if kernel == "gaussian":
-        y = gaussian_draw(family, theta_new, y_start[0], generator)
+        y = gaussian_draw(family, theta_new, y_start[0], generator, form)
         improper = torch.isnan(y.reshape(y.shape[0], -1)).any(dim=1)
         with torch.no_grad():
             stats = family.statistics_y(torch.nan_to_num(y))
