@@ -66,6 +66,8 @@ def main() -> None:
             auto = el.methods.get("auto", prior=PRIOR).fit(theta, x, seed=0)
             auto_seconds = time.perf_counter() - start
             nce = el.methods.get("nce", prior=PRIOR).fit(theta, x, seed=0)
+        columns = ["route", "layout", "score", "diff", "diff_se", "rhat", "note"]
+        print(f"auto at n={n}:\n{auto.table[columns].to_string()}", flush=True)
         try:
             from sbi_baselines import NPEBaseline
 
