@@ -193,7 +193,7 @@ def main():
                 data_term - log_z, grid, width, 1000, 2
             ),
             "grid, true likelihood (1001^2)": grid_draws(true_fine, fine, fine_width, 1000, 3),
-            "prior": prior.sample((1000,)).double(),
+            "prior": grid_draws(torch.zeros(grid.shape[0]), grid, width, 1000, 4),
         }
         print(f"observation {number}: x_o {x_o.tolist()}")
         for name, samples in candidates.items():

@@ -317,6 +317,12 @@ class EnergyFit:
             device=self.device,
             progress=self.progress,
         )
+        fit_normalizer = getattr(self.loss, "fit_normalizer", None)
+        if callable(fit_normalizer):  # maximum likelihood: c(theta) from the model's own chains
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(int(seed) + 1)
+                fit_normalizer(model, y, theta, seed=seed)
         model.eval()
         self.fitted = True
         self.training_data = (theta, x)
