@@ -31,6 +31,7 @@ from ebm_lfi.energy.mlp import MLP
 from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses.maximum_likelihood import MaximumLikelihood
 from ebm_lfi.methods.checks import PosteriorWarning
+from ebm_lfi.methods.fit import EnergyFit
 from ebm_lfi.methods.registry import available
 from ebm_lfi.samplers.mcmc.model_chains import ModelChains
 from ebm_lfi.training.loop import train
@@ -197,6 +198,24 @@ def test_normalizer_fitted_after_training_is_the_models_own():
     fitted = spread_of_c_plus_log_z()
     assert fitted < 0.05, fitted
     assert head > 0.05, head  # negative control: the NCE head is not the model's -log Z
+
+
+def test_a_refit_trains_with_the_head_and_fits_a_new_normalizer():
+    prior, simulator, _, _ = _linear_gaussian()
+    theta, x = el.simulate(simulator, prior, 300, seed=1)
+    fit = EnergyFit(prior, loss="ml", structure="mlp", num_statistics=2, training={"epochs": 1})
+    first = fit.fit(theta, x, seed=0).model.normalizer_net
+    seen = []
+    train_step = fit.loss.forward
+
+    def spy(model, *args, **kwargs):  # what c(theta) is while training
+        seen.append(model.normalizer_net)
+        return train_step(model, *args, **kwargs)
+
+    fit.loss.forward = spy
+    second = fit.fit(theta, x, seed=1).model.normalizer_net
+    assert first is not None and second is not None and second is not first
+    assert seen and all(net is None for net in seen)
 
 
 def test_fit_normalizer_can_be_turned_off_and_is_checked():
