@@ -206,6 +206,31 @@ def test_save_load_bit_identical(tmp_path, kwargs, x_shape, dtype):
     assert blob["format_version"] == FORMAT_VERSION and json.loads(blob["config"])["theta_dim"] == 2
 
 
+def test_save_load_keeps_the_normalizer_network(tmp_path):
+    torch.manual_seed(0)
+    model = ExpFamEBM.default((3,), 2, hidden=(8,), normalizer=True).to(DT)
+    theta, x = torch.randn(40, 2, dtype=DT), torch.randn(40, 3, dtype=DT)
+    model.prepare(theta, x)
+    head = model.normalizer(theta)
+    model.normalizer_net = MLP(2, 1, (8,), "silu").to(DT)  # as maximum likelihood installs it
+    c = model.normalizer(theta)
+    assert not torch.equal(c, head)  # the network, not the head, is c(theta) now
+    path = tmp_path / "model.pt"
+    model.save(path)
+    loaded = ExpFamEBM.load(path)
+    assert torch.equal(loaded.normalizer(theta), c)
+    assert torch.equal(loaded.natural_parameters(theta), model.natural_parameters(theta))
+    with pytest.raises(ValueError, match="normalizer=True"):
+        ExpFamEBM(
+            MLP(3, 3),
+            MLP(2, 2),
+            x_shape=(3,),
+            theta_dim=2,
+            num_statistics=2,
+            normalizer_net=MLP(2, 1),
+        )
+
+
 def test_load_errors(tmp_path):
     model = ExpFamEBM.default((3,), 2, hidden=(8,))
     good = tmp_path / "good.pt"

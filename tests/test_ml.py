@@ -8,6 +8,10 @@
   theta (negatives from the marginal) is the negative control.
 * A linear-Gaussian model with a Gaussian prior has a closed-form posterior; the ``ml``
   posterior must be hard to tell from it (C2ST).
+* Where the Gaussian family is misspecified (noise whose scale grows with theta), the
+  normaliser fitted after training from the model's own chains must equal the family's
+  closed-form -log Z(theta) up to a constant; the NCE head, the normaliser before that fit,
+  is the negative control (it fits a correction of the true ratio, not the model's -log Z).
 * Chains of a non-normalisable model diverge, and the fit and the posterior say so.
 """
 
@@ -27,6 +31,7 @@ from ebm_lfi.energy.mlp import MLP
 from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses.maximum_likelihood import MaximumLikelihood
 from ebm_lfi.methods.checks import PosteriorWarning
+from ebm_lfi.methods.fit import EnergyFit
 from ebm_lfi.methods.registry import available
 from ebm_lfi.samplers.mcmc.model_chains import ModelChains
 from ebm_lfi.training.loop import train
@@ -146,6 +151,86 @@ def test_ml_check_fails_with_negatives_that_ignore_theta():
 
     model, _, mle, se, _ = _gaussian_family_fit(marginal)
     assert not ((_weights(model) - mle).abs() <= se).all()
+
+
+def test_normalizer_fitted_after_training_is_the_models_own():
+    # x | theta ~ N(theta, (exp(theta) / 2)^2): the family's linear eta cannot follow the
+    # scale, so the NCE head's optimum is not the model's -log Z
+    gen = torch.Generator().manual_seed(0)
+    n = 2000
+    theta = 4 * torch.rand(n, 1, generator=gen, dtype=DT) - 2
+    x = theta + 0.5 * torch.exp(theta) * torch.randn(n, 1, generator=gen, dtype=DT)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = ExpFamEBM(
+            _Quadratic(),
+            _Linear(),
+            x_shape=(1,),
+            theta_dim=1,
+            num_statistics=2,
+            tails="none",
+            normalizer=True,
+            marginal_net=MLP(2, 1, (16,), "silu"),
+        ).to(DT)
+    model.prepare(theta, x)
+    y = model.transform_x(x)
+    loss = MaximumLikelihood(ModelChains(steps=5))
+    config = {"epochs": 60, "batch_size": 200, "lr": 0.05, "gamma": 0.95, "patience": None}
+    config["validation_fraction"] = 0.0
+    train(model, loss, y, theta, torch.arange(n), config=config, seed=0)
+    grid = torch.linspace(-1.8, 1.8, 41, dtype=DT)[:, None]
+
+    def spread_of_c_plus_log_z():
+        with torch.no_grad():
+            eta, c = model.natural_and_normalizer(grid)
+            gap = c + _log_normalizer(eta)
+        return float(gap.max() - gap.min())
+
+    # 0.05 nats: a density ratio off by 5% at most across the grid, while log Z itself spans
+    # about 1.5 nats here
+    head = spread_of_c_plus_log_z()
+    assert model.normalizer_net is None
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        net = loss.fit_normalizer(model, y, theta, seed=0)
+    assert model.normalizer_net is net and not any(p.requires_grad for p in net.parameters())
+    assert all(p.requires_grad for p in model.natural_net.parameters())  # unfrozen again
+    fitted = spread_of_c_plus_log_z()
+    assert fitted < 0.05, fitted
+    assert head > 0.05, head  # negative control: the NCE head is not the model's -log Z
+
+
+def test_a_refit_trains_with_the_head_and_fits_a_new_normalizer():
+    prior, simulator, _, _ = _linear_gaussian()
+    theta, x = el.simulate(simulator, prior, 300, seed=1)
+    fit = EnergyFit(prior, loss="ml", structure="mlp", num_statistics=2, training={"epochs": 1})
+    first = fit.fit(theta, x, seed=0).model.normalizer_net
+    seen = []
+    train_step = fit.loss.forward
+
+    def spy(model, *args, **kwargs):  # what c(theta) is while training
+        seen.append(model.normalizer_net)
+        return train_step(model, *args, **kwargs)
+
+    fit.loss.forward = spy
+    second = fit.fit(theta, x, seed=1).model.normalizer_net
+    assert first is not None and second is not None and second is not first
+    assert seen and all(net is None for net in seen)
+
+
+def test_fit_normalizer_can_be_turned_off_and_is_checked():
+    model = ExpFamEBM.default((1,), theta_dim=1, hidden=(8,), normalizer=True)
+    theta, x = torch.rand(50, 1), torch.randn(50, 1)
+    model.prepare(theta, x)
+    off = MaximumLikelihood(ModelChains(), normalizer_fit=False)
+    assert off.fit_normalizer(model, model.transform_x(x), theta) is None
+    assert model.normalizer_net is None
+    with pytest.raises(ValueError, match="normalizer_draws"):
+        MaximumLikelihood(ModelChains(), normalizer_draws=0)
+    with pytest.raises(ValueError, match="ratio model"):
+        MaximumLikelihood(ModelChains()).fit_normalizer(
+            ExpFamEBM.default((1,), theta_dim=1, hidden=(8,)).prepare(theta, x), x, theta
+        )
 
 
 # ------------------------------------------------------------------ the conjugate posterior

@@ -105,6 +105,11 @@ class ExpFamEBM(nn.Module):
         noise_conditional: The natural-parameter network reads :math:`(\theta, \log\sigma)`,
             shape :math:`(n, p + 1)`.
         noise_range: ``(lowest, highest)`` trained noise scale of a noise-conditional model.
+        normalizer_net: Module :math:`(n, p) \to (n,)` or :math:`(n, 1)` on the standardised
+            :math:`\theta` that, when given, is :math:`c(\theta)` instead of the
+            natural-parameter network's extra output (needs ``normalizer``; maximum likelihood
+            fits one after training, see
+            :meth:`~ebm_lfi.losses.maximum_likelihood.MaximumLikelihood.fit_normalizer`).
 
     Example:
         >>> model = ExpFamEBM.default((3,), theta_dim=2, hidden=(16,))
@@ -130,6 +135,7 @@ class ExpFamEBM(nn.Module):
         marginal_net: nn.Module | None = None,
         noise_conditional: bool = False,
         noise_range: tuple[float, float] = (0.05, 1.0),
+        normalizer_net: nn.Module | None = None,
     ):
         super().__init__()
         self.x_shape = tuple(int(s) for s in x_shape)
@@ -147,8 +153,11 @@ class ExpFamEBM(nn.Module):
         self.theta_transform = Standardize((self.theta_dim,))
         if marginal_net is not None and not normalizer:
             raise ValueError("a marginal_net belongs to a ratio model: pass normalizer=True")
+        if normalizer_net is not None and not normalizer:
+            raise ValueError("a normalizer_net belongs to a ratio model: pass normalizer=True")
         self.has_normalizer = bool(normalizer)
         self.marginal_net = marginal_net
+        self.normalizer_net = normalizer_net
         self.noise_conditional = bool(noise_conditional)
         if self.noise_conditional:
             low, high = (float(v) for v in noise_range)
@@ -510,7 +519,10 @@ class ExpFamEBM(nn.Module):
         if not self.has_normalizer:
             raise ValueError("this model has no normalizer head (build it with normalizer=True)")
         out = self._natural_outputs(theta, None)
-        return out[:, :-1], out[:, -1]
+        if self.normalizer_net is None:
+            return out[:, :-1], out[:, -1]
+        c = self.normalizer_net(self.theta_transform(self._check_theta(theta)))
+        return out[:, :-1], c.reshape(out.shape[0])
 
     def normalizer(self, theta: Tensor) -> Tensor:
         r"""The head :math:`c(\theta)` of a ratio model, shape :math:`(n, p) \to (n,)`."""
@@ -554,7 +566,7 @@ class ExpFamEBM(nn.Module):
     # ------------------------------------------------------------------ persistence
     def config(self) -> dict:
         r"""JSON-able description of the architecture (raises ``TypeError`` for user modules)."""
-        marginal = self.marginal_net
+        marginal, normalizer = self.marginal_net, self.normalizer_net
         return {
             "x_shape": list(self.x_shape),
             "theta_dim": self.theta_dim,
@@ -565,6 +577,7 @@ class ExpFamEBM(nn.Module):
             "base_net": None if self.base_net is None else net_config(self.base_net),
             "normalizer": self.has_normalizer,
             "marginal_net": None if marginal is None else net_config(marginal),
+            "normalizer_net": None if normalizer is None else net_config(normalizer),
             "noise_conditional": self.noise_conditional,
             "dtype": str(self.dtype).removeprefix("torch."),
         }
@@ -611,6 +624,7 @@ class ExpFamEBM(nn.Module):
         try:
             config = json.loads(blob["config"])
             base_cfg, marginal_cfg = config["base_net"], config.get("marginal_net")
+            normalizer_cfg = config.get("normalizer_net")
             model = cls(
                 build_net(config["statistics_net"]),
                 build_net(config["natural_net"]),
@@ -622,6 +636,7 @@ class ExpFamEBM(nn.Module):
                 normalizer=bool(config.get("normalizer", False)),
                 marginal_net=None if marginal_cfg is None else build_net(marginal_cfg),
                 noise_conditional=bool(config.get("noise_conditional", False)),
+                normalizer_net=None if normalizer_cfg is None else build_net(normalizer_cfg),
             )
             model = model.to(getattr(torch, config["dtype"]))
             model.load_state_dict(blob["state"], strict=True)

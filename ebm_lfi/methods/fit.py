@@ -290,6 +290,9 @@ class EnergyFit:
         model = self.model.to(device=self.device, dtype=theta.dtype)
         model.prepare(theta, x_fit)
         y = model.transform_x(x_fit)
+        fit_normalizer = getattr(self.loss, "fit_normalizer", None)
+        if callable(fit_normalizer) and getattr(model, "normalizer_net", None) is not None:
+            model.normalizer_net = None  # a refit (rounds): the head is the training normaliser
         warm_start = getattr(self.loss, "warm_start", None)
         if warm_start is not None:  # e.g. maximum likelihood from a score-matching fit
             self.warm_start_history = train(
@@ -317,6 +320,11 @@ class EnergyFit:
             device=self.device,
             progress=self.progress,
         )
+        if callable(fit_normalizer):  # maximum likelihood: c(theta) from the model's own chains
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(int(seed) + 1)
+                fit_normalizer(model, y, theta, seed=seed)
         model.eval()
         self.fitted = True
         self.training_data = (theta, x)
