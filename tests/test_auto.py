@@ -9,6 +9,7 @@ decision rule, and the pieces (layouts, dequantisation) on small fits.
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -335,7 +336,10 @@ def test_reshaped_fit_reads_flat_data():
         a = on_flat.posterior(x[0], 20, seed=0).samples
         b = on_draws.posterior(x[0].reshape(6, 2), 20, seed=0).samples
         many = on_flat.posteriors(x[:2], 20, seed=0)
+        again = pickle.loads(pickle.dumps(on_flat))  # the stage travels (workers, files)
+        c = again.posterior(x[0], 20, seed=0).samples
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(c, a, rtol=0, atol=0)
     assert len(many) == 2 and many[0].samples.shape == a.shape
     with pytest.raises(TypeError, match="model_x_shape"):
         PotentialStage().prepare(fit, *fit.training_data)

@@ -50,9 +50,11 @@ a route scored on fewer pairs is estimated by its paired difference, on those pa
 ABC route of the same fit (``ssm-abc`` for a fit without one) plus that route's mean over all
 pairs (a control variate: the pair-to-pair spread cancels in the paired difference, and most
 between two posteriors of one model). The NCE fit costs
-less than the score-matching one (its pilots and epochs are cheaper); on the two problems of
-``tests/test_auto.py`` the whole costs two to three times a single ``ssm-abc`` fit and posterior
-(``scripts/bench_generic.py --problems counts flat``).
+less than the score-matching one (its pilots and epochs are cheaper). On the two problems of
+``tests/test_auto.py`` at 10⁴ simulations the whole cost about twice a single ``ssm-abc`` fit
+and posterior on the counts and five times on the flat draws, where the chosen route is the
+reshaped exchange sampler (its scoring and its posterior, about 20 s each, make the
+difference; ``scripts/bench_generic.py --problems counts flat``, ``docs/benchmarks.md``).
 
 **Choice and output.** The route with the lowest estimated score is kept, or the exchange
 route where it ties with that one (``AutoConfig.exchange_tie``: within one paired standard
@@ -146,8 +148,9 @@ class AutoConfig:
         costly_exchange: Score ``ssm-exchange`` whatever its cost.
         exchange_cost: Otherwise, ``ssm-exchange`` is scored when a pilot of a few
             outer steps of the batch projects its scoring on ``exchange_pairs`` pairs to at
-            most this multiple of the seconds of the score-matching fit (the pilot's seconds
-            are spent either way).
+            most this multiple of the seconds of the score-matching fits, flat and reshaped
+            (the pilot's seconds are spent either way). The projection is a timing: on a
+            loaded machine fewer exchange routes are scored.
         exchange_tie: An exchange route whose paired difference in score to the best route
             is at most this many standard errors is chosen in its place (``-inf``: never).
             Its posterior is the fitted model's own, with no ABC tolerance widening it and no

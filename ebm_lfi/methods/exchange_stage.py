@@ -33,6 +33,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -108,6 +109,11 @@ class ExchangeConfig:
             raise ValueError(f"anneal must be >= 1, got {self.anneal}")
         if self.check_inner < 0:
             raise ValueError(f"check_inner must be >= 0, got {self.check_inner}")
+
+
+def _statistics_in_shape(model: ExpFamEBM, shape: tuple[int, ...], x: Tensor) -> Tensor:
+    """The model's statistics of simulations ``(n, *x_shape)`` reshaped to ``(n, *shape)``."""
+    return model.statistics(x.reshape(x.shape[0], *shape))
 
 
 def tolerance_levels(model: ExpFamEBM, tolerance: float | None, anneal: int) -> list[float]:
@@ -217,11 +223,8 @@ class ExchangeStage:
         shape = getattr(fit, "model_x_shape", None)
         self.model_x_shape = None if shape is None else tuple(int(s) for s in shape)
         statistics = model.statistics
-        if self.model_x_shape is not None:
-
-            def statistics(x: Tensor) -> Tensor:
-                return model.statistics(self._model_x(x))
-
+        if self.model_x_shape is not None:  # a partial of a module function: picklable
+            statistics = partial(_statistics_in_shape, model, self.model_x_shape)
         self.starts = StartingPoints(statistics, theta, x)
         return self
 
