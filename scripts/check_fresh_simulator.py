@@ -75,8 +75,8 @@ def main() -> None:
         except ImportError:
             npe = None
         for i in range(args.observations):
-            rng = np.random.default_rng(200 + i)
-            x_o = torch.as_tensor(simulator(PRIOR.sample().numpy(), rng))
+            rng = np.random.default_rng(200 + i)  # the true mu and its data, seeded
+            x_o = torch.as_tensor(simulator(rng.uniform(-2.0, 2.0, size=2), rng))
             reference = exact_posterior(x_o, 1000, seed=i)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
