@@ -95,12 +95,20 @@ def _exact_mle(y, t):
     return w, torch.linalg.inv(h).diagonal().sqrt()
 
 
-def _gaussian_family_fit(negatives, seed=0):
-    """Fit the linear-Gaussian family by ML; return fitted, exact MLE, its SE, the truth."""
-    gen = torch.Generator().manual_seed(seed)
-    n = 2000
-    theta = 4 * torch.rand(n, 1, generator=gen, dtype=DT) - 2
-    x = theta + torch.randn(n, 1, generator=gen, dtype=DT)  # x | theta ~ N(theta, 1)
+# 60 epochs of ML on 2,000 pairs of a one-dimensional family
+ML_TRAINING = {
+    "epochs": 60,
+    "batch_size": 200,
+    "lr": 0.05,
+    "gamma": 0.95,
+    "patience": None,
+    "validation_fraction": 0.0,
+}
+
+
+def _quadratic_family(theta, x, seed):
+    """The family eta(theta)^T (y, y^2) with linear eta and an NCE head, prepared on the pairs
+    (its transformed data returned too)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = ExpFamEBM(
@@ -114,7 +122,16 @@ def _gaussian_family_fit(negatives, seed=0):
             marginal_net=MLP(2, 1, (16,), "silu"),
         ).to(DT)
     model.prepare(theta, x)
-    y = model.transform_x(x)
+    return model, model.transform_x(x)
+
+
+def _gaussian_family_fit(negatives, seed=0):
+    """Fit the linear-Gaussian family by ML; return fitted, exact MLE, its SE, the truth."""
+    gen = torch.Generator().manual_seed(seed)
+    n = 2000
+    theta = 4 * torch.rand(n, 1, generator=gen, dtype=DT) - 2
+    x = theta + torch.randn(n, 1, generator=gen, dtype=DT)  # x | theta ~ N(theta, 1)
+    model, y = _quadratic_family(theta, x, seed)
     t = model.theta_transform(theta)[:, 0]
     mle, se = _exact_mle(y[:, 0], t)
     # the truth in the standardised coordinates: y = (x - m_x) / s_x, theta = m_t + s_t t
@@ -122,9 +139,7 @@ def _gaussian_family_fit(negatives, seed=0):
     m_t, s_t = model.theta_transform.mean.item(), model.theta_transform.std.item()
     truth = torch.tensor([s_t * s_x, (m_t - m_x) * s_x, 0.0, -(s_x**2) / 2], dtype=DT)
     loss = MaximumLikelihood(negatives)
-    config = {"epochs": 60, "batch_size": 200, "lr": 0.05, "gamma": 0.95, "patience": None}
-    config["validation_fraction"] = 0.0
-    train(model, loss, y, theta, torch.arange(n), config=config, seed=seed)
+    train(model, loss, y, theta, torch.arange(n), config=ML_TRAINING, seed=seed)
     return model, loss, mle, se, truth
 
 
@@ -160,24 +175,9 @@ def test_normalizer_fitted_after_training_is_the_models_own():
     n = 2000
     theta = 4 * torch.rand(n, 1, generator=gen, dtype=DT) - 2
     x = theta + 0.5 * torch.exp(theta) * torch.randn(n, 1, generator=gen, dtype=DT)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = ExpFamEBM(
-            _Quadratic(),
-            _Linear(),
-            x_shape=(1,),
-            theta_dim=1,
-            num_statistics=2,
-            tails="none",
-            normalizer=True,
-            marginal_net=MLP(2, 1, (16,), "silu"),
-        ).to(DT)
-    model.prepare(theta, x)
-    y = model.transform_x(x)
+    model, y = _quadratic_family(theta, x, 0)
     loss = MaximumLikelihood(ModelChains(steps=5))
-    config = {"epochs": 60, "batch_size": 200, "lr": 0.05, "gamma": 0.95, "patience": None}
-    config["validation_fraction"] = 0.0
-    train(model, loss, y, theta, torch.arange(n), config=config, seed=0)
+    train(model, loss, y, theta, torch.arange(n), config=ML_TRAINING, seed=0)
     grid = torch.linspace(-1.8, 1.8, 41, dtype=DT)[:, None]
 
     def spread_of_c_plus_log_z():
