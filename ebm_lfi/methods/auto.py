@@ -621,9 +621,9 @@ def _weaker_fit(route: str, scores: dict[str, HeldoutScore]) -> str | None:
     """Why the exchange route ``route`` is not scored: the other score-matching fit (flat or
     reshaped) gave the better ABC posterior, and the exchange stage reads the same model, so
     only the exchange route of that fit is scored (one batch of chains instead of two)."""
-    abc = route.replace("exchange", "abc")
+    abc = _SIBLING[route]
     for other in _EXCHANGE:
-        theirs = other.replace("exchange", "abc")
+        theirs = _SIBLING[other]
         if other == route or abc not in scores or theirs not in scores:
             continue
         diff, se = paired_difference(scores[abc], scores[theirs])
