@@ -10,7 +10,6 @@ is the noise floor.
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -190,56 +189,6 @@ def test_exchange_variants_reproduce_exact_posterior(task, variant):
         seed=2, **options[variant],
     )  # fmt: skip
     check_against_grid(result, grid, refs, floor, variant)
-
-
-@pytest.mark.slow
-def test_neural_family_timing():
-    # Run time of the product's target case: an MLP family on 100-dimensional y, 100
-    # chains x 200 kept draws after 200 burn-in steps, 30 MALA inner steps. Printed only.
-    class NeuralFamily(torch.nn.Module):
-        def __init__(self, d: int, p: int, k: int = 4, width: int = 64):
-            super().__init__()
-            act = torch.nn.SiLU
-            self.s = torch.nn.Sequential(
-                torch.nn.Linear(d, width), act(), torch.nn.Linear(width, width), act(),
-                torch.nn.Linear(width, k),
-            )  # fmt: skip
-            self.eta = torch.nn.Sequential(
-                torch.nn.Linear(p, width), act(), torch.nn.Linear(width, k)
-            )
-
-        def natural_parameters(self, theta):
-            return self.eta(theta)
-
-        def statistics_y(self, y):
-            return self.s(y)
-
-        def log_unnormalized_y(self, y, theta):
-            return (self.eta(theta) * self.s(y)).sum(-1) - 0.5 * (y**2).sum(-1)
-
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        family = NeuralFamily(100, 2).requires_grad_(False)
-    g = torch.Generator().manual_seed(0)
-    y_obs = torch.randn(100, generator=g)
-    theta0 = torch.rand((100, 2), generator=g)
-
-    def box(theta):
-        inside = ((theta >= 0) & (theta <= 1)).all(-1)
-        return torch.where(inside, 0.0, -torch.inf)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches: one thread avoids contention on shared cores
-    try:
-        start = time.perf_counter()
-        result = exchange_mcmc(family, box, y_obs, theta0, num_samples=200, burn_in=200, seed=0)
-    finally:
-        torch.set_num_threads(threads)
-    print(
-        f"\n[neural d=100] {time.perf_counter() - start:.2f} s on 1 thread; outer acceptance "
-        f"{float(result.outer_acceptance.mean()):.3f}; ESS {result.ess.round().tolist()}"
-    )
-    assert torch.isfinite(result.chains).all()
 
 
 @pytest.mark.parametrize("steps, step_size, mixed", [(200, 0.6, True), (30, 0.1, False)])

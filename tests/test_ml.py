@@ -30,6 +30,7 @@ import ebm_lfi as el
 from ebm_lfi.energy.mlp import MLP
 from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses.maximum_likelihood import MaximumLikelihood
+from ebm_lfi.losses.score_matching import SlicedScoreMatching
 from ebm_lfi.methods.checks import PosteriorWarning
 from ebm_lfi.methods.fit import EnergyFit
 from ebm_lfi.methods.registry import available
@@ -203,7 +204,11 @@ def test_normalizer_fitted_after_training_is_the_models_own():
 def test_a_refit_trains_with_the_head_and_fits_a_new_normalizer():
     prior, simulator, _, _ = _linear_gaussian()
     theta, x = el.simulate(simulator, prior, 300, seed=1)
-    fit = EnergyFit(prior, loss="ml", structure="mlp", num_statistics=2, training={"epochs": 1})
+    # the loss "ml" builds, with a short regression: the test is of when c(theta) is fitted
+    loss = MaximumLikelihood(
+        ModelChains(), warm_start=SlicedScoreMatching(), normalizer_iterations=200
+    )
+    fit = EnergyFit(prior, loss=loss, structure="mlp", num_statistics=2, training={"epochs": 1})
     first = fit.fit(theta, x, seed=0).model.normalizer_net
     seen = []
     train_step = fit.loss.forward
