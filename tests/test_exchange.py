@@ -329,3 +329,66 @@ def test_groups_of_chains_sample_each_observation_s_own_posterior(task):
             GaussianFamily(), log_prior, y_obs, starts, num_samples=4, burn_in=1,
             inner_kernel="gaussian",
         )  # fmt: skip
+
+
+# ------------------------------------------------------- jumps between separated modes
+class SquaredMeanFamily:
+    """y_1..n iid N(theta^2, 1): natural parameters (theta^2, -1/2) of (sum y, sum y^2), so
+    the posterior is symmetric in theta, with two modes at +-sqrt(mean y) split by a valley
+    the random walk does not cross."""
+
+    def natural_parameters(self, theta: torch.Tensor) -> torch.Tensor:
+        return torch.stack([theta[:, 0] ** 2, torch.full_like(theta[:, 0], -0.5)], dim=-1)
+
+    def statistics_y(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([y.sum(-1), (y**2).sum(-1)], dim=-1)
+
+    def log_unnormalized_y(self, y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return (self.natural_parameters(theta) * self.statistics_y(y)).sum(-1)
+
+
+@pytest.mark.parametrize("jump_rate", [0.0, 0.3])
+def test_jumps_carry_chains_between_separated_modes(jump_rate):
+    g = torch.Generator().manual_seed(0)
+    y_obs = 2.25 + torch.randn(N_OBS, generator=g, dtype=DT)
+    box = BoxUniform(torch.tensor([-3.0], dtype=DT), torch.tensor([3.0], dtype=DT), dtype=DT)
+    mode = float(y_obs.mean().sqrt())
+    # 16 of 20 chains start in the positive mode: the posterior puts half its mass in each
+    signs = torch.tensor([1.0] * 16 + [-1.0] * 4, dtype=DT)[torch.randperm(20, generator=g)]
+    start = (signs * mode + 0.05 * torch.randn(20, generator=g, dtype=DT))[:, None]
+    result = exchange_mcmc(
+        SquaredMeanFamily(), box, y_obs, start, num_samples=1500, burn_in=200,
+        inner_kernel="gaussian", jump_rate=jump_rate, seed=0,
+    )  # fmt: skip
+    positive = (result.chains[..., 0] > 0).to(DT)  # (chains, draws)
+    share = float(positive.mean())
+    # the exact posterior of |theta| on a grid: the within-mode shape
+    grid = torch.linspace(1e-4, 3.0, 30_001, dtype=DT)
+    log_post = grid**2 * y_obs.sum() - N_OBS * grid**4 / 2
+    weights = torch.softmax(log_post, 0)
+    magnitude = result.chains[..., 0].abs()
+    exact_mean = float(weights @ grid)
+    exact_sd = float((weights @ (grid - exact_mean) ** 2).sqrt())
+    se = exact_sd / float(effective_sample_size(magnitude[..., None])[0]).__pow__(0.5)
+    assert abs(float(magnitude.mean()) - exact_mean) < 5 * se
+    if jump_rate == 0:
+        # negative control: no chain leaves its mode, the share stays where the chains began
+        assert share == pytest.approx(0.8) and math.isnan(result.jump_acceptance)
+    else:
+        ess = float(effective_sample_size(positive[..., None])[0])
+        assert ess > 50 and result.jump_acceptance > 0.1, (ess, result.jump_acceptance)
+        assert abs(share - 0.5) < 4 * (0.25 / ess) ** 0.5, (share, ess)
+
+
+def test_jump_rate_is_checked(task):
+    y_obs, *_ = task
+    with pytest.raises(ValueError, match="jump_rate"):
+        exchange_mcmc(
+            GaussianFamily(), log_prior, y_obs, prior_draws(3, 0), num_samples=2, burn_in=1,
+            jump_rate=0.5,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="jump_rate"):
+        exchange_mcmc(
+            GaussianFamily(), log_prior, y_obs, prior_draws(8, 0), num_samples=2, burn_in=1,
+            jump_rate=1.5,
+        )  # fmt: skip

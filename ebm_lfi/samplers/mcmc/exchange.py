@@ -87,6 +87,8 @@ class ExchangeResult(NamedTuple):
             it).
         inner_step_size: The frozen inner step size.
         seconds: Wall-clock time.
+        jump_acceptance: Acceptance rate of the differential-evolution jumps over the kept
+            draws (``nan`` without jumps).
     """
 
     chains: Tensor
@@ -97,6 +99,7 @@ class ExchangeResult(NamedTuple):
     proposal_scale: Tensor
     inner_step_size: float
     seconds: float
+    jump_acceptance: float = math.nan
 
 
 class _Chains(NamedTuple):
@@ -185,6 +188,7 @@ def _exchange_step(
     inner: _Inner,
     inner_step_size: float,
     generator: torch.Generator,
+    jump: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[_Chains, Tensor, Tensor, float]:
     r"""One exchange step of every chain (see the module docstring).
 
@@ -197,6 +201,8 @@ def _exchange_step(
             :math:`(c, p, p)`.
         inner, inner_step_size: The auxiliary draw's settings.
         generator: Random generator.
+        jump: ``None``, or a differential-evolution move (see :func:`_jumps`): each chain's
+            jump, shape :math:`(c, p)`, and the factor of its random-walk noise, :math:`(c,)`.
 
     Returns:
         The new chains, the acceptance probabilities :math:`\min(1, \alpha)` and decisions,
@@ -208,6 +214,9 @@ def _exchange_step(
         proposal = theta + noise @ factor.T
     else:
         proposal = theta + torch.einsum("cq,cpq->cp", noise, factor)
+    if jump is not None:
+        move, shrink = jump
+        proposal = theta + shrink[:, None] * (proposal - theta) + move
     with torch.no_grad():
         lp_prop = log_prior(proposal).to(theta.dtype)
     valid = torch.isfinite(lp_prop)
@@ -254,6 +263,7 @@ def exchange_mcmc(
     inner_step_size: float | None = None,
     target_acceptance: float = 0.25,
     inner_target_acceptance: float | None = None,
+    jump_rate: float = 0.0,
     seed: int | torch.Generator | None = None,
     progress: bool = False,
 ) -> ExchangeResult:
@@ -290,6 +300,10 @@ def exchange_mcmc(
             large for a narrow :math:`p(\cdot \mid \theta')` stalls the inner chain at
             :math:`y_o`, which biases the outer acceptance, while a small step only mixes
             a little slower.
+        jump_rate: Probability that a chain of the moving half of its group proposes a
+            differential-evolution jump instead of the random walk (see :func:`_jumps`; 0:
+            none; needs at least 4 chains per group). Jumps move chains between separated
+            modes, which the random walk, shaped by the spread across the chains, does not.
         seed: Integer seed or :class:`torch.Generator` (on the device of ``theta_init``).
         progress: Show a progress bar.
 
@@ -312,6 +326,11 @@ def exchange_mcmc(
         )
     grouped = theta.ndim == 3
     g, c, p = theta.shape if grouped else (1, *theta.shape)
+    if not 0 <= jump_rate <= 1 or (jump_rate > 0 and c < 4):
+        raise ValueError(
+            f"jump_rate must be in [0, 1] and needs at least 4 chains per group, got "
+            f"{jump_rate} with {c} chains"
+        )
     dtype, device = theta.dtype, theta.device
     y_obs = torch.as_tensor(y_obs).to(device=device)
     if not y_obs.is_floating_point():
@@ -350,19 +369,38 @@ def exchange_mcmc(
     draws = theta.new_empty((g * c, num_samples, p))
     accepted_total = torch.zeros(g * c, dtype=dtype, device=device)
     inner_total = 0.0
+    jumps_tried, jumps_accepted = 0, 0
+    walked = torch.ones(g * c, dtype=dtype, device=device)  # chains that proposed a random walk
     for t in progress_bar(range(burn_in + num_samples), enabled=progress, desc="exchange"):
         factor = (
             _factors(outer, c) if grouped else math.exp(outer[0].log_scale) * outer[0].scale_tril
         )
+        jump = None
+        if jump_rate > 0:
+            move, shrink, jumping = _jumps(chains.theta, g, c, t, jump_rate, generator)
+            jump, walked = (move, shrink), (~jumping).to(dtype)
         chains, rate, accept, inner_rate = _exchange_step(
-            chains, family, log_prior_fn, s_obs, y_start, factor, inner, math.exp(log_h), generator
+            chains,
+            family,
+            log_prior_fn,
+            s_obs,
+            y_start,
+            factor,
+            inner,
+            math.exp(log_h),
+            generator,
+            jump,
         )
         if t < burn_in:
             if tune_inner:
                 log_h = robbins_monro(log_h, inner_rate, inner_target, t)
             if tune_outer:
                 position = chains.theta.reshape(g, c, p)
-                if grouped:
+                if jump is not None:  # the random walk's own acceptance tunes it
+                    mask = walked.reshape(g, c)
+                    walk_rate = (rate.reshape(g, c) * mask).sum(1) / mask.sum(1).clamp(min=1)
+                    group_rate = walk_rate.tolist()
+                elif grouped:
                     group_rate = rate.reshape(g, c).mean(dim=1).tolist()
                 else:
                     group_rate = [float(rate.mean())]
@@ -380,6 +418,9 @@ def exchange_mcmc(
             draws[:, t - burn_in] = chains.theta
             accepted_total += accept.to(dtype)
             inner_total += inner_rate
+            if jump is not None:
+                jumps_tried += int(c * g - walked.sum())
+                jumps_accepted += int((accept.to(dtype) * (1 - walked)).sum())
 
     draws = draws.reshape(g, c, num_samples, p)
     enough = num_samples >= 4
@@ -405,6 +446,7 @@ def exchange_mcmc(
         proposal_scale=scales,
         inner_step_size=math.exp(log_h),
         seconds=time.perf_counter() - start,
+        jump_acceptance=jumps_accepted / jumps_tried if jumps_tried else math.nan,
     )
 
 
@@ -412,3 +454,50 @@ def _factors(states: list[AdaptationState], c: int) -> Tensor:
     r"""Each chain's proposal factor :math:`\lambda L` of its group, shape (g c, p, p)."""
     factors = torch.stack([math.exp(state.log_scale) * state.scale_tril for state in states])
     return factors.repeat_interleave(c, dim=0)
+
+
+_JUMP_NOISE = 0.1  # the share of the random-walk noise a jump keeps (irreducibility)
+
+
+def _jumps(
+    theta: Tensor, g: int, c: int, t: int, rate: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Differential-evolution jumps (ter Braak 2006) of half of each group's chains.
+
+    At step :math:`t` the chains of a group whose index has the parity of :math:`t` may
+    jump: with probability ``rate`` a chain at :math:`\theta` proposes
+    :math:`\theta + \gamma (\theta_i - \theta_j) + 0.1 \lambda L \epsilon`, with
+    :math:`i \ne j` two chains of the other half drawn uniformly and :math:`\gamma` 1 or
+    :math:`2.38 / \sqrt{2p}` with probability one half each (1 carries a chain from one
+    mode to another, as far apart as the two chains are; the other is the optimal scale
+    for a Gaussian target). Given the other half, the proposal is symmetric, so the
+    exchange acceptance is unchanged and each moving chain's step leaves the posterior
+    invariant; the other half takes its random-walk step at the same time from states that
+    do not depend on the moving half, so the joint step leaves the product of the
+    posteriors invariant too. The halves swap at every step.
+
+    Returns:
+        Each chain's jump :math:`(g c, p)` (zero where it walks), the factor of its
+        random-walk noise :math:`(g c,)` and whether it jumps :math:`(g c,)`.
+    """
+    p = theta.shape[1]
+    dtype, device = theta.dtype, theta.device
+    index = torch.arange(c, device=device)
+    movers, others = index[(index + t) % 2 == 0], index[(index + t) % 2 == 1]
+    m, o = movers.numel(), others.numel()
+    pool = theta.reshape(g, c, p)[:, others]  # (g, o, p)
+    first = torch.randint(o, (g, m), generator=generator, device=device)
+    second = (first + torch.randint(1, o, (g, m), generator=generator, device=device)) % o
+    diff = pool.gather(1, first[..., None].expand(g, m, p)) - pool.gather(
+        1, second[..., None].expand(g, m, p)
+    )
+    half = torch.rand((g, m), generator=generator, dtype=dtype, device=device) < 0.5
+    gamma = torch.where(half, 1.0, 2.38 / math.sqrt(2 * p)).to(dtype)
+    on = torch.rand((g, m), generator=generator, dtype=dtype, device=device) < rate
+    move = theta.new_zeros(g, c, p)
+    move[:, movers] = torch.where(on[..., None], gamma[..., None] * diff, 0.0)
+    shrink = theta.new_ones(g, c)
+    shrink[:, movers] = torch.where(on, _JUMP_NOISE, 1.0).to(dtype)
+    jumping = torch.zeros(g, c, dtype=torch.bool, device=device)
+    jumping[:, movers] = on
+    return move.reshape(g * c, p), shrink.reshape(g * c), jumping.reshape(g * c)
