@@ -218,3 +218,44 @@ def test_rhat_and_ess_flag_mis_mixed_chains():
     with pytest.raises(ValueError):
         rhat(torch.zeros(10))
     assert bool(torch.isnan(effective_sample_size(torch.ones(2, 10))))
+
+
+# ------------------------------------------------------- jumps between separated modes
+@pytest.mark.parametrize("kernel, jump_rate", [("mala", 0.0), ("mala", 0.3), ("rw", 0.3)])
+def test_jumps_carry_chains_between_the_modes_of_a_mixture(kernel, jump_rate):
+    # an equal mixture of N(-4, 0.5^2) and N(4, 0.5^2) in the first coordinate (N(0, 1) in the
+    # second): the valley between the modes is exp(-32) deep, no Langevin step crosses it (a
+    # random walk shaped by the spread across the chains sometimes does: no control for it)
+    def log_prob(x):
+        a = -0.5 * ((x[:, 0] - 4) / 0.5) ** 2
+        b = -0.5 * ((x[:, 0] + 4) / 0.5) ** 2
+        return torch.logaddexp(a, b) - 0.5 * x[:, 1] ** 2
+
+    g = torch.Generator().manual_seed(0)
+    signs = torch.tensor([1.0] * 16 + [-1.0] * 4, dtype=torch.float64)
+    signs = signs[torch.randperm(20, generator=g)]
+    start = torch.stack([4 * signs, torch.zeros(20, dtype=torch.float64)], 1)
+    start = start + 0.1 * torch.randn(20, 2, generator=g, dtype=torch.float64)
+    result = sample_mcmc(
+        log_prob, start, num_samples=1500, burn_in=200, kernel=kernel, jump_rate=jump_rate, seed=0
+    )
+    positive = (result.chains[..., 0] > 0).to(torch.float64)
+    share = float(positive.mean())
+    # within a mode: |x_1| has mean 4 and sd 0.5, x_2 is N(0, 1)
+    ess = effective_sample_size(result.chains.abs())
+    magnitude = result.chains[..., 0].abs()
+    assert abs(float(magnitude.mean()) - 4) < 5 * 0.5 / float(ess[0]) ** 0.5
+    if jump_rate == 0:
+        # negative control: no chain leaves its mode
+        assert share == pytest.approx(0.8) and math.isnan(result.jump_acceptance)
+    else:
+        ess_share = float(effective_sample_size(positive[..., None])[0])
+        assert ess_share > 50 and result.jump_acceptance > 0.05, (ess_share, result)
+        assert abs(share - 0.5) < 4 * (0.25 / ess_share) ** 0.5, (share, ess_share)
+
+
+def test_jump_rate_of_the_driver_is_checked():
+    with pytest.raises(ValueError, match="jump_rate"):
+        sample_mcmc(lambda x: -(x**2).sum(-1), torch.zeros(3, 1), num_samples=2, jump_rate=0.5)
+    with pytest.raises(ValueError, match="jump_rate"):
+        sample_mcmc(lambda x: -(x**2).sum(-1), torch.zeros(8, 1), num_samples=2, jump_rate=2.0)

@@ -25,6 +25,7 @@ from torch import Tensor
 from ...progress import progress_bar
 from .adaptation import adaptation_init, adaptation_update
 from .diagnostics import effective_sample_size, rhat
+from .jumps import de_sweep
 from .kernels import (
     LogProbFn,
     mala_init,
@@ -70,6 +71,8 @@ class MCMCResult(NamedTuple):
         ess: Multi-chain effective sample size per parameter, shape :math:`(d,)`.
         rhat: Split :math:`\hat{R}` per parameter, shape :math:`(d,)`.
         seconds: Wall-clock time.
+        jump_acceptance: Acceptance rate of the differential-evolution jumps after burn-in
+            (``nan`` without jumps).
     """
 
     chains: Tensor
@@ -78,6 +81,7 @@ class MCMCResult(NamedTuple):
     ess: Tensor
     rhat: Tensor
     seconds: float
+    jump_acceptance: float = math.nan
 
 
 def sample_mcmc(
@@ -89,6 +93,7 @@ def sample_mcmc(
     kernel: str = "mala",
     step_size: float | None = None,
     target_acceptance: float | None = None,
+    jump_rate: float = 0.0,
     seed: int | torch.Generator | None = None,
     progress: bool = False,
 ) -> MCMCResult:
@@ -108,6 +113,10 @@ def sample_mcmc(
         kernel: ``"mala"`` or ``"rw"``.
         step_size: A fixed step size; ``None`` tunes it.
         target_acceptance: Target acceptance rate; 0.574 for MALA and 0.234 for RW by default.
+        jump_rate: Probability that a step is followed by a Metropolis step of
+            differential-evolution jumps of half of the chains
+            (:func:`~ebm_lfi.samplers.mcmc.jumps.de_sweep`; one more evaluation of the
+            log-density; 0: none; needs at least 4 chains). It moves chains between modes.
         seed: Integer seed or :class:`torch.Generator`.
         progress: Show a progress bar.
 
@@ -125,6 +134,11 @@ def sample_mcmc(
     if num_samples < 1 or burn_in < 0:
         raise ValueError(f"need num_samples >= 1 and burn_in >= 0, got {num_samples}, {burn_in}")
     c, d = x0.shape
+    if not 0 <= jump_rate <= 1 or (jump_rate > 0 and c < 4):
+        raise ValueError(
+            f"jump_rate must be in [0, 1] and needs at least 4 chains, got {jump_rate} with "
+            f"{c} chains"
+        )
     generator = make_generator(seed, x0.device)
     init, step = (
         (mala_init, mala_step) if kernel == "mala" else (random_walk_init, random_walk_step)
@@ -140,11 +154,16 @@ def sample_mcmc(
         raise ValueError("initial_position must have finite log-density in every chain")
     draws = x0.new_empty((c, num_samples, d))
     accepted = torch.zeros(c, dtype=x0.dtype, device=x0.device)
+    jumps_tried = jumps_accepted = 0
     for t in progress_bar(range(burn_in + num_samples), enabled=progress, desc="mcmc"):
         if adaptation is not None:  # frozen after burn-in
             log_h, scale_tril = adaptation.log_scale, adaptation.scale_tril
         h = math.exp(log_h)
         state, info = step(state, log_prob_fn, h, scale_tril=scale_tril, generator=generator)
+        if jump_rate > 0 and float(torch.rand((), generator=generator)) < jump_rate:
+            state, tried, took = de_sweep(state, init, log_prob_fn, t, generator)
+            if t >= burn_in:
+                jumps_tried, jumps_accepted = jumps_tried + tried, jumps_accepted + took
         if t >= burn_in:
             draws[:, t - burn_in] = state.position
             accepted += info.is_accepted.to(x0.dtype)
@@ -160,4 +179,5 @@ def sample_mcmc(
         ess=effective_sample_size(draws) if num_samples >= 4 else draws.new_full((d,), torch.nan),
         rhat=rhat(draws) if num_samples >= 4 else draws.new_full((d,), torch.nan),
         seconds=time.perf_counter() - start,
+        jump_acceptance=jumps_accepted / jumps_tried if jumps_tried else math.nan,
     )

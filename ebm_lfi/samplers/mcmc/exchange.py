@@ -23,6 +23,14 @@ are adapted toward the target outer acceptance by the routine of
 the inner step size by Robbins–Monro toward the target inner acceptance; both are frozen for
 the kept draws.
 
+**Jumps between modes.** The random walk is shaped by the spread across the chains; on a
+posterior of separated or curved modes (two crescents) it is tuned down to steps that never
+leave the mode a chain started in, and the share of chains per mode stays where the starting
+points put it. With ``jump_rate`` > 0, half of each group's chains (alternating) may propose a
+differential-evolution jump by the difference of two chains of the other half (ter Braak
+2006), which carries a chain to where another one is; see :mod:`ebm_lfi.samplers.mcmc.jumps`
+for why this keeps the posterior invariant.
+
 **Several observations at once.** With ``theta_init`` of shape :math:`(g, c, p)` and
 ``y_obs`` of shape :math:`(g, *y)`, :math:`g` independent samplers (one per observation,
 :math:`c` chains each) run as one batch of :math:`g c` chains: each group has its own proposal,
@@ -41,6 +49,9 @@ References:
 
     | Score Matched Neural Exponential Families for Likelihood-Free Inference
       (Pacchiardi & Dutta, 2022) https://arxiv.org/abs/2012.10903
+
+    | A Markov chain Monte Carlo version of the genetic algorithm Differential Evolution
+      (ter Braak, 2006), Statistics and Computing 16, 239–249
 """
 
 from __future__ import annotations
@@ -65,6 +76,7 @@ from .exchange_auxiliary import (
     auxiliary_statistics,
     quadratic_form,
 )
+from .jumps import de_jumps
 
 __all__ = ["ExchangeResult", "exchange_mcmc"]
 
@@ -201,8 +213,9 @@ def _exchange_step(
             :math:`(c, p, p)`.
         inner, inner_step_size: The auxiliary draw's settings.
         generator: Random generator.
-        jump: ``None``, or a differential-evolution move (see :func:`_jumps`): each chain's
-            jump, shape :math:`(c, p)`, and the factor of its random-walk noise, :math:`(c,)`.
+        jump: ``None``, or a differential-evolution move (see
+            :func:`~ebm_lfi.samplers.mcmc.jumps.de_jumps`): each chain's jump, shape
+            :math:`(c, p)`, and the factor of its random-walk noise, :math:`(c,)`.
 
     Returns:
         The new chains, the acceptance probabilities :math:`\min(1, \alpha)` and decisions,
@@ -301,7 +314,8 @@ def exchange_mcmc(
             :math:`y_o`, which biases the outer acceptance, while a small step only mixes
             a little slower.
         jump_rate: Probability that a chain of the moving half of its group proposes a
-            differential-evolution jump instead of the random walk (see :func:`_jumps`; 0:
+            differential-evolution jump instead of the random walk (see
+            :func:`~ebm_lfi.samplers.mcmc.jumps.de_jumps`; 0:
             none; needs at least 4 chains per group). Jumps move chains between separated
             modes, which the random walk, shaped by the spread across the chains, does not.
         seed: Integer seed or :class:`torch.Generator` (on the device of ``theta_init``).
@@ -377,7 +391,7 @@ def exchange_mcmc(
         )
         jump = None
         if jump_rate > 0:
-            move, shrink, jumping = _jumps(chains.theta, g, c, t, jump_rate, generator)
+            move, shrink, jumping = de_jumps(chains.theta, g, c, t, jump_rate, generator)
             jump, walked = (move, shrink), (~jumping).to(dtype)
         chains, rate, accept, inner_rate = _exchange_step(
             chains,
@@ -454,50 +468,3 @@ def _factors(states: list[AdaptationState], c: int) -> Tensor:
     r"""Each chain's proposal factor :math:`\lambda L` of its group, shape (g c, p, p)."""
     factors = torch.stack([math.exp(state.log_scale) * state.scale_tril for state in states])
     return factors.repeat_interleave(c, dim=0)
-
-
-_JUMP_NOISE = 0.1  # the share of the random-walk noise a jump keeps (irreducibility)
-
-
-def _jumps(
-    theta: Tensor, g: int, c: int, t: int, rate: float, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Differential-evolution jumps (ter Braak 2006) of half of each group's chains.
-
-    At step :math:`t` the chains of a group whose index has the parity of :math:`t` may
-    jump: with probability ``rate`` a chain at :math:`\theta` proposes
-    :math:`\theta + \gamma (\theta_i - \theta_j) + 0.1 \lambda L \epsilon`, with
-    :math:`i \ne j` two chains of the other half drawn uniformly and :math:`\gamma` 1 or
-    :math:`2.38 / \sqrt{2p}` with probability one half each (1 carries a chain from one
-    mode to another, as far apart as the two chains are; the other is the optimal scale
-    for a Gaussian target). Given the other half, the proposal is symmetric, so the
-    exchange acceptance is unchanged and each moving chain's step leaves the posterior
-    invariant; the other half takes its random-walk step at the same time from states that
-    do not depend on the moving half, so the joint step leaves the product of the
-    posteriors invariant too. The halves swap at every step.
-
-    Returns:
-        Each chain's jump :math:`(g c, p)` (zero where it walks), the factor of its
-        random-walk noise :math:`(g c,)` and whether it jumps :math:`(g c,)`.
-    """
-    p = theta.shape[1]
-    dtype, device = theta.dtype, theta.device
-    index = torch.arange(c, device=device)
-    movers, others = index[(index + t) % 2 == 0], index[(index + t) % 2 == 1]
-    m, o = movers.numel(), others.numel()
-    pool = theta.reshape(g, c, p)[:, others]  # (g, o, p)
-    first = torch.randint(o, (g, m), generator=generator, device=device)
-    second = (first + torch.randint(1, o, (g, m), generator=generator, device=device)) % o
-    diff = pool.gather(1, first[..., None].expand(g, m, p)) - pool.gather(
-        1, second[..., None].expand(g, m, p)
-    )
-    half = torch.rand((g, m), generator=generator, dtype=dtype, device=device) < 0.5
-    gamma = torch.where(half, 1.0, 2.38 / math.sqrt(2 * p)).to(dtype)
-    on = torch.rand((g, m), generator=generator, dtype=dtype, device=device) < rate
-    move = theta.new_zeros(g, c, p)
-    move[:, movers] = torch.where(on[..., None], gamma[..., None] * diff, 0.0)
-    shrink = theta.new_ones(g, c)
-    shrink[:, movers] = torch.where(on, _JUMP_NOISE, 1.0).to(dtype)
-    jumping = torch.zeros(g, c, dtype=torch.bool, device=device)
-    jumping[:, movers] = on
-    return move.reshape(g * c, p), shrink.reshape(g * c), jumping.reshape(g * c)

@@ -69,6 +69,8 @@ class PotentialResult(NamedTuple):
         rhat: Split :math:`\hat{R}` of each parameter, computed on ``chains``, shape
             :math:`(p,)` (NaN for :math:`n < 4`).
         seconds: Wall-clock time, including the transforms.
+        jump_acceptance: Acceptance rate of the differential-evolution jumps after burn-in
+            (``nan`` without jumps).
     """
 
     chains: Tensor
@@ -77,6 +79,7 @@ class PotentialResult(NamedTuple):
     ess: Tensor
     rhat: Tensor
     seconds: float
+    jump_acceptance: float = math.nan
 
 
 def sample_potential(
@@ -87,6 +90,7 @@ def sample_potential(
     num_samples: int,
     burn_in: int = 500,
     kernel: str = "mala",
+    jump_rate: float = 0.0,
     seed: int | torch.Generator | None = None,
     progress: bool = False,
 ) -> PotentialResult:
@@ -113,6 +117,8 @@ def sample_potential(
         num_samples: Number of draws kept per chain.
         burn_in: Number of discarded (and tuning) steps per chain.
         kernel: ``"mala"`` or ``"rw"``.
+        jump_rate: Differential-evolution jumps between the chains (see
+            :func:`~ebm_lfi.samplers.mcmc.driver.sample_mcmc`; 0: none).
         seed: Integer seed or :class:`torch.Generator`.
         progress: Show a progress bar.
 
@@ -180,6 +186,7 @@ def sample_potential(
         num_samples=num_samples,
         burn_in=burn_in,
         kernel=kernel,
+        jump_rate=jump_rate,
         seed=seed,
         progress=progress,
     )
@@ -196,4 +203,5 @@ def sample_potential(
         ess=ess,
         rhat=r,
         seconds=time.perf_counter() - start,
+        jump_acceptance=out.jump_acceptance,
     )
