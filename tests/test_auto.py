@@ -218,6 +218,54 @@ def test_an_exchange_route_that_ties_with_the_best_is_chosen():
     assert choose(tie) == ("ssm-abc", False)
 
 
+def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice():
+    # per-pair scores stand in for posteriors: a "method" maps held-out pair indices to them
+    g = torch.Generator().manual_seed(4)
+    hard = torch.rand(200, generator=g, dtype=torch.float64)
+    swing = 0.15 * torch.randn(200, generator=g, dtype=torch.float64)
+    swing[:20] += 0.05 - swing[:20].mean()  # behind on the first 20 pairs, by 1-2 se
+    swing[20:40] += -0.11 - swing[20:40].mean()  # ahead on the next 20: -0.03 on all 40
+
+    def scorer(values):
+        return lambda index: _score(values[index])
+
+    def run(swing, resolve=2.0):
+        auto = AutoMethod(el.BoxUniform([0.0], [1.0]), config={"resolve": resolve})
+        methods = {"ssm-abc": scorer(0.6 + hard), "nce": scorer(0.5 + hard)}
+        methods["ssm-exchange"] = scorer(0.5 + hard + swing)
+        calls = []
+
+        def fake_score(method, theta, x, scale, seed, *, batch=False):
+            calls.append(theta.shape[0])
+            return method(theta[:, 0].long())
+
+        auto._score = fake_score
+        index = torch.arange(200, dtype=torch.float64)[:, None]
+        pairs = {"ssm-abc": 200, "nce": 30, "ssm-exchange": 20}
+        scores = {r: methods[r](torch.arange(n)) for r, n in pairs.items()}
+        candidates = {r: ("fit", [(None, methods[r])], n) for r, n in pairs.items()}
+        kept = dict.fromkeys(pairs)
+        rows = [{"route": r, "note": None} for r in scores]
+        auto._choose(rows, scores)
+        first = auto.chosen
+        if auto._resolve(rows, scores, candidates, kept, index, index, None, 0):
+            auto._choose(rows, scores)
+        return first, auto, calls
+
+    first, auto, calls = run(swing)
+    row = auto.table.set_index("route").loc["ssm-exchange"]
+    assert first == "nce" and auto.chosen == "ssm-exchange"
+    assert row["pairs"] == 40 and "scored on 40 pairs" in row["note"]
+    assert calls == [20, 40]  # 20 more exchange pairs, nce again on the first 40
+    # trailing by more than `resolve` standard errors, or the rule off: no more pairs
+    wide = swing.clone()
+    wide[:20] += 0.2
+    first, auto, calls = run(wide)
+    assert first == auto.chosen == "nce" and calls == []
+    first, auto, calls = run(swing, resolve=1.0)
+    assert first == auto.chosen == "nce" and calls == []
+
+
 def test_only_the_exchange_route_of_the_fit_with_the_better_abc_route_is_scored():
     from ebm_lfi.methods.auto import _weaker_fit
 
