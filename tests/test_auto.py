@@ -538,6 +538,7 @@ def test_an_exchange_route_with_an_mcmc_inner_chain_is_scored_when_its_pilot_is_
             "exchange_pairs": 4,
             "num_samples": 40,
             "exchange_cost": cost,
+            "exchange_seconds": 0.0,
         },
         exchange={"num_chains": 4, "burn_in": 20},  # scored with the final chains' settings
     ).fit(theta, x, seed=0)

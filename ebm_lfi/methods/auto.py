@@ -45,20 +45,21 @@ times one posterior on small models, not twenty). Short chains misjudged it: the
 are too correlated and too close to their starting points, and the score punishes both.
 The exchange stage reads the model whose statistics the ABC route reads, so of
 ``ssm-exchange`` and ``ssm-exchange-reshaped`` only the one whose fit gave the better ABC
-posterior is scored (one batch of chains, not two). It is scored only where a pilot of a
-few outer steps of the batch projects its scoring to at most ``exchange_cost`` times the
-seconds of the score-matching fits, flat and reshaped (``costly_exchange=True`` scores it
-anyway): an outer step costs an inner MCMC chain or an exact Gaussian draw (a Hessian in the
-data) per chain, about a second for 400 chains on MA(2)'s 100-step series. The mean score of
-a route scored on fewer pairs is estimated by its paired difference, on those pairs, to the
-ABC route of the same fit (``ssm-abc`` for a fit without one) plus that route's mean over all
-pairs (a control variate: the pair-to-pair spread cancels in the paired difference, and most
-between two posteriors of one model). The NCE fit costs
-less than the score-matching one (its pilots and epochs are cheaper). On the two problems of
-``tests/test_auto.py`` at 10⁴ simulations the whole cost about twice a single ``ssm-abc`` fit
-and posterior on the counts and five times on the flat draws, where the chosen route is the
-reshaped exchange sampler (its scoring and its posterior, about 20 s each, make the
-difference; ``scripts/bench_generic.py --problems counts flat``, ``docs/benchmarks.md``).
+posterior is scored (one batch of chains, not two). It is scored only where a pilot of a few
+outer steps of the batch projects its scoring to at most ``exchange_cost`` times the seconds
+of the score-matching fits, flat and reshaped, or to at most ``exchange_seconds``
+(``costly_exchange=True`` scores it anyway): an outer step costs an inner MCMC chain or an
+exact Gaussian draw (a Hessian in the data) per chain, about a second for 400 chains on
+MA(2)'s 100-step series. The mean score of a route scored on fewer pairs is estimated by its
+paired difference, on those pairs, to the ABC route of the same fit (``ssm-abc`` for a fit
+without one) plus that route's mean over all pairs (a control variate: the pair-to-pair
+spread cancels in the paired difference, and most between two posteriors of one model). The
+NCE fit costs less than the score-matching one (its pilots and epochs are cheaper). On the
+two problems of ``tests/test_auto.py`` at 10⁴ simulations the whole cost about twice a
+single ``ssm-abc`` fit and posterior on the counts and five times on the flat draws, where
+the chosen route is the reshaped exchange sampler (its scoring and its posterior, about 20 s
+each, make the difference; ``scripts/bench_generic.py --problems counts flat``,
+``docs/benchmarks.md``).
 
 **Choice and output.** The route with the lowest estimated score is kept, or the exchange
 route where it ties with that one (``AutoConfig.exchange_tie``: within one paired standard
@@ -156,8 +157,13 @@ class AutoConfig:
         exchange_cost: Otherwise, ``ssm-exchange`` is scored when a pilot of a few
             outer steps of the batch projects its scoring on ``exchange_pairs`` pairs to at
             most this multiple of the seconds of the score-matching fits, flat and reshaped
-            (the pilot's seconds are spent either way). The projection is a timing: on a
-            loaded machine fewer exchange routes are scored.
+            (the pilot's seconds are spent either way), or at most ``exchange_seconds``. The
+            projection is a timing: on a loaded machine fewer exchange routes are scored.
+        exchange_seconds: Scoring projected to take at most this many seconds is done
+            whatever the fits took: at small budgets the fits take seconds and a relative
+            limit alone left out the route that was best (two_moons at 10³: 11 s of scoring
+            against a 4 s fit; the stand-alone exchange posterior's C2ST 0.62 against
+            ``auto``'s 0.90).
         exchange_tie: An exchange route whose paired difference in score to the best route
             is at most this many standard errors is chosen in its place (``-inf``: never).
             Its posterior is the fitted model's own, with no ABC tolerance widening it and no
@@ -212,6 +218,7 @@ class AutoConfig:
     exchange_pairs: int = 20
     costly_exchange: bool = False
     exchange_cost: float = 1.0
+    exchange_seconds: float = 20.0
     exchange_tie: float = 1.0
     resolve: float = 2.0
     reshape_epochs: int = 30
@@ -431,13 +438,15 @@ class AutoMethod(Method):
         per_step = (time.perf_counter() - start) / (steps + 1)
         full = stage.burn_in + math.ceil(cfg.num_samples / stage.num_chains) * stage.thin
         projected = per_step * full
-        limit = cfg.exchange_cost * (seconds.get("ssm", math.inf) + seconds.get(_RESHAPED_FIT, 0))
+        fits = seconds.get("ssm", math.inf) + seconds.get(_RESHAPED_FIT, 0)
+        limit = max(cfg.exchange_cost * fits, cfg.exchange_seconds)
         if projected <= limit:
             return None
         return (
             f"not scored: scoring its chains on the held-out pairs would take about "
             f"{projected:.0f} s, more than {cfg.exchange_cost:g} times the score-matching fits "
-            f"({limit:.0f} s; see AutoConfig.exchange_cost)"
+            f"and than {cfg.exchange_seconds:g} s ({limit:.0f} s; see AutoConfig.exchange_cost "
+            f"and exchange_seconds)"
         )
 
     def _accepted(self, table_size: int, num_parameters: int) -> list[int]:
