@@ -229,7 +229,7 @@ def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice()
     def scorer(values):
         return lambda index: _score(values[index])
 
-    def run(swing, resolve=2.0):
+    def run(swing, resolve=2.0, limit=math.inf):
         auto = AutoMethod(el.BoxUniform([0.0], [1.0]), config={"resolve": resolve})
         methods = {"ssm-abc": scorer(0.6 + hard), "nce": scorer(0.5 + hard)}
         methods["ssm-exchange"] = scorer(0.5 + hard + swing)
@@ -243,12 +243,13 @@ def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice()
         index = torch.arange(200, dtype=torch.float64)[:, None]
         pairs = {"ssm-abc": 200, "nce": 30, "ssm-exchange": 20}
         scores = {r: methods[r](torch.arange(n)) for r, n in pairs.items()}
+        scores["ssm-exchange"] = scores["ssm-exchange"]._replace(seconds=10.0)
         candidates = {r: ("fit", [(None, methods[r])], n) for r, n in pairs.items()}
         kept = dict.fromkeys(pairs)
         rows = [{"route": r, "note": None} for r in scores]
         auto._choose(rows, scores)
         first = auto.chosen
-        if auto._resolve(rows, scores, candidates, kept, index, index, None, 0):
+        if auto._resolve(rows, scores, candidates, kept, (index, index), None, limit):
             auto._choose(rows, scores)
         return first, auto, calls
 
@@ -263,6 +264,9 @@ def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice()
     first, auto, calls = run(wide)
     assert first == auto.chosen == "nce" and calls == []
     first, auto, calls = run(swing, resolve=1.0)
+    assert first == auto.chosen == "nce" and calls == []
+    # 20 more pairs would bring the exchange route's scoring (10 s on 20) past the limit
+    first, auto, calls = run(swing, limit=15.0)
     assert first == auto.chosen == "nce" and calls == []
 
 

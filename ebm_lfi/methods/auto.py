@@ -184,8 +184,9 @@ class AutoConfig:
             between the exchange route and ``nce`` had a standard error of 0.04 on 40 pairs
             (``scripts/check_score_power.py``), as large as the difference itself (−0.033,
             the exchange posterior scoring as the exact one does), and 20 pairs had ranked
-            them the other way (+0.100 ± 0.078). ``resolve`` at or below ``exchange_tie``:
-            never.
+            them the other way (+0.100 ± 0.078). Only where the route's scoring, pairs added,
+            stays within the limit of ``exchange_cost`` and ``exchange_seconds`` (on MA(2) at
+            10⁴ 20 more pairs cost 97 s). ``resolve`` at or below ``exchange_tie``: never.
         reshape_epochs: The most training epochs of the reshaped candidate's fit (its
             exchangeable network costs more per epoch than the MLP it competes with).
         accepted_factors: With ``abc.num_accepted="auto"``, each ABC route is scored keeping
@@ -382,7 +383,9 @@ class AutoMethod(Method):
                 + "; ".join(f"{r['route']}: {r['note']}" for r in rows if r["note"])
             )
         self._choose(rows, scores)
-        if self._resolve(rows, scores, candidates, kept_entries, theta_h, x_h, scale, score_seed):
+        limit = math.inf if cfg.costly_exchange else self._exchange_limit(fit_seconds)
+        heldout = (theta_h, x_h)
+        if self._resolve(rows, scores, candidates, kept_entries, heldout, scale, limit, score_seed):
             self._choose(rows, scores)
         self.routes = {}
         for route, (fit_name, _, _) in candidates.items():
@@ -438,8 +441,7 @@ class AutoMethod(Method):
         per_step = (time.perf_counter() - start) / (steps + 1)
         full = stage.burn_in + math.ceil(cfg.num_samples / stage.num_chains) * stage.thin
         projected = per_step * full
-        fits = seconds.get("ssm", math.inf) + seconds.get(_RESHAPED_FIT, 0)
-        limit = max(cfg.exchange_cost * fits, cfg.exchange_seconds)
+        limit = self._exchange_limit(seconds)
         if projected <= limit:
             return None
         return (
@@ -448,6 +450,13 @@ class AutoMethod(Method):
             f"and than {cfg.exchange_seconds:g} s ({limit:.0f} s; see AutoConfig.exchange_cost "
             f"and exchange_seconds)"
         )
+
+    def _exchange_limit(self, seconds: dict) -> float:
+        """The seconds an exchange route's scoring may take (see ``AutoConfig.exchange_cost``
+        and ``exchange_seconds``), from the fits' seconds."""
+        cfg = self.config
+        fits = seconds.get("ssm", math.inf) + seconds.get(_RESHAPED_FIT, 0)
+        return max(cfg.exchange_cost * fits, cfg.exchange_seconds)
 
     def _accepted(self, table_size: int, num_parameters: int) -> list[int]:
         """The numbers of kept table entries the ABC routes try (see :class:`AutoConfig`)."""
@@ -603,14 +612,16 @@ class AutoMethod(Method):
         scores: dict[str, HeldoutScore],
         candidates: dict,
         kept: dict,
-        theta_h: Tensor,
-        x_h: Tensor,
+        heldout: tuple[Tensor, Tensor],
         scale: Tensor,
-        seed: int,
+        limit: float,
+        seed: int = 0,
     ) -> bool:
         """Score an exchange route the first choice left open on as many pairs again, and the
-        best route with it where it has fewer (see ``AutoConfig.resolve``); whether it did."""
+        best route with it where it has fewer (see ``AutoConfig.resolve``), where its scoring
+        stays within ``limit`` seconds in all; whether it did."""
         cfg, lowest = self.config, self.chosen
+        theta_h, x_h = heldout
         if lowest in _EXCHANGE or cfg.resolve <= cfg.exchange_tie:
             return False
         for route in _EXCHANGE:
@@ -620,6 +631,9 @@ class AutoMethod(Method):
             done = scores[route].scores.numel()
             more = min(2 * done, theta_h.shape[0])
             if not (math.isfinite(se) and diff <= cfg.resolve * se) or more <= done:
+                continue
+            if scores[route].seconds * (more / done) > limit:
+                logger.info("auto: %s left as it is: more pairs would pass the limit", route)
                 continue
             method = dict(candidates[route][1])[kept[route]]
             extra = self._score(

@@ -472,22 +472,17 @@ def _diagnostics(
     diagnostics = {"inner_kernel": kernel, **check}
     if levels:
         diagnostics |= {"tolerance": levels[-1], "annealed_through": levels[:-1]}
-    return (
-        diagnostics
-        | {
-            "sampler": "exchange",
-            "simulations": check.pop("simulations", 0),
-            "failed_simulations": check.pop("failed_simulations", 0),
-            "outer_acceptance": float(torch.as_tensor(result.outer_acceptance).mean()),
-            "inner_acceptance": float(torch.as_tensor(result.inner_acceptance).mean()),
-            "ess": torch.as_tensor(result.ess).tolist(),
-            "rhat": torch.as_tensor(result.rhat).tolist(),
-            "num_chains": cfg.num_chains,
-            "inner_steps": cfg.inner_steps,
-        }
-        | (
-            {}
-            if math.isnan(result.jump_acceptance)
-            else {"jump_acceptance": result.jump_acceptance}
-        )
-    )
+    diagnostics |= {
+        "sampler": "exchange",
+        "simulations": check.pop("simulations", 0),
+        "failed_simulations": check.pop("failed_simulations", 0),
+        "outer_acceptance": float(torch.as_tensor(result.outer_acceptance).mean()),
+        "inner_acceptance": float(torch.as_tensor(result.inner_acceptance).mean()),
+        "ess": torch.as_tensor(result.ess).tolist(),
+        "rhat": torch.as_tensor(result.rhat).tolist(),
+        "num_chains": cfg.num_chains,
+        "inner_steps": cfg.inner_steps,
+    }
+    if not math.isnan(result.jump_acceptance):
+        diagnostics["jump_acceptance"] = result.jump_acceptance
+    return diagnostics

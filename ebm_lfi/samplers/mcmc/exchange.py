@@ -315,9 +315,9 @@ def exchange_mcmc(
             a little slower.
         jump_rate: Probability that a chain of the moving half of its group proposes a
             differential-evolution jump instead of the random walk (see
-            :func:`~ebm_lfi.samplers.mcmc.jumps.de_jumps`; 0:
-            none; needs at least 4 chains per group). Jumps move chains between separated
-            modes, which the random walk, shaped by the spread across the chains, does not.
+            :func:`~ebm_lfi.samplers.mcmc.jumps.de_jumps`; 0: none; needs at least 4 chains
+            per group). Jumps move chains between separated modes, which the random walk,
+            shaped by the spread across the chains, does not cross.
         seed: Integer seed or :class:`torch.Generator` (on the device of ``theta_init``).
         progress: Show a progress bar.
 
