@@ -24,6 +24,7 @@ from ebm_lfi.methods import (
     Method,
     NotFittedError,
     PosteriorStage,
+    PotentialConfig,
     PotentialStage,
 )
 from ebm_lfi.methods.common import spawn_seeds
@@ -189,6 +190,16 @@ def test_exchange_keeps_chains_and_diagnostics(gaussian_data):
         assert key in post.diagnostics
     idata = post.to_arviz()
     assert idata.posterior.sizes["chain"] == 8 and idata.posterior.sizes["draw"] == 5
+    # the jumps between chains are on by default and reported; off with fewer than 4 chains
+    assert ExchangeConfig().jump_rate == 0.2 and 0 <= post.diagnostics["jump_acceptance"] <= 1
+    few = EnergyExchange.from_fitted(
+        abc, exchange=ExchangeConfig(num_chains=2, burn_in=10, inner_steps=3, thin=1)
+    ).posterior(task.observation(0), num_samples=10, seed=0)
+    assert few.chains.shape == (2, 5, 2) and "jump_acceptance" not in few.diagnostics
+    with pytest.raises(ValueError, match="jump_rate"):
+        ExchangeConfig(jump_rate=1.5)
+    with pytest.raises(ValueError, match="jump_rate"):
+        PotentialConfig(jump_rate=-0.1)
 
 
 def gaussian_posterior_moments(
