@@ -165,6 +165,9 @@ def quadratic_form(family: ExponentialFamily, theta: Tensor, like: Tensor) -> Qu
         eta0 = family.natural_parameters(theta0)[0]
     base_gradient = g0[0] - eta0 @ a
     base_hessian = h0[0] - torch.einsum("j,jab->ab", eta0, A)
+    # symmetric parts, once: every precision combined from them is symmetric bit for bit
+    A = 0.5 * (A + A.transpose(1, 2))
+    base_hessian = 0.5 * (base_hessian + base_hessian.T)
     return QuadraticForm(A, a, base_hessian, base_gradient)
 
 
@@ -197,17 +200,25 @@ def gaussian_draw(
     c, shape, d = theta.shape[0], like.shape, like.numel()
     if form is None:
         g, hessian = _gradient_and_hessian(lambda z: family.log_unnormalized_y(z, theta), c, like)
+        precision = -hessian  # (c, d, d), columns as H e_i
+        precision = 0.5 * (precision + precision.transpose(1, 2))
     else:
-        with torch.no_grad():
+        with torch.no_grad():  # the form's parts are symmetric (see quadratic_form)
             eta = family.natural_parameters(theta)  # (c, k)
             g = eta @ form.gradients + form.base_gradient
-            hessian = torch.einsum("cj,jab->cab", eta, form.hessians) + form.base_hessian
-    precision = -hessian  # (c, d, d), columns as H e_i
-    precision = 0.5 * (precision + precision.transpose(1, 2))
+            # -(sum_j eta_j A_j + A_b) in one matrix product
+            precision = torch.addmm(
+                form.base_hessian.reshape(1, d * d),
+                eta,
+                form.hessians.reshape(-1, d * d),
+                beta=-1,
+                alpha=-1,
+            ).reshape(c, d, d)
     factor, info = torch.linalg.cholesky_ex(precision)
     ok = info == 0
-    eye = torch.eye(d, dtype=like.dtype, device=like.device)
-    factor = torch.where(ok[:, None, None], factor, eye)
+    if not bool(ok.all()):
+        eye = torch.eye(d, dtype=like.dtype, device=like.device)
+        factor = torch.where(ok[:, None, None], factor, eye)
     mean = torch.cholesky_solve(g.reshape(c, d, 1), factor)[..., 0]
     z = torch.randn((c, d, 1), generator=generator, dtype=like.dtype, device=like.device)
     draws = mean + torch.linalg.solve_triangular(factor.transpose(1, 2), z, upper=True)[..., 0]
