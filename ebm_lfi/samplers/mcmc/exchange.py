@@ -76,7 +76,7 @@ from .exchange_auxiliary import (
     auxiliary_statistics,
     quadratic_form,
 )
-from .jumps import de_jumps
+from .jumps import JUMP_NOISE, de_jumps
 
 __all__ = ["ExchangeResult", "exchange_mcmc"]
 
@@ -391,8 +391,9 @@ def exchange_mcmc(
         )
         jump = None
         if jump_rate > 0:
-            move, shrink, jumping = de_jumps(chains.theta, g, c, t, jump_rate, generator)
-            jump, walked = (move, shrink), (~jumping).to(dtype)
+            move, jumping = de_jumps(chains.theta, g, c, t, jump_rate, generator)
+            walked = (~jumping).to(dtype)
+            jump = (move, torch.where(jumping, JUMP_NOISE, 1.0).to(dtype))  # noise kept
         chains, rate, accept, inner_rate = _exchange_step(
             chains,
             family,

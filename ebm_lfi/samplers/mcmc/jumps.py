@@ -36,7 +36,7 @@ JUMP_NOISE = 0.1  # the share of its random-walk noise a jumping chain keeps (ex
 
 def de_jumps(
     theta: Tensor, g: int, c: int, t: int, rate: float, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     r"""Differential-evolution jumps of half of each group's chains at step ``t``.
 
     The chains of a group whose index has the parity of :math:`t` may jump: with probability
@@ -55,8 +55,7 @@ def de_jumps(
         generator: Random generator.
 
     Returns:
-        Each chain's jump :math:`(g c, p)` (zero where it does not jump), the factor
-        :data:`JUMP_NOISE` or 1 of its random-walk noise :math:`(g c,)` and whether it jumps
+        Each chain's jump :math:`(g c, p)` (zero where it does not jump) and whether it jumps
         :math:`(g c,)`.
     """
     p = theta.shape[1]
@@ -75,11 +74,9 @@ def de_jumps(
     on = torch.rand((g, m), generator=generator, dtype=dtype, device=device) < rate
     move = theta.new_zeros(g, c, p)
     move[:, movers] = torch.where(on[..., None], gamma[..., None] * diff, 0.0)
-    shrink = theta.new_ones(g, c)
-    shrink[:, movers] = torch.where(on, JUMP_NOISE, 1.0).to(dtype)
     jumping = torch.zeros(g, c, dtype=torch.bool, device=device)
     jumping[:, movers] = on
-    return move.reshape(g * c, p), shrink.reshape(g * c), jumping.reshape(g * c)
+    return move.reshape(g * c, p), jumping.reshape(g * c)
 
 
 def de_sweep(
@@ -104,7 +101,7 @@ def de_sweep(
     """
     position = state.position
     c = position.shape[0]
-    move, _, jumping = de_jumps(position, 1, c, t, 1.0, generator)
+    move, jumping = de_jumps(position, 1, c, t, 1.0, generator)
     proposed = init(position + move, log_prob_fn)
     log_ratio = torch.where(
         jumping, proposed.log_prob - state.log_prob, torch.full_like(state.log_prob, -math.inf)
