@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ebm_lfi.training.checkpoints import CHECKPOINT_FORMAT
-from ebm_lfi.training.config import TrainConfig
+from ebm_lfi.training.config import DEFAULT_EPOCHS, TrainConfig
 from ebm_lfi.training.loop import TrainingError, train
 
 DTYPE = torch.float64
@@ -768,11 +768,37 @@ def test_config_is_a_train_config_a_dict_or_none():
         train(linear_model(), half_squared_error, x, y, config=2)
 
 
+def test_default_epochs_are_stretched_to_the_minimum_number_of_steps():
+    # given epochs are kept as they are
+    given = TrainConfig(epochs=7)
+    assert given.resolved(10) is given
+    # 8,000 rows: 32 batches of 256, 200 epochs make 6,400 >= 6,000 steps: the settings of old
+    big = TrainConfig().resolved(8_000)
+    assert big == dataclasses.replace(TrainConfig(), epochs=DEFAULT_EPOCHS)
+    assert big.gamma is None and big.patience == 20
+    # 800 rows: 4 batches, 800 steps in 200 epochs: stretched 7.5 times, same final lr fraction
+    small = TrainConfig().resolved(800)
+    assert (small.epochs, small.patience, small.scheduler_patience) == (1500, 150, 38)
+    assert small.epochs * math.ceil(800 / 256) >= small.min_steps
+    assert small.gamma**small.epochs == pytest.approx(0.99**DEFAULT_EPOCHS, rel=1e-9)
+    # the plateau schedule keeps its factor; no patience stays none
+    plateau = TrainConfig(scheduler="plateau", patience=None).resolved(800)
+    assert plateau.gamma is None and plateau.patience is None and plateau.epochs == 1500
+    assert TrainConfig(min_steps=100).resolved(800).epochs == DEFAULT_EPOCHS
+    # the loop resolves on the training rows (after the validation split) and says so
+    x, y = noisy_regression(n=40)
+    config = {"batch_size": 8, "min_steps": 2_000, "patience": None, "validation_fraction": 0.2}
+    history = train(linear_model(), half_squared_error, x, y, config=config, seed=0)
+    assert len(history) == history.attrs["epochs"] == 500  # 32 rows: 4 batches, 2,000 steps
+    assert history["lr"].iloc[-1] == pytest.approx(1e-3 * 0.99 ** (DEFAULT_EPOCHS - 0.4), rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
         ({"epochs": 0}, ValueError, "epochs"),
         ({"epochs": 2.5}, TypeError, "epochs"),
+        ({"min_steps": 0}, ValueError, "min_steps"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"lr": 0.0}, ValueError, "lr"),
         ({"lr": math.nan}, ValueError, "lr"),

@@ -501,7 +501,9 @@ class AutoMethod(Method):
                     dequantized=ssm.dequantized,
                     seed=layout_seed,
                 )
-                epochs = min(ssm.training.epochs, cfg.reshape_epochs)
+                epochs = cfg.reshape_epochs
+                if ssm.training.epochs is not None:
+                    epochs = min(ssm.training.epochs, epochs)
                 options = {
                     "structure": "iid",
                     "num_statistics": "auto",

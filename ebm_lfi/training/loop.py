@@ -22,7 +22,10 @@ tensors and containers (loadable with ``torch.load(..., weights_only=True)``); r
 the checkpoint of epoch :math:`N` reproduces an uninterrupted run bit for bit.
 
 How to optimise is one :class:`~ebm_lfi.training.config.TrainConfig` (epochs, batch size,
-learning rates, schedule, patience, ...); the early-stopping tracker is in
+learning rates, schedule, patience, ...), resolved for the size of the training set once it is
+split (by default the run is stretched to a minimum number of optimiser steps on small sets:
+:meth:`~ebm_lfi.training.config.TrainConfig.resolved`; the history's ``attrs["epochs"]`` says
+how many epochs the run had); the early-stopping tracker is in
 :mod:`ebm_lfi.training.early_stopping`. The checks of the data (:func:`check_data`,
 :func:`check_validation`) are here, at the loop's public boundary.
 """
@@ -157,7 +160,7 @@ def train(
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(torch_seed)
         generator = torch.Generator().manual_seed(split_seed)
-        run = _start_run(model, data, validation, config, generator, checkpoint)
+        run, config = _start_run(model, data, validation, config, generator, checkpoint)
         saver = _Checkpointing(checkpoint_dir, checkpoint_every, config, device)
         stopped_early = _run_epochs(run, loss, data, validation, config, saver, progress)
         if stopped_early:
@@ -167,6 +170,7 @@ def train(
 
     frame = _history_frame(run.history)
     frame.attrs.update(
+        epochs=config.epochs,
         best_epoch=run.stopper.best_epoch,
         best_loss=run.stopper.best_loss,
         monitor=_monitor(run, validation),
@@ -283,10 +287,12 @@ def _start_run(
     config: TrainConfig,
     generator: torch.Generator,
     checkpoint: Mapping[str, Any] | None,
-) -> RunState:
+) -> tuple[RunState, TrainConfig]:
     r"""The state of a fresh run (split, optimiser, schedule, early stopping), or of a resumed
-    one when a ``checkpoint`` is given."""
+    one when a ``checkpoint`` is given, and the settings resolved for the size of its training
+    set (:meth:`~ebm_lfi.training.config.TrainConfig.resolved`)."""
     train_idx, val_idx = _split(data[0].shape[0], config, validation, generator)
+    config = config.resolved(len(train_idx))
     optimizer = config.optimizer(
         optimizer_groups(model, config.lr, config.param_groups),
         lr=config.lr,
@@ -304,7 +310,7 @@ def _start_run(
     )
     if checkpoint is not None:
         run.load_state_dict(checkpoint)
-    return run
+    return run, config
 
 
 def _split(
