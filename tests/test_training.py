@@ -13,7 +13,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ebm_lfi.training.checkpoints import CHECKPOINT_FORMAT
-from ebm_lfi.training.config import DEFAULT_EPOCHS, TrainConfig
+from ebm_lfi.training.config import DEFAULT_EPOCHS, MAX_STRETCH, TrainConfig
 from ebm_lfi.training.loop import TrainingError, train
 
 DTYPE = torch.float64
@@ -785,6 +785,7 @@ def test_default_epochs_are_stretched_to_the_minimum_number_of_steps():
     plateau = TrainConfig(scheduler="plateau", patience=None).resolved(800)
     assert plateau.gamma is None and plateau.patience is None and plateau.epochs == 1500
     assert TrainConfig(min_steps=100).resolved(800).epochs == DEFAULT_EPOCHS
+    assert TrainConfig().resolved(100).epochs == MAX_STRETCH * DEFAULT_EPOCHS  # one batch
     # the loop resolves on the training rows (after the validation split) and says so
     x, y = noisy_regression(n=40)
     config = {"batch_size": 8, "min_steps": 2_000, "patience": None, "validation_fraction": 0.2}

@@ -22,6 +22,7 @@ from torch.optim.lr_scheduler import ExponentialLR, ReduceLROnPlateau
 
 __all__ = [
     "DEFAULT_EPOCHS",
+    "MAX_STRETCH",
     "ParamGroups",
     "TrainConfig",
     "optimizer_groups",
@@ -37,6 +38,9 @@ ParamGroups = (
 
 DEFAULT_EPOCHS = 200
 """The number of epochs of a run that does not set ``TrainConfig.epochs`` (before stretching)."""
+MAX_STRETCH = 10.0
+"""The most a run without ``TrainConfig.epochs`` is stretched toward ``min_steps``: at most
+2,000 epochs (on a training set of one batch, each epoch also evaluates the validation loss)."""
 
 
 @dataclass(frozen=True)
@@ -122,20 +126,24 @@ class TrainConfig:
         Given ``epochs``, the settings themselves. Otherwise :data:`DEFAULT_EPOCHS` epochs
         of :math:`b = \lceil n_{train} / \text{batch\_size} \rceil` mini-batches each, and
         where those give fewer than ``min_steps`` optimiser steps, the run is stretched by
-        :math:`f = \text{min\_steps} / (200\, b)`: :math:`\lceil 200 f \rceil` epochs,
+        :math:`f = \min(\text{min\_steps} / (200\, b), 10)` (10 is :data:`MAX_STRETCH`):
+        :math:`\lceil 200 f \rceil` epochs,
         patience and ``scheduler_patience`` times :math:`f`, and the exponential schedule's
         per-epoch factor :math:`\gamma^{1/f}` (the learning rate at the end is the same
         fraction of ``lr``). Counted in epochs, a schedule gives a small training set few
         steps: on 800 training rows, 200 epochs are 800 steps, and early stopping after 20
         epochs without improvement of a noisy validation loss is 80 steps. At 10³
-        simulations of sbibm's two_moons, sliced score matching stopped at 63 epochs (loss
-        −24) or ran into the 200-epoch cap still falling (−76); stretched to 6,000 steps it
-        reached −64 to −127 and its exchange posterior C2ST 0.55–0.73 over four seeds,
-        against 0.62–0.94 (three of four at 0.93–0.94). NCE gained on every problem measured
-        at 10³ (AR(2) 0.85 → 0.69, MA(2) 0.87 → 0.83, integer counts 0.89 → 0.77); the
-        numbers and the command are in ``docs/benchmarks.md``, "Training long enough on small
-        budgets". From about 9,300 simulations on (with the default batch and split) 200
-        epochs already make 6,000 steps and nothing changes.
+        simulations of sbibm's two_moons, sliced score matching stopped at epoch 63 (loss
+        −24) with one seed and ran into the 200-epoch cap still falling (−76) with another;
+        their exchange posteriors had C2ST 0.94 and 0.62. Stretched to 6,000 steps, four
+        seeds reached −64 to −127 and 0.55–0.73. NCE gained at 10³ on every problem
+        measured (two seeds: AR(2) 0.84 → 0.66, MA(2) 0.87 → 0.83, integer counts
+        0.89 → 0.77); ABC on the score-matching statistics did not move (0.71, 0.84, 0.77
+        → 0.71, 0.84, 0.77), its exchange posterior gained on the counts (0.86 → 0.78) and
+        lost on AR(2) (0.54 → 0.57) and MA(2) (0.78 → 0.82).
+        Numbers and command: ``docs/benchmarks.md``, "Training long enough on small budgets".
+        From about 9,300 simulations on (with the default batch and split) 200 epochs already
+        make 6,000 steps, and nothing changes.
 
         Arguments:
             num_train: Rows in the training set (after the validation split).
@@ -147,7 +155,7 @@ class TrainConfig:
             return self
         check_int("num_train", num_train, minimum=1)
         batches = math.ceil(num_train / self.batch_size)
-        stretch = self.min_steps / (DEFAULT_EPOCHS * batches)
+        stretch = min(self.min_steps / (DEFAULT_EPOCHS * batches), MAX_STRETCH)
         if stretch <= 1.0:
             return replace(self, epochs=DEFAULT_EPOCHS)
         gamma = self.gamma
