@@ -166,3 +166,22 @@ def test_cnce_statistics_are_as_informative_as_sliced_score_matching():
         training={"epochs": 1, "lr": 1e-9, "patience": None},
     ).fit(theta[:500].double(), x[:500].double(), seed=0)
     assert bool((r2_to_true(untrained, x_new.double(), true) < 0.9).any())
+
+
+def test_nce_fits_train_for_more_steps_unless_told():
+    from ebm_lfi.methods.fit import NCE_MIN_STEPS, EnergyFit
+    from ebm_lfi.training.config import TrainConfig
+
+    prior = el.BoxUniform([0.0], [1.0])
+    assert NCE_MIN_STEPS > TrainConfig().min_steps
+    assert EnergyFit(prior, loss="nce").training.min_steps == NCE_MIN_STEPS
+    assert EnergyFit(prior, loss="nce", training={"lr": 3e-4}).training.min_steps == NCE_MIN_STEPS
+    assert EnergyFit(prior, loss="nce", training={"min_steps": 10}).training.min_steps == 10
+    given = TrainConfig(epochs=3)
+    assert EnergyFit(prior, loss="nce", training=given).training is given
+    assert EnergyFit(prior, loss="ssm").training == TrainConfig()
+    with pytest.raises(TypeError, match="bad training options"):
+        EnergyFit(prior, loss="nce", training={"epoch": 3})
+    # resolved on 800 training rows (4 batches): 18,000 steps would be 4,500 epochs, capped
+    resolved = EnergyFit(prior, loss="nce").training.resolved(800)
+    assert resolved.epochs == 2000 and resolved.patience == 200

@@ -84,7 +84,14 @@ from ..training.loop import train
 from ..training.selection import Candidate, SelectionConfig, select_model
 from .common import NotFittedError, as_config, batched, check_training_data
 
-__all__ = ["DSM_RANGE", "EnergyFit", "dequantize", "is_integer_valued", "make_loss"]
+__all__ = [
+    "DSM_RANGE",
+    "NCE_MIN_STEPS",
+    "EnergyFit",
+    "dequantize",
+    "is_integer_valued",
+    "make_loss",
+]
 
 
 DSM_RANGE = (0.05, 1.0)  # default trained tolerances of DSM, in the standardised data space
@@ -127,6 +134,27 @@ def make_loss(
 
 # The losses that need a differentiable density of x (dequantised on integer data).
 _DENSITY_LOSSES = ("sm", "ssm", "dsm", "cnce", "ml")
+
+NCE_MIN_STEPS = 18_000
+"""The fewest optimiser steps of an ``nce`` fit whose training settings do not say
+(``TrainConfig.min_steps``, 6,000 for the other losses; see
+:meth:`~ebm_lfi.training.config.TrainConfig.resolved`). Its validation loss, a classification
+loss on noise pairs drawn afresh, is noisy, and 20 epochs without improvement stopped fits at
+10⁴ simulations after 54–198 epochs. At 18,000 steps, two fit seeds each, two observations, the
+C2ST of ``nce`` went 0.741 → 0.682 on integer counts, 0.689 → 0.659 on flattened iid draws and
+0.765 → 0.699 on two_moons, of ``nce-abc`` 0.686 → 0.655 and 0.649 → 0.634 on the first two
+(every seed and problem better); the fit takes 2–3 times longer (13 s → 35 s at most). Sliced
+score matching did not gain from the same on two_moons (its exchange posterior 0.530 → 0.565),
+so it keeps 6,000. ``docs/benchmarks.md``, "Training long enough on small budgets"."""
+
+
+def _default_training(loss: str | Callable, training: TrainConfig | dict | None) -> TrainConfig:
+    """The training settings of a fit by ``loss``: a :class:`TrainConfig` as given; ``None`` or
+    a dict of its fields with ``min_steps`` set to :data:`NCE_MIN_STEPS` for ``"nce"`` unless
+    the dict sets it."""
+    if loss == "nce" and (training is None or isinstance(training, dict)):
+        training = {"min_steps": NCE_MIN_STEPS, **(training or {})}
+    return as_config(training, TrainConfig, "training")
 
 
 def is_integer_valued(x: Tensor) -> bool:
@@ -182,7 +210,8 @@ class EnergyFit:
             :attr:`selection_table` and in :attr:`diagnostics`.
         x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
         network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
-        training: A :class:`~ebm_lfi.training.config.TrainConfig` or a dict of its fields.
+        training: A :class:`~ebm_lfi.training.config.TrainConfig` or a dict of its fields
+            (for ``"nce"``, ``min_steps`` defaults to :data:`NCE_MIN_STEPS`).
         sigma: Noise of denoising score matching or conditional NCE, in the standardised
             space (see :func:`make_loss`): for DSM a range ``(lowest, highest)`` (default
             ``(0.05, 1.0)``) trains the tolerance-conditional model, a float one scale.
@@ -229,7 +258,7 @@ class EnergyFit:
         self.num_statistics = num_statistics
         self.x_support = x_support
         self.network = dict(network or {})
-        self.training = as_config(training, TrainConfig, "training")
+        self.training = _default_training(loss, training)
         self.selection = as_config(selection, SelectionConfig, "selection")
         if structure not in ("auto", "mlp", "iid", "markov", "ring"):
             raise ValueError(
