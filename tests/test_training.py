@@ -758,7 +758,7 @@ def test_config_is_a_train_config_a_dict_or_none():
     )
     pd.testing.assert_frame_equal(without_seconds(by_config), without_seconds(by_dict))
     assert len(by_config) == 2
-    x, y = x[:8], y[:8]  # one batch per epoch: the defaults' 200 epochs are quick
+    x, y = x[:8], y[:8]  # one batch per epoch: the defaults' epochs (2,000, stretched) are quick
     defaults = train(linear_model(), half_squared_error, x, y, config=None, seed=0)
     explicit = train(linear_model(), half_squared_error, x, y, config=TrainConfig(), seed=0)
     pd.testing.assert_frame_equal(without_seconds(defaults), without_seconds(explicit))
