@@ -38,6 +38,7 @@ ParamGroups = (
 
 DEFAULT_EPOCHS = 200
 """The number of epochs of a run that does not set ``TrainConfig.epochs`` (before stretching)."""
+_EXPONENTIAL_GAMMA = 0.99  # the exponential schedule's factor per epoch when gamma is None
 MAX_STRETCH = 10.0
 """The most a run without ``TrainConfig.epochs`` is stretched toward ``min_steps``: at most
 2,000 epochs (on a training set of one batch, each epoch also evaluates the validation loss)."""
@@ -160,7 +161,7 @@ class TrainConfig:
             return replace(self, epochs=DEFAULT_EPOCHS)
         gamma = self.gamma
         if self.scheduler == "exponential":
-            gamma = (0.99 if gamma is None else gamma) ** (1.0 / stretch)
+            gamma = (_EXPONENTIAL_GAMMA if gamma is None else gamma) ** (1.0 / stretch)
         return replace(
             self,
             epochs=math.ceil(DEFAULT_EPOCHS * stretch),
@@ -214,7 +215,8 @@ def optimizer_groups(
 def make_scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> Any:
     r"""The learning-rate schedule of ``config`` on ``opt`` (``None`` without one)."""
     if config.scheduler == "exponential":
-        return ExponentialLR(opt, gamma=0.99 if config.gamma is None else config.gamma)
+        gamma = _EXPONENTIAL_GAMMA if config.gamma is None else config.gamma
+        return ExponentialLR(opt, gamma=gamma)
     if config.scheduler == "plateau":
         return ReduceLROnPlateau(
             opt,
