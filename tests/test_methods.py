@@ -7,6 +7,7 @@ import pickle
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,6 +201,42 @@ def test_exchange_keeps_chains_and_diagnostics(gaussian_data):
         ExchangeConfig(jump_rate=1.5)
     with pytest.raises(ValueError, match="jump_rate"):
         PotentialConfig(jump_rate=-0.1)
+
+
+def test_exchange_chains_run_longer_until_their_effective_size_reaches_the_target():
+    # 8 parameters, x = theta + 0.3 noise: the default run (300 burn-in steps, every tenth
+    # of 200 kept) gives an effective size of about 40-80 per parameter for 400 draws, below
+    # the target of min_ess * 400 = 100; the stage runs the chains again, f times longer
+    P = 8
+    prior = el.BoxUniform([-1.0] * P, [1.0] * P)
+
+    def simulator(theta, rng):
+        return np.asarray(theta) + 0.3 * np.stack([r.standard_normal(P) for r in rng])
+
+    theta, x = el.simulate(el.Simulator(simulator, batched=True), prior, 2_000, seed=0)
+    training = {"epochs": 10, "batch_size": 128, "patience": None}
+    abc = el.methods.get("ssm-abc", prior=prior, structure="markov", training=training)
+    abc.fit(theta, x, seed=0)
+    x_o = torch.full((P,), 0.2)
+    target = ExchangeConfig().min_ess * 400
+
+    def run(**options):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stage = EnergyExchange.from_fitted(abc, exchange=ExchangeConfig(**options))
+            return stage.posterior(x_o, 400, seed=0)
+
+    once, longer = run(max_extension=1), run()
+    assert once.diagnostics["extension"] == 1 and min(once.diagnostics["ess"]) < target
+    factor = longer.diagnostics["extension"]
+    assert 1 < factor <= ExchangeConfig().max_extension
+    assert min(longer.diagnostics["ess"]) >= target or factor == ExchangeConfig().max_extension
+    assert max(longer.diagnostics["rhat"]) < max(once.diagnostics["rhat"])
+    assert longer.chains.shape == once.chains.shape == (20, 20, P)  # the draws asked for
+    with pytest.raises(ValueError, match="min_ess"):
+        ExchangeConfig(min_ess=2.0)
+    with pytest.raises(ValueError, match="max_extension"):
+        ExchangeConfig(max_extension=0)
 
 
 def gaussian_posterior_moments(
