@@ -203,10 +203,11 @@ def test_exchange_keeps_chains_and_diagnostics(gaussian_data):
         PotentialConfig(jump_rate=-0.1)
 
 
-def test_exchange_chains_run_longer_until_their_effective_size_reaches_the_target():
-    # 8 parameters, x = theta + 0.3 noise: the default run (300 burn-in steps, every tenth
-    # of 200 kept) gives an effective size of about 40-80 per parameter for 400 draws, below
-    # the target of min_ess * 400 = 100; the stage runs the chains again, f times longer
+@pytest.mark.parametrize("route", ["ssm-exchange", "nce"])
+def test_chains_run_longer_until_their_effective_size_reaches_the_target(route):
+    # 8 parameters, x = theta + 0.3 noise: the planned chains (exchange: 300 burn-in steps,
+    # every tenth of 200 kept; potential MCMC: 500, every second of 40) give an effective size
+    # below the target of min_ess * 400 = 100 for 400 draws; the stage runs them again, longer
     P = 8
     prior = el.BoxUniform([-1.0] * P, [1.0] * P)
 
@@ -215,28 +216,31 @@ def test_exchange_chains_run_longer_until_their_effective_size_reaches_the_targe
 
     theta, x = el.simulate(el.Simulator(simulator, batched=True), prior, 2_000, seed=0)
     training = {"epochs": 10, "batch_size": 128, "patience": None}
-    abc = el.methods.get("ssm-abc", prior=prior, structure="markov", training=training)
-    abc.fit(theta, x, seed=0)
+    fit_name = "ssm-abc" if route == "ssm-exchange" else "nce"
+    fitted = el.methods.get(fit_name, prior=prior, structure="markov", training=training)
+    fitted.fit(theta, x, seed=0)
+    config = ExchangeConfig if route == "ssm-exchange" else PotentialConfig
+    stage = ExchangeStage if route == "ssm-exchange" else PotentialStage
     x_o = torch.full((P,), 0.2)
-    target = ExchangeConfig().min_ess * 400
+    target = config().min_ess * 400
 
     def run(**options):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            stage = EnergyExchange.from_fitted(abc, exchange=ExchangeConfig(**options))
-            return stage.posterior(x_o, 400, seed=0)
+            method = Method(fitted.fit_stage, stage(config(**options))).prepare()
+            return method.posterior(x_o, 400, seed=0)
 
     once, longer = run(max_extension=1), run()
     assert once.diagnostics["extension"] == 1 and min(once.diagnostics["ess"]) < target
     factor = longer.diagnostics["extension"]
-    assert 1 < factor <= ExchangeConfig().max_extension
-    assert min(longer.diagnostics["ess"]) >= target or factor == ExchangeConfig().max_extension
+    assert 1 < factor <= config().max_extension
+    assert min(longer.diagnostics["ess"]) >= target or factor == config().max_extension
     assert max(longer.diagnostics["rhat"]) < max(once.diagnostics["rhat"])
     assert longer.chains.shape == once.chains.shape == (20, 20, P)  # the draws asked for
     with pytest.raises(ValueError, match="min_ess"):
-        ExchangeConfig(min_ess=2.0)
+        config(min_ess=2.0)
     with pytest.raises(ValueError, match="max_extension"):
-        ExchangeConfig(max_extension=0)
+        config(max_extension=0)
 
 
 def gaussian_posterior_moments(

@@ -198,7 +198,8 @@ class AutoConfig:
             for (as the stage's own ``"auto"`` does): the final posterior is the one scored,
             its draws resampled from the kept, weighted entries.
         scoring_mcmc: The short chains of ``nce`` while scoring
-            (:class:`~ebm_lfi.methods.PotentialConfig` fields).
+            (:class:`~ebm_lfi.methods.PotentialConfig` fields; not run again for a small
+            effective size, ``max_extension=1``, so that scoring costs what was planned).
         scoring_exchange: Changes to the exchange stage's settings while scoring
             (:class:`~ebm_lfi.methods.ExchangeConfig` fields); by default none but
             ``check_inner=0``: the route is scored with the chains of its final posterior,
@@ -224,7 +225,9 @@ class AutoConfig:
     resolve: float = 2.0
     reshape_epochs: int = 30
     accepted_factors: tuple[int, ...] = (1, 2, 4)
-    scoring_mcmc: dict = field(default_factory=lambda: {"num_chains": 8, "burn_in": 150, "thin": 1})
+    scoring_mcmc: dict = field(
+        default_factory=lambda: {"num_chains": 8, "burn_in": 150, "thin": 1, "max_extension": 1}
+    )
     scoring_exchange: dict = field(default_factory=lambda: {"check_inner": 0})
 
     def __post_init__(self):

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..energy.model import ExpFamEBM
+from ..samplers.mcmc.diagnostics import extension_factor
 from ..samplers.mcmc.driver import make_generator
 from ..samplers.mcmc.exchange import exchange_mcmc
 from ..samplers.mcmc.inner_check import inner_chain_check
@@ -81,7 +82,8 @@ class ExchangeConfig:
             as a fraction of the draws asked for: where the chains' smallest effective sample
             size (over the parameters) is below it, :meth:`ExchangeStage.sample` runs them
             again from where they ended, with a burn-in and a thinning ``f`` times longer for
-            ``f = ceil(min_ess * num_samples / ess)`` (see :func:`extension_factor`), at most
+            ``f = ceil(min_ess * num_samples / ess)`` (see
+            :func:`~ebm_lfi.samplers.mcmc.diagnostics.extension_factor`), at most
             ``max_extension``, keeps that run, and so on until the size is reached or ``f``
             is at the cap (0: never run again).
         max_extension: The largest ``f`` (1: never run again).
@@ -150,34 +152,6 @@ class ExchangeConfig:
                 "min_ess must be in [0, 1] and max_extension >= 1, got "
                 f"{self.min_ess} and {self.max_extension}"
             )
-
-
-def extension_factor(
-    ess: Tensor, num_samples: int, min_ess: float, max_extension: int, factor: int = 1
-) -> int:
-    r"""How many times longer than planned the exchange chains run next, after a run ``factor``
-    times longer than planned whose effective sample sizes per parameter are ``ess``, for
-    ``num_samples`` draws asked (see :class:`ExchangeConfig`'s ``min_ess``); ``factor`` itself
-    where they need not run again.
-
-    The effective size grows about linearly with the length of a run, so the next run is
-    longer by the target over the smallest size, rounded up; capped at ``max_extension``. Not
-    run again where no size could be estimated (fewer than 4 draws).
-
-    >>> extension_factor(torch.tensor([50.0, 80.0]), 1000, 0.25, 8)
-    5
-    >>> extension_factor(torch.tensor([20.0, 600.0]), 1000, 0.25, 8)
-    8
-    >>> extension_factor(torch.tensor([300.0, 250.0]), 1000, 0.25, 8)
-    1
-    >>> extension_factor(torch.tensor([200.0, 600.0]), 1000, 0.25, 8, factor=3)
-    4
-    """
-    smallest = float(torch.as_tensor(ess).min())
-    target = min_ess * num_samples
-    if not math.isfinite(smallest) or smallest >= target:
-        return factor
-    return max(factor, min(max_extension, math.ceil(factor * target / max(smallest, 1.0))))
 
 
 def _statistics_in_shape(model: ExpFamEBM, shape: tuple[int, ...], x: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..energy.model import ExpFamEBM
 from ..priors import prior_log_prob
+from ..samplers.mcmc.diagnostics import extension_factor
 from ..samplers.mcmc.potential import sample_potential
 from .common import NotFittedError, as_config, frozen
 from .method import Draws, FitStage
@@ -54,6 +55,12 @@ class PotentialConfig:
         jump_rate: Probability that a step is followed by differential-evolution jumps of
             half of the chains (``sample_mcmc``'s ``jump_rate``; 0: none; off with fewer
             than 4 chains): they move chains between the modes of the posterior.
+        min_ess, max_extension: As for the exchange stage
+            (:class:`~ebm_lfi.methods.ExchangeConfig`): where the smallest effective sample
+            size is below ``min_ess`` times the draws asked for, the chains run again from
+            where they ended, with burn-in and thinning ``f`` times longer
+            (:func:`~ebm_lfi.samplers.mcmc.diagnostics.extension_factor`), at most
+            ``max_extension``.
 
     Jumps are off by default here, unlike in the exchange stage: on two_moons at 10⁴
     simulations (``nce``, sbibm's observations 1–5) rate 0.2 brought split :math:`\hat R`
@@ -68,6 +75,8 @@ class PotentialConfig:
     kernel: str = "mala"
     thin: int = 2
     jump_rate: float = 0.0
+    min_ess: float = 0.25
+    max_extension: int = 8
 
     def __post_init__(self):
         if self.num_chains < 1 or self.burn_in < 0 or self.thin < 1:
@@ -79,6 +88,11 @@ class PotentialConfig:
             raise ValueError(f"kernel must be 'mala' or 'rw', got {self.kernel!r}")
         if not 0 <= self.jump_rate <= 1:
             raise ValueError(f"jump_rate must be in [0, 1], got {self.jump_rate}")
+        if not 0 <= self.min_ess <= 1 or self.max_extension < 1:
+            raise ValueError(
+                "min_ess must be in [0, 1] and max_extension >= 1, got "
+                f"{self.min_ess} and {self.max_extension}"
+            )
 
 
 class PotentialStage:
@@ -144,19 +158,33 @@ class PotentialStage:
         start = time.perf_counter()
         draws = math.ceil(num_samples / cfg.num_chains) * cfg.thin
         with frozen(self.model):
-            theta0 = self.starts(x_o, cfg.num_chains)
-            result = sample_potential(
-                self.log_potential(x_o),
-                self.prior,
-                theta0,
-                num_samples=draws,
-                burn_in=cfg.burn_in,
-                kernel=cfg.kernel,
-                jump_rate=cfg.jump_rate if cfg.num_chains >= 4 else 0.0,
-                seed=seed,
-                progress=self.progress,
-            )
-        chains = result.chains[:, cfg.thin - 1 :: cfg.thin]
+            potential = self.log_potential(x_o)
+
+            def run(theta0: Tensor, factor: int, seed: int | None):
+                return sample_potential(
+                    potential,
+                    self.prior,
+                    theta0,
+                    num_samples=draws * factor,
+                    burn_in=cfg.burn_in * factor,
+                    kernel=cfg.kernel,
+                    jump_rate=cfg.jump_rate if cfg.num_chains >= 4 else 0.0,
+                    seed=seed,
+                    progress=self.progress,
+                )
+
+            result, factor = run(self.starts(x_o, cfg.num_chains), 1, seed), 1
+            while True:  # until the draws are worth min_ess * num_samples, or at the cap
+                longer = extension_factor(
+                    result.ess, num_samples, cfg.min_ess, cfg.max_extension, factor
+                )
+                if longer == factor:
+                    break
+                factor = longer
+                again = None if seed is None else seed + 15_485_863 * factor
+                result = run(result.chains[:, -1], factor, again)
+        thin = cfg.thin * factor
+        chains = result.chains[:, thin - 1 :: thin]
         diagnostics = {
             "sampler": f"potential-{cfg.kernel}",
             "simulations": 0,
@@ -164,6 +192,7 @@ class PotentialStage:
             "ess": torch.as_tensor(result.ess).tolist(),
             "rhat": torch.as_tensor(result.rhat).tolist(),
             "num_chains": cfg.num_chains,
+            "extension": factor,
             "seconds": time.perf_counter() - start,
         }
         if not math.isnan(result.jump_acceptance):

@@ -1,8 +1,10 @@
 r"""Convergence diagnostics for multi-chain MCMC output.
 
-Both functions take draws of shape :math:`(c, n)` or :math:`(c, n, *)` (chains, draws,
-parameters) and return one number per parameter. They split every chain in two halves, as
-Stan does, so that a drift inside a chain shows up as disagreement between half-chains.
+:func:`rhat` and :func:`effective_sample_size` take draws of shape :math:`(c, n)` or
+:math:`(c, n, *)` (chains, draws, parameters) and return one number per parameter. They split
+every chain in two halves, as Stan does, so that a drift inside a chain shows up as
+disagreement between half-chains. :func:`extension_factor` says how much longer chains must
+run for their draws to be worth a given number of independent ones.
 
 **Split** :math:`\hat{R}` (Gelman et al. 2013, Vehtari et al. 2021). With :math:`M` half-chains
 of length :math:`N`, :math:`W` the mean within-chain variance and :math:`B / N` the variance of
@@ -138,3 +140,32 @@ def effective_sample_size(draws: Tensor) -> Tensor:
     constant = (w == 0) | ~torch.isfinite(w)
     ess = torch.where(constant, torch.full_like(ess, torch.nan), ess)
     return _finish(ess, torch.as_tensor(draws), rest)
+
+
+def extension_factor(
+    ess: Tensor, num_samples: int, min_ess: float, max_extension: int, factor: int = 1
+) -> int:
+    r"""How many times longer than planned MCMC chains run next, after a run ``factor`` times
+    longer than planned whose effective sample sizes per parameter are ``ess``, for
+    ``num_samples`` draws asked, so that the draws are worth at least ``min_ess *
+    num_samples`` independent ones; ``factor`` itself where they need not run again (the rule
+    of the posterior stages' ``min_ess`` and ``max_extension``).
+
+    The effective size grows about linearly with the length of a run, so the next run is
+    longer by the target over the smallest size, rounded up; capped at ``max_extension``. Not
+    run again where no size could be estimated (fewer than 4 draws).
+
+    >>> extension_factor(torch.tensor([50.0, 80.0]), 1000, 0.25, 8)
+    5
+    >>> extension_factor(torch.tensor([20.0, 600.0]), 1000, 0.25, 8)
+    8
+    >>> extension_factor(torch.tensor([300.0, 250.0]), 1000, 0.25, 8)
+    1
+    >>> extension_factor(torch.tensor([200.0, 600.0]), 1000, 0.25, 8, factor=3)
+    4
+    """
+    smallest = float(torch.as_tensor(ess).min())
+    target = min_ess * num_samples
+    if not math.isfinite(smallest) or smallest >= target:
+        return factor
+    return max(factor, min(max_extension, math.ceil(factor * target / max(smallest, 1.0))))
