@@ -206,8 +206,9 @@ def test_exchange_keeps_chains_and_diagnostics(gaussian_data):
 @pytest.mark.parametrize("route", ["ssm-exchange", "nce"])
 def test_chains_run_longer_until_their_effective_size_reaches_the_target(route):
     # 8 parameters, x = theta + 0.3 noise: the planned chains (exchange: 300 burn-in steps,
-    # every tenth of 200 kept; potential MCMC: 500, every second of 40) give an effective size
-    # below the target of min_ess * 400 = 100 for 400 draws; the stage runs them again, longer
+    # every tenth of 500 kept; potential MCMC: 500, every second of 100) give an effective
+    # size below the target of min_ess * 1000 = 250 for 1000 draws; the stage runs them again,
+    # longer
     P = 8
     prior = el.BoxUniform([-1.0] * P, [1.0] * P)
 
@@ -222,13 +223,13 @@ def test_chains_run_longer_until_their_effective_size_reaches_the_target(route):
     config = ExchangeConfig if route == "ssm-exchange" else PotentialConfig
     stage = ExchangeStage if route == "ssm-exchange" else PotentialStage
     x_o = torch.full((P,), 0.2)
-    target = config().min_ess * 400
+    target = config().min_ess * 1000
 
     def run(**options):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             method = Method(fitted.fit_stage, stage(config(**options))).prepare()
-            return method.posterior(x_o, 400, seed=0)
+            return method.posterior(x_o, 1000, seed=0)
 
     once, longer = run(max_extension=1), run()
     assert once.diagnostics["extension"] == 1 and min(once.diagnostics["ess"]) < target
@@ -236,7 +237,7 @@ def test_chains_run_longer_until_their_effective_size_reaches_the_target(route):
     assert 1 < factor <= config().max_extension
     assert min(longer.diagnostics["ess"]) >= target or factor == config().max_extension
     assert max(longer.diagnostics["rhat"]) < max(once.diagnostics["rhat"])
-    assert longer.chains.shape == once.chains.shape == (20, 20, P)  # the draws asked for
+    assert longer.chains.shape == once.chains.shape == (20, 50, P)  # the draws asked for
     with pytest.raises(ValueError, match="min_ess"):
         config(min_ess=2.0)
     with pytest.raises(ValueError, match="max_extension"):

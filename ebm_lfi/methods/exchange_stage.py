@@ -81,11 +81,12 @@ class ExchangeConfig:
         min_ess: The smallest effective sample size the draws of one posterior should have,
             as a fraction of the draws asked for: where the chains' smallest effective sample
             size (over the parameters) is below it, :meth:`ExchangeStage.sample` runs them
-            again from where they ended, with a burn-in and a thinning ``f`` times longer for
-            ``f = ceil(min_ess * num_samples / ess)`` (see
+            again from where they ended (after the planned burn-in), with a thinning ``f``
+            times longer for ``f = ceil(min_ess * num_samples / ess)`` (see
             :func:`~ebm_lfi.samplers.mcmc.diagnostics.extension_factor`), at most
             ``max_extension``, keeps that run, and so on until the size is reached or ``f``
-            is at the cap (0: never run again).
+            is at the cap (0: never run again). Not for runs that keep fewer than 100 steps
+            per chain (``MIN_STEPS_TO_EXTEND``): their effective size is too rough.
         max_extension: The largest ``f`` (1: never run again).
 
     The defaults favour longer chains over many chains: on a 5-parameter linear-Gaussian model
@@ -316,7 +317,7 @@ class ExchangeStage:
             factor = 1
             while True:  # until the draws are worth min_ess * num_samples, or at the cap
                 longer = extension_factor(
-                    result.ess, num_samples, cfg.min_ess, cfg.max_extension, factor
+                    result.ess, num_samples, cfg.min_ess, cfg.max_extension, factor, steps=draws
                 )
                 if longer == factor:
                     break
@@ -410,16 +411,16 @@ class ExchangeStage:
         )
 
     def _extend(self, family, y_o: Tensor, result, kernel: str, draws: int, factor: int, seed):
-        """The chains run again from where ``result`` left them, at the target level, with a
-        burn-in and ``draws`` ``factor`` times longer (the proposal tuned afresh from the
-        chains' spread there); a seed of its own for each ``factor``."""
+        """The chains run again from where ``result`` left them, at the target level, with
+        ``draws`` ``factor`` times longer after the planned burn-in (the proposal tuned
+        afresh from the chains' spread there); a seed of its own for each ``factor``."""
         return exchange_mcmc(
             family,
             self._log_prior,
             y_o,
             result.chains[..., -1, :],
             num_samples=draws * factor,
-            burn_in=self.config.burn_in * factor,
+            burn_in=self.config.burn_in,
             seed=None if seed is None else seed + 15_485_863 * factor,
             progress=self.progress,
             **self._options(kernel),

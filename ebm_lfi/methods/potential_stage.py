@@ -58,9 +58,9 @@ class PotentialConfig:
         min_ess, max_extension: As for the exchange stage
             (:class:`~ebm_lfi.methods.ExchangeConfig`): where the smallest effective sample
             size is below ``min_ess`` times the draws asked for, the chains run again from
-            where they ended, with burn-in and thinning ``f`` times longer
+            where they ended (after the planned burn-in), with a thinning ``f`` times longer
             (:func:`~ebm_lfi.samplers.mcmc.diagnostics.extension_factor`), at most
-            ``max_extension``.
+            ``max_extension``; not for runs that keep fewer than 100 steps per chain.
 
     Jumps are off by default here, unlike in the exchange stage: on two_moons at 10⁴
     simulations (``nce``, sbibm's observations 1–5) rate 0.2 brought split :math:`\hat R`
@@ -166,7 +166,7 @@ class PotentialStage:
                     self.prior,
                     theta0,
                     num_samples=draws * factor,
-                    burn_in=cfg.burn_in * factor,
+                    burn_in=cfg.burn_in,
                     kernel=cfg.kernel,
                     jump_rate=cfg.jump_rate if cfg.num_chains >= 4 else 0.0,
                     seed=seed,
@@ -176,7 +176,7 @@ class PotentialStage:
             result, factor = run(self.starts(x_o, cfg.num_chains), 1, seed), 1
             while True:  # until the draws are worth min_ess * num_samples, or at the cap
                 longer = extension_factor(
-                    result.ess, num_samples, cfg.min_ess, cfg.max_extension, factor
+                    result.ess, num_samples, cfg.min_ess, cfg.max_extension, factor, steps=draws
                 )
                 if longer == factor:
                     break

@@ -142,8 +142,20 @@ def effective_sample_size(draws: Tensor) -> Tensor:
     return _finish(ess, torch.as_tensor(draws), rest)
 
 
+MIN_STEPS_TO_EXTEND = 100
+"""Kept steps per chain below which :func:`extension_factor` does not run chains again: the
+effective size of shorter chains is too rough to act on (and a few draws per chain, as in the
+posteriors of simulation-based calibration, are dominated by the burn-in a new run pays)."""
+
+
 def extension_factor(
-    ess: Tensor, num_samples: int, min_ess: float, max_extension: int, factor: int = 1
+    ess: Tensor,
+    num_samples: int,
+    min_ess: float,
+    max_extension: int,
+    factor: int = 1,
+    *,
+    steps: int | None = None,
 ) -> int:
     r"""How many times longer than planned MCMC chains run next, after a run ``factor`` times
     longer than planned whose effective sample sizes per parameter are ``ess``, for
@@ -153,7 +165,8 @@ def extension_factor(
 
     The effective size grows about linearly with the length of a run, so the next run is
     longer by the target over the smallest size, rounded up; capped at ``max_extension``. Not
-    run again where no size could be estimated (fewer than 4 draws).
+    run again where no size could be estimated (fewer than 4 draws), nor where the planned run
+    keeps fewer than :data:`MIN_STEPS_TO_EXTEND` ``steps`` per chain.
 
     >>> extension_factor(torch.tensor([50.0, 80.0]), 1000, 0.25, 8)
     5
@@ -163,9 +176,12 @@ def extension_factor(
     1
     >>> extension_factor(torch.tensor([200.0, 600.0]), 1000, 0.25, 8, factor=3)
     4
+    >>> extension_factor(torch.tensor([5.0, 8.0]), 100, 0.25, 8, steps=10)
+    1
     """
     smallest = float(torch.as_tensor(ess).min())
     target = min_ess * num_samples
-    if not math.isfinite(smallest) or smallest >= target:
+    short = steps is not None and steps < MIN_STEPS_TO_EXTEND
+    if short or not math.isfinite(smallest) or smallest >= target:
         return factor
     return max(factor, min(max_extension, math.ceil(factor * target / max(smallest, 1.0))))
