@@ -5,7 +5,7 @@ For each problem, one ``ssm-abc`` fit and one ``nce`` fit on the same prior pair
 for each observation, the exchange posterior of the first and the MCMC posterior of the second
 on the second's potential, each with the planned chains only and with the default rule
 (``min_ess=0.25``: run again, longer, until the smallest effective sample size reaches a
-quarter of the draws, at most ``max_extension=8`` times longer). Prints C2ST to the reference,
+quarter of the draws, at most ``max_extension=4`` times longer). Prints C2ST to the reference,
 the smallest effective size, the largest split R-hat, how much longer the chains ran and the
 sampler's seconds::
 

@@ -129,7 +129,7 @@ class ExchangeConfig:
     anneal: int = 4
     jump_rate: float = 0.2
     min_ess: float = 0.25
-    max_extension: int = 8
+    max_extension: int = 4
 
     def __post_init__(self):
         if self.num_chains < 1 or self.burn_in < 0 or self.inner_steps < 1 or self.thin < 1:

@@ -76,7 +76,7 @@ class PotentialConfig:
     thin: int = 2
     jump_rate: float = 0.0
     min_ess: float = 0.25
-    max_extension: int = 8
+    max_extension: int = 4
 
     def __post_init__(self):
         if self.num_chains < 1 or self.burn_in < 0 or self.thin < 1:
