@@ -103,12 +103,15 @@ class ExchangeConfig:
     shrink with the number of parameters, and the exchange acceptance adds the noise of the
     auxiliary draw, so a run of fixed length mixes worse in more dimensions. On sbibm's
     10-parameter ``gaussian_linear_uniform`` at 10⁴ simulations (observations 1 and 2, one
-    ``ssm-abc`` fit) the planned run gave an effective size of 50–58 for 1,000 draws, split
-    :math:`\hat R` 1.29–1.32 and C2ST 0.672 / 0.664 to the reference; run again 6 and 5 times
-    longer, 491 and 260, :math:`\hat R` 1.04–1.06 and C2ST 0.508 / 0.541, for 5 s instead of
-    0.8 s (exact Gaussian auxiliary draws). On two_moons at 10⁴ (2 parameters, 30 inner MALA
-    steps) an effective size of 30 became 85–159 in a run 5 times longer (:math:`\hat R` 1.7
-    → 1.1–1.2), with C2ST unchanged (0.544 / 0.540 against 0.545 / 0.533) for 5 times the time.
+    ``ssm-abc`` fit; ``scripts/check_chain_length.py``) the planned run gave an effective
+    size of 50 and 58 for 1,000 draws, split :math:`\hat R` 1.32 and 1.29, C2ST 0.672 / 0.664
+    to the reference; run again 4 times longer, 220 and 151, :math:`\hat R` 1.07 and 1.10,
+    C2ST 0.538 / 0.564, in 3 s instead of 0.8 s (exact Gaussian auxiliary draws); with
+    ``max_extension=8``, 7 times longer on observation 1: 338, C2ST 0.495. On two_moons at 10⁴
+    (2 parameters, 30 inner MALA steps) 30 and 31 became 73 and 62 (:math:`\hat R` 1.7 →
+    1.2), C2ST 0.544 / 0.540 → 0.604 / 0.516, in 44 s instead of 11.5 s. The cap is 4 because
+    the cost is that of the inner chain: an exchange route with MALA auxiliary draws in 10
+    dimensions took about 100 s for its planned run.
 
     Jumps (``jump_rate``): on two_moons at 10⁴ simulations (sbibm's observations 1–5, the
     ``ssm-abc`` fit) the random walk alone left split :math:`\hat R` at 5–27, each chain in
