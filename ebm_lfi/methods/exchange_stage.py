@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ..energy.model import ExpFamEBM
-from ..samplers.mcmc.diagnostics import extension_factor
+from ..samplers.mcmc.diagnostics import EXTENSION_SEED, run_longer
 from ..samplers.mcmc.driver import make_generator
 from ..samplers.mcmc.exchange import exchange_mcmc
 from ..samplers.mcmc.inner_check import inner_chain_check
@@ -316,16 +316,14 @@ class ExchangeStage:
             with torch.no_grad():
                 y_o = model.transform_x(self._model_x(x_o[None]))[0]
                 theta0 = self.starts(x_o, cfg.num_chains)
-            result = self._run_chains(family, y_o, theta0, levels, kernel, draws, seed)
-            factor = 1
-            while True:  # until the draws are worth min_ess * num_samples, or at the cap
-                longer = extension_factor(
-                    result.ess, num_samples, cfg.min_ess, cfg.max_extension, factor, steps=draws
-                )
-                if longer == factor:
-                    break
-                factor = longer
-                result = self._extend(family, y_o, result, kernel, draws, factor, seed)
+            result, factor = run_longer(
+                self._run_chains(family, y_o, theta0, levels, kernel, draws, seed),
+                partial(self._extend, family, y_o, kernel=kernel, draws=draws, seed=seed),
+                num_samples,
+                cfg.min_ess,
+                cfg.max_extension,
+                steps=draws,
+            )
         thin = cfg.thin * factor
         chains = result.chains[:, thin - 1 :: thin]
         check = {}
@@ -413,7 +411,7 @@ class ExchangeStage:
             jump_rate=cfg.jump_rate if cfg.num_chains >= 4 else 0.0,
         )
 
-    def _extend(self, family, y_o: Tensor, result, kernel: str, draws: int, factor: int, seed):
+    def _extend(self, family, y_o: Tensor, result, factor: int, *, kernel: str, draws: int, seed):
         """The chains run again from where ``result`` left them, at the target level, with
         ``draws`` ``factor`` times longer after the planned burn-in (the proposal tuned
         afresh from the chains' spread there); a seed of its own for each ``factor``."""
@@ -424,7 +422,7 @@ class ExchangeStage:
             result.chains[..., -1, :],
             num_samples=draws * factor,
             burn_in=self.config.burn_in,
-            seed=None if seed is None else seed + 15_485_863 * factor,
+            seed=None if seed is None else seed + EXTENSION_SEED * factor,
             progress=self.progress,
             **self._options(kernel),
         )

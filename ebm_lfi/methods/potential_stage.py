@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..energy.model import ExpFamEBM
 from ..priors import prior_log_prob
-from ..samplers.mcmc.diagnostics import extension_factor
+from ..samplers.mcmc.diagnostics import EXTENSION_SEED, run_longer
 from ..samplers.mcmc.potential import sample_potential
 from .common import NotFittedError, as_config, frozen
 from .method import Draws, FitStage
@@ -181,16 +181,21 @@ class PotentialStage:
                     progress=self.progress,
                 )
 
-            result, factor = run(self.starts(x_o, cfg.num_chains), 1, seed), 1
-            while True:  # until the draws are worth min_ess * num_samples, or at the cap
-                longer = extension_factor(
-                    result.ess, num_samples, cfg.min_ess, cfg.max_extension, factor, steps=draws
+            def again(result, factor: int):  # from where the chains ended, a seed of its own
+                return run(
+                    result.chains[:, -1],
+                    factor,
+                    None if seed is None else seed + EXTENSION_SEED * factor,
                 )
-                if longer == factor:
-                    break
-                factor = longer
-                again = None if seed is None else seed + 15_485_863 * factor
-                result = run(result.chains[:, -1], factor, again)
+
+            result, factor = run_longer(
+                run(self.starts(x_o, cfg.num_chains), 1, seed),
+                again,
+                num_samples,
+                cfg.min_ess,
+                cfg.max_extension,
+                steps=draws,
+            )
         thin = cfg.thin * factor
         chains = result.chains[:, thin - 1 :: thin]
         diagnostics = {

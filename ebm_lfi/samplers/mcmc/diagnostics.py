@@ -4,7 +4,8 @@ r"""Convergence diagnostics for multi-chain MCMC output.
 :math:`(c, n, *)` (chains, draws, parameters) and return one number per parameter. They split
 every chain in two halves, as Stan does, so that a drift inside a chain shows up as
 disagreement between half-chains. :func:`extension_factor` says how much longer chains must
-run for their draws to be worth a given number of independent ones.
+run for their draws to be worth a given number of independent ones, and :func:`run_longer`
+runs them again until they are.
 
 **Split** :math:`\hat{R}` (Gelman et al. 2013, Vehtari et al. 2021). With :math:`M` half-chains
 of length :math:`N`, :math:`W` the mean within-chain variance and :math:`B / N` the variance of
@@ -31,9 +32,13 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+R = TypeVar("R")
 
 __all__ = ["effective_sample_size", "rhat", "split_chains"]
 
@@ -142,6 +147,10 @@ def effective_sample_size(draws: Tensor) -> Tensor:
     return _finish(ess, torch.as_tensor(draws), rest)
 
 
+EXTENSION_SEED = 15_485_863
+"""Offset per unit of the factor between a seeded run's seed and the seed of its longer run
+(:func:`run_longer`): each longer run draws fresh randomness, reproducibly."""
+
 MIN_STEPS_TO_EXTEND = 100
 """Kept steps per chain below which :func:`extension_factor` does not run chains again: the
 effective size of shorter chains is too rough to act on (and a few draws per chain, as in the
@@ -185,3 +194,36 @@ def extension_factor(
     if short or not math.isfinite(smallest) or smallest >= target:
         return factor
     return max(factor, min(max_extension, math.ceil(factor * target / max(smallest, 1.0))))
+
+
+def run_longer(
+    result: R,
+    again: Callable[[R, int], R],
+    num_samples: int,
+    min_ess: float,
+    max_extension: int,
+    *,
+    steps: int,
+) -> tuple[R, int]:
+    r"""Runs chains again, longer, until their draws are worth ``min_ess * num_samples``
+    independent ones or the run is ``max_extension`` times longer than planned (the rule of
+    :func:`extension_factor`).
+
+    Arguments:
+        result: The planned run, with its effective sample sizes as ``result.ess``.
+        again: ``again(result, f)`` runs the chains again from where ``result`` ended, ``f``
+            times longer than planned, and returns the new run.
+        num_samples, min_ess, max_extension, steps: As for :func:`extension_factor`.
+
+    Returns:
+        The last run and how many times longer than planned it was (1: the planned run).
+    """
+    factor = 1
+    while True:
+        longer = extension_factor(
+            result.ess, num_samples, min_ess, max_extension, factor, steps=steps
+        )
+        if longer == factor:
+            return result, factor
+        factor = longer
+        result = again(result, factor)
