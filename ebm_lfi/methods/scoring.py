@@ -165,7 +165,9 @@ class HeldoutScore(NamedTuple):
         contraction: Posterior standard deviation over the prior's, shape :math:`(m, p)`.
         covered: Whether :math:`\theta_i` lies in the central 90 % interval of its
             posterior, per parameter, shape :math:`(m, p)`.
-        seconds: Time spent drawing and scoring.
+        seconds: CPU time this process (all its threads) spent drawing and scoring: unlike
+            wall-clock time, other processes' load does not inflate it, so that ``auto``'s
+            cost rules compare like with like on a busy machine.
         rhat: The largest split :math:`\hat R` over the parameters of each pair's chains,
             shape :math:`(m,)` (``nan`` where the posterior has no chains).
     """
@@ -237,7 +239,7 @@ def heldout_score(
             f"theta must have shape (m, p) with m >= 1 rows like x, got {tuple(theta.shape)} "
             f"and {len(x)} simulations"
         )
-    start = time.perf_counter()
+    start = time.process_time()
     if scale is None:
         scale = prior_scale(method.prior)
     scale = torch.as_tensor(scale, dtype=torch.float64)
@@ -267,7 +269,7 @@ def heldout_score(
         torch.stack(scores),
         torch.stack(contraction),
         torch.stack(covered),
-        time.perf_counter() - start,
+        time.process_time() - start,
         torch.tensor(rhat, dtype=torch.float64),
     )
 
