@@ -411,7 +411,9 @@ class ExchangeStage:
             jump_rate=cfg.jump_rate if cfg.num_chains >= 4 else 0.0,
         )
 
-    def _extend(self, family, y_o: Tensor, result, factor: int, *, kernel: str, draws: int, seed):
+    def _extend(
+        self, family, y_o: Tensor, result, factor: int, *, kernel: str, draws: int, seed: int | None
+    ):
         """The chains run again from where ``result`` left them, at the target level, with
         ``draws`` ``factor`` times longer after the planned burn-in (the proposal tuned
         afresh from the chains' spread there); a seed of its own for each ``factor``."""

@@ -40,7 +40,13 @@ from torch import Tensor
 
 R = TypeVar("R")
 
-__all__ = ["effective_sample_size", "rhat", "split_chains"]
+__all__ = [
+    "effective_sample_size",
+    "extension_factor",
+    "rhat",
+    "run_longer",
+    "split_chains",
+]
 
 
 def _as_draws(draws: Tensor) -> tuple[Tensor, tuple[int, ...]]:
