@@ -14,7 +14,8 @@ tests are spread one by one. Work is handed out in one order, groups included: t
 
 A session-scoped fixture is built once per worker: the tests of several modules that share one
 carry one ``xdist_group`` marker, so that they meet on one worker: ``ar2_default_fit`` (the
-default AR(2) fit) and ``dask`` (one Dask cluster of two worker processes). A group's tests are
+default AR(2) fit) and ``dask`` (one Dask cluster of two worker processes, closed after
+the group's last test). A group's tests are
 handed to their worker together and run one after the other, so a module-scoped fixture is
 not torn down and built again in between. (With pytest 9 the group marker reaches pytest-xdist
 only through the node-id suffix that :func:`pytest_collection_modifyitems` appends.)
@@ -54,18 +55,29 @@ def ar2_default_fit():
     return SimpleNamespace(task=task, theta=theta, x=x, method=method)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def dask_client():
-    """A client of a local Dask cluster of two single-threaded worker processes (the workers
-    start once: spawned processes that import torch take seconds); closed at the end."""
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client
+    """The client of a local Dask cluster of two worker processes (:func:`servers.dask_client`),
+    started once for the tests of the ``dask`` group and closed after the last of them
+    (:func:`pytest_runtest_teardown`)."""
+    pytest.importorskip("distributed")
+    from servers import dask_client
+
+    return dask_client()
+
+
+def _in_dask_group(item: pytest.Item | None) -> bool:
+    return item is not None and any(
+        (mark.args[:1] or (mark.kwargs.get("name"),))[0] == "dask"
+        for mark in item.iter_markers("xdist_group")
+    )
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _in_dask_group(item) and not _in_dask_group(nextitem):
+        from servers import close_dask
+
+        close_dask()
 
 
 def _uses_module_fixture(item: pytest.Item) -> bool:

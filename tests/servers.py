@@ -1,5 +1,5 @@
-r"""Test helpers: start and stop a real ``redis-server`` and ``abc-redis-worker`` processes, and
-read a pyabc database while a run writes it.
+r"""Test helpers: start and stop a real ``redis-server`` and ``abc-redis-worker`` processes and
+a local Dask cluster, and read a pyabc database while a run writes it.
 
 Every process started here is tracked by its own :class:`subprocess.Popen` and ended by its
 pid (``terminate``, then ``kill`` after a grace period), never by name. ``redis-server`` runs on
@@ -23,6 +23,8 @@ from typing import Any
 
 __all__ = [
     "REDIS_SERVER",
+    "dask_client",
+    "close_dask",
     "free_port",
     "wait_until",
     "stop_process",
@@ -34,6 +36,34 @@ __all__ = [
 
 REDIS_SERVER = shutil.which("redis-server")
 _HOST = "127.0.0.1"
+
+
+_DASK: list = []  # the running (cluster, client)
+
+
+def dask_client() -> Any:
+    """The client of the running local Dask cluster of two single-threaded worker processes,
+    started on the first call (spawned processes that import torch take seconds) and after
+    :func:`close_dask`. The tests that use it run one after the other on one pytest worker
+    (their ``dask`` group) and ``tests/conftest.py`` closes it after the last of them: idle,
+    its processes keep spending CPU time, about 3 s a minute, beside the rest of the suite."""
+    import distributed
+
+    if not _DASK:
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        _DASK.extend((cluster, distributed.Client(cluster)))
+    return _DASK[1]
+
+
+def close_dask() -> None:
+    """Close the cluster of :func:`dask_client`, if one is running."""
+    if _DASK:
+        cluster, client = _DASK
+        _DASK.clear()
+        client.close()
+        cluster.close()
 
 
 def free_port() -> int:

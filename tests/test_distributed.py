@@ -44,6 +44,7 @@ from posterior_checks import assert_matches, corrupt  # noqa: E402
 from servers import (  # noqa: E402
     REDIS_SERVER,
     RedisServer,
+    dask_client,
     max_generation,
     start_redis_workers,
     stop_process,
@@ -108,8 +109,8 @@ class Killer(threading.Thread):
 
 # ---------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def client(dask_client):
-    return dask_client
+def client():
+    return dask_client()  # the group's cluster (tests/servers.py), closed after the group
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ r"""Tests of the generic training loop, with small models whose optimisation pat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ebm_lfi.training.checkpoints import CHECKPOINT_FORMAT
-from ebm_lfi.training.config import DEFAULT_EPOCHS, MAX_STRETCH, TrainConfig
+from ebm_lfi.training.config import DEFAULT_EPOCHS, MAX_STRETCH, TrainConfig, adam
 from ebm_lfi.training.loop import TrainingError, train
 
 DTYPE = torch.float64
@@ -203,6 +204,53 @@ def test_validation_keeps_autograd_for_input_derivatives():
     x = torch.randn(40, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
     history = train(model, input_gradient_loss, x, config=FAST, seed=0)
     assert np.isfinite(history["val_loss"]).all()
+
+
+def test_validation_builds_no_graph_toward_the_weights_and_keeps_frozen_ones_frozen():
+    r"""The validation loss is computed with the trainable weights out of autograd (its value
+    does not depend on it; the backward passes of the input derivatives skip the weights'
+    gradients); their flags are restored after it, and frozen weights stay frozen."""
+    seen = []
+
+    def loss(model, x):
+        if not model.training:
+            seen.append([p.requires_grad for p in model.parameters()])
+        x = x.requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+        return (grad**2).mean() + 0.1 * (model(x) ** 2).mean()
+
+    model = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1)).to(DTYPE)
+    model[2].bias.requires_grad_(False)
+    x = torch.randn(40, 2, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
+    history = train(model, loss, x, config=FAST, seed=0)
+    assert np.isfinite(history["val_loss"]).all() and seen
+    assert all(not any(flags) for flags in seen)
+    assert [p.requires_grad for p in model.parameters()] == [True, True, True, False]
+
+
+def test_the_default_adam_gives_the_weights_of_the_per_parameter_loop():
+    r"""``adam`` (one batched update per group) is the arithmetic of ``torch.optim.Adam``'s
+    per-parameter loop, to the last bit, with weight decay and two parameter groups."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, dtype=DTYPE, generator=g)
+    y = torch.sin(x).sum(-1, keepdim=True)
+
+    def fit(optimizer):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1)).to(DTYPE)
+        config = {
+            "epochs": 5,
+            "batch_size": 32,
+            "weight_decay": 1e-3,
+            "param_groups": [(model[2], 3e-3)],
+            "optimizer": optimizer,
+        }
+        train(model, lambda m, a, b: ((m(a) - b) ** 2).mean(), x, y, config=config, seed=0)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert TrainConfig().optimizer is adam
+    loop = functools.partial(torch.optim.Adam, foreach=False)
+    assert torch.equal(fit(adam), fit(loop))
 
 
 def test_history_columns_dtypes_and_attrs():

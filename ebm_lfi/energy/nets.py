@@ -32,7 +32,8 @@ that models made of them can be saved.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -41,6 +42,7 @@ from .pooled_nets import ExchangeableNet, MarkovNet
 from .ring_nets import RingMarkovNet
 
 __all__ = [
+    "frozen",
     "statistics_network",
     "net_config",
     "build_net",
@@ -159,3 +161,18 @@ def build_net(config: dict) -> nn.Module:
         return cls(**config["kwargs"])
     except (KeyError, TypeError) as e:
         raise ValueError(f"invalid network config {config!r}: {e}") from e
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Hold the module's weights out of autograd for the block (their ``requires_grad`` flags
+    restored after it): to sample from a fitted model, to evaluate a loss without an update,
+    or to fit a head with the rest fixed. Gradients in the inputs still flow."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)

@@ -117,6 +117,7 @@ import torch
 from torch import Tensor, nn
 
 from ..energy.mlp import MLP
+from ..energy.nets import frozen
 from .nce import NCE
 from .score_matching import check_batch
 
@@ -331,60 +332,56 @@ class MaximumLikelihood(nn.Module):
         index = torch.arange(n, device=y.device)
         was_training = model.training
         model.eval()
-        frozen = [p for p in model.parameters() if p.requires_grad]
-        for p in frozen:
-            p.requires_grad_(False)
         try:
-            mean_s = torch.zeros(n, model.num_statistics, dtype=y.dtype, device=y.device)
-            for call in range(self.normalizer_burn_in + self.normalizer_draws):
-                for rows in index.split(batch_size):
-                    state = self.negatives(model.log_unnormalized_y, y[rows], theta[rows], rows)
-                    if call >= self.normalizer_burn_in:
-                        with torch.no_grad():
-                            mean_s[rows] += model.statistics_y(state.detach())
-            mean_s /= self.normalizer_draws
-            # the regression target -J_eta(theta_i)^T E[s | theta_i], one backward pass
-            with torch.enable_grad():
-                t = theta.detach().clone().requires_grad_(True)
-                (grad,) = torch.autograd.grad((model.natural_parameters(t) * mean_s).sum(), t)
-            target = -grad.detach()
-            # in units of the median target, so that the Huber threshold is relative
-            scale = float(target.norm(dim=1).median()) or 1.0
-            generator = torch.Generator(device="cpu")
-            if seed is None:
-                generator.seed()
-            else:
-                generator.manual_seed(int(seed) + 7_777)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
-                net = MLP(theta.shape[1], 1, hidden, "silu").to(device=y.device, dtype=y.dtype)
-            optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, self.normalizer_iterations
-            )
-            standardize = model.theta_transform
-            with torch.enable_grad():
-                for _ in range(self.normalizer_iterations):
-                    rows = torch.randint(n, (min(n, regression_batch),), generator=generator)
-                    t = theta[rows].detach().clone().requires_grad_(True)
-                    c = net(standardize(t)).sum()
-                    (grad_c,) = torch.autograd.grad(c, t, create_graph=True)
-                    r = (grad_c - target[rows] / scale).norm(dim=1)
-                    loss = torch.where(r < _HUBER, 0.5 * r**2, _HUBER * (r - 0.5 * _HUBER))
-                    loss = loss.mean()
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-            with torch.no_grad():  # fold the scale into the last layer
-                last = net.net[-1]
-                last.weight.mul_(scale)
-                last.bias.mul_(scale)
-            for p in net.parameters():
-                p.requires_grad_(False)
+            with frozen(model):
+                mean_s = torch.zeros(n, model.num_statistics, dtype=y.dtype, device=y.device)
+                for call in range(self.normalizer_burn_in + self.normalizer_draws):
+                    for rows in index.split(batch_size):
+                        state = self.negatives(model.log_unnormalized_y, y[rows], theta[rows], rows)
+                        if call >= self.normalizer_burn_in:
+                            with torch.no_grad():
+                                mean_s[rows] += model.statistics_y(state.detach())
+                mean_s /= self.normalizer_draws
+                # the regression target -J_eta(theta_i)^T E[s | theta_i], one backward pass
+                with torch.enable_grad():
+                    t = theta.detach().clone().requires_grad_(True)
+                    (grad,) = torch.autograd.grad((model.natural_parameters(t) * mean_s).sum(), t)
+                target = -grad.detach()
+                # in units of the median target, so that the Huber threshold is relative
+                scale = float(target.norm(dim=1).median()) or 1.0
+                generator = torch.Generator(device="cpu")
+                if seed is None:
+                    generator.seed()
+                else:
+                    generator.manual_seed(int(seed) + 7_777)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+                    net = MLP(theta.shape[1], 1, hidden, "silu").to(device=y.device, dtype=y.dtype)
+                optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+                schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                    optimizer, self.normalizer_iterations
+                )
+                standardize = model.theta_transform
+                with torch.enable_grad():
+                    for _ in range(self.normalizer_iterations):
+                        rows = torch.randint(n, (min(n, regression_batch),), generator=generator)
+                        t = theta[rows].detach().clone().requires_grad_(True)
+                        c = net(standardize(t)).sum()
+                        (grad_c,) = torch.autograd.grad(c, t, create_graph=True)
+                        r = (grad_c - target[rows] / scale).norm(dim=1)
+                        loss = torch.where(r < _HUBER, 0.5 * r**2, _HUBER * (r - 0.5 * _HUBER))
+                        loss = loss.mean()
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                        schedule.step()
+                with torch.no_grad():  # fold the scale into the last layer
+                    last = net.net[-1]
+                    last.weight.mul_(scale)
+                    last.bias.mul_(scale)
+                for p in net.parameters():
+                    p.requires_grad_(False)
         finally:
-            for p in frozen:
-                p.requires_grad_(True)
             model.train(was_training)
         model.normalizer_net = net
         return net

@@ -3,8 +3,7 @@ and sampling with a model's parameters frozen, seeds of several observations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,6 @@ __all__ = [
     "check_training_data",
     "check_observation",
     "batched",
-    "frozen",
     "spawn_seeds",
 ]
 
@@ -79,19 +77,6 @@ def check_observation(x_o, x_shape: tuple[int, ...], dtype: torch.dtype) -> Tens
 def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 8192) -> Tensor:
     """Apply ``fn`` to ``x`` in chunks along the first axis and concatenate."""
     return torch.cat([fn(chunk) for chunk in x.split(batch_size)], dim=0)
-
-
-@contextmanager
-def frozen(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Temporarily stop tracking gradients of the model's parameters (sampling only)."""
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 def as_config(value: Any, cls: type, name: str) -> Any:

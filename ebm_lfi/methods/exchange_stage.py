@@ -40,13 +40,14 @@ import torch
 from torch import Tensor
 
 from ..energy.model import ExpFamEBM
+from ..energy.nets import frozen
 from ..samplers.mcmc.diagnostics import EXTENSION_SEED, run_longer
 from ..samplers.mcmc.driver import make_generator
 from ..samplers.mcmc.exchange import exchange_mcmc
 from ..samplers.mcmc.inner_check import inner_chain_check
 from ..simulation.simulate import simulate_at
 from ..simulation.simulator import Simulator
-from .common import NotFittedError, as_config, frozen
+from .common import NotFittedError, as_config
 from .method import Draws, FitStage
 from .starting_points import StartingPoints
 

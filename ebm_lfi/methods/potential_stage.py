@@ -32,10 +32,11 @@ import torch
 from torch import Tensor
 
 from ..energy.model import ExpFamEBM
+from ..energy.nets import frozen
 from ..priors import prior_log_prob
 from ..samplers.mcmc.diagnostics import EXTENSION_SEED, run_longer
 from ..samplers.mcmc.potential import sample_potential
-from .common import NotFittedError, as_config, frozen
+from .common import NotFittedError, as_config
 from .method import Draws, FitStage
 from .starting_points import StartingPoints
 

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_STRETCH",
     "ParamGroups",
     "TrainConfig",
+    "adam",
     "optimizer_groups",
     "make_scheduler",
     "check_int",
@@ -42,6 +43,19 @@ _EXPONENTIAL_GAMMA = 0.99  # the exponential schedule's factor per epoch when ga
 MAX_STRETCH = 10.0
 """The most a run without ``TrainConfig.epochs`` is stretched toward ``min_steps``: at most
 2,000 epochs (on a training set of one batch, each epoch also evaluates the validation loss)."""
+
+
+def adam(params: Any, **options: Any) -> torch.optim.Adam:
+    r""":class:`torch.optim.Adam` updating all parameters of a group in one batched call
+    (``foreach=True`` unless ``options`` say otherwise), the default optimiser.
+
+    The update is the same arithmetic, element by element, as the per-parameter loop that
+    torch uses on the CPU by default, and gives the same weights to the last bit; on networks
+    of many small weight tensors (ours) the per-tensor overhead of that loop was a tenth of
+    the training time of an NCE fit.
+    """
+    options.setdefault("foreach", True)
+    return torch.optim.Adam(params, **options)
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,7 @@ class TrainConfig:
             model to learning rates (``{"natural_net": 1e-4}``) or a sequence of
             ``(module_or_parameters, lr)`` pairs. A parameter may belong to one group only.
         optimizer: Optimiser class (or factory) called as
-            ``optimizer(groups, lr=lr, weight_decay=weight_decay)``.
+            ``optimizer(groups, lr=lr, weight_decay=weight_decay)``; :func:`adam` by default.
         weight_decay: Weight decay passed to the optimiser.
         scheduler: ``"exponential"`` (multiply the learning rate by ``gamma`` every epoch),
             ``"plateau"`` (multiply by ``gamma`` after ``scheduler_patience`` epochs without
@@ -82,7 +96,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     param_groups: ParamGroups | None = None
-    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam
+    optimizer: Callable[..., torch.optim.Optimizer] = adam
     weight_decay: float = 0.0
     scheduler: str | Callable[[torch.optim.Optimizer], Any] | None = "exponential"
     gamma: float | None = None
