@@ -169,6 +169,7 @@ def test_cnce_statistics_are_as_informative_as_sliced_score_matching():
 
 
 def test_nce_fits_train_for_more_steps_unless_told():
+    from ebm_lfi.losses.nce import NCE, ConditionalNCE
     from ebm_lfi.methods.fit import NCE_MIN_STEPS, EnergyFit
     from ebm_lfi.training.config import TrainConfig
 
@@ -177,6 +178,9 @@ def test_nce_fits_train_for_more_steps_unless_told():
     assert EnergyFit(prior, loss="nce").training.min_steps == NCE_MIN_STEPS
     assert EnergyFit(prior, loss="nce", training={"lr": 3e-4}).training.min_steps == NCE_MIN_STEPS
     assert EnergyFit(prior, loss="nce", training={"min_steps": 10}).training.min_steps == 10
+    # a loss instance of the class gets the same defaults, not one of another class
+    assert EnergyFit(prior, loss=NCE()).training.min_steps == NCE_MIN_STEPS
+    assert EnergyFit(prior, loss=ConditionalNCE()).training == TrainConfig()
     given = TrainConfig(epochs=3)
     assert EnergyFit(prior, loss="nce", training=given).training is given
     assert EnergyFit(prior, loss="ssm").training == TrainConfig()

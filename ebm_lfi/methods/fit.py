@@ -150,9 +150,10 @@ so it keeps 6,000. ``docs/benchmarks.md``, "Training long enough on small budget
 
 def _default_training(loss: str | Callable, training: TrainConfig | dict | None) -> TrainConfig:
     """The training settings of a fit by ``loss``: a :class:`TrainConfig` as given; ``None`` or
-    a dict of its fields with ``min_steps`` set to :data:`NCE_MIN_STEPS` for ``"nce"`` unless
-    the dict sets it."""
-    if loss == "nce" and (training is None or isinstance(training, dict)):
+    a dict of its fields with ``min_steps`` set to :data:`NCE_MIN_STEPS` for NCE (``"nce"`` or
+    an :class:`~ebm_lfi.losses.nce.NCE` instance) unless the dict sets it."""
+    is_nce = loss == "nce" or type(loss) is NCE
+    if is_nce and (training is None or isinstance(training, dict)):
         training = {"min_steps": NCE_MIN_STEPS, **(training or {})}
     return as_config(training, TrainConfig, "training")
 
@@ -211,7 +212,7 @@ class EnergyFit:
         x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
         network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
         training: A :class:`~ebm_lfi.training.config.TrainConfig` or a dict of its fields
-            (for ``"nce"``, ``min_steps`` defaults to :data:`NCE_MIN_STEPS`).
+            (for NCE, ``min_steps`` defaults to :data:`NCE_MIN_STEPS`).
         sigma: Noise of denoising score matching or conditional NCE, in the standardised
             space (see :func:`make_loss`): for DSM a range ``(lowest, highest)`` (default
             ``(0.05, 1.0)``) trains the tolerance-conditional model, a float one scale.
