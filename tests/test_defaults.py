@@ -21,10 +21,12 @@ import torch
 import ebm_lfi as el
 from ebm_lfi.methods.checks import (
     CONTRACTION_THRESHOLD,
+    COVERAGE_THRESHOLD,
     PosteriorWarning,
     about_the_prior,
     effective_draws,
     posterior_problems,
+    prior_coverage,
 )
 from ebm_lfi.methods.method import Draws, Method
 
@@ -58,6 +60,38 @@ def posterior_warnings(caught) -> list[str]:
 
 
 # ---------------------------------------------------------------- say when it fails
+
+
+def test_a_posterior_of_separated_modes_is_not_taken_for_the_prior():
+    r"""x = (θ₁θ₂, θ₁² + θ₂²) plus noise, θ ~ U(-2, 2)²: the exact posterior (a grid) is four
+    small modes spread over the box, with posterior sd / prior sd 0.77 for both parameters:
+    with the allowance for 20 effective draws (stuck chains) the sd alone says "about the
+    prior". Its mass sits on under half of each prior range (coverage 0.45), which the coverage
+    sees; prior draws, the negative control (coverage 0.9), keep the warning at the same
+    effective size."""
+    g = torch.Generator().manual_seed(0)
+    prior = el.BoxUniform([-2.0, -2.0], [2.0, 2.0])
+    prior_draws = prior.sample((4_000,)).double()
+    grid = torch.linspace(-2, 2, 401, dtype=torch.float64)
+    a, b = torch.meshgrid(grid, grid, indexing="ij")
+    # five draws at θ = (-1.2, 0.3) (seeded); modes near (∓1.2, ±0.3) and (±0.3, ∓1.2)
+    x_o = torch.tensor([[-0.48, 1.57], [0.04, 1.67], [-1.07, 1.5], [-0.42, 1.83], [-0.25, 1.45]])
+    log_lik = -((x_o[:, 0] - (a * b)[..., None]) ** 2 + (x_o[:, 1] - (a**2 + b**2)[..., None]) ** 2)
+    log_lik = log_lik.sum(-1) / (2 * 0.3**2)
+    cells = torch.multinomial(torch.softmax(log_lik.flatten(), 0), 2_000, True, generator=g)
+    exact = torch.stack([a.flatten()[cells], b.flatten()[cells]], 1)
+    exact = exact + 0.01 * (torch.rand(exact.shape, generator=g, dtype=torch.float64) - 0.5)
+    draws = 20.0
+    for samples, informative in ((exact, True), (prior_draws[:2_000], False)):
+        contraction = (samples.std(0) / prior_draws.std(0)).tolist()
+        coverage = prior_coverage(samples, None, prior_draws)
+        assert about_the_prior(contraction, draws) is True, contraction  # the sd alone
+        assert about_the_prior(contraction, draws, coverage) is not informative, coverage
+        figures = {"contraction": contraction, "prior_coverage": coverage, "ess": [draws]}
+        said = any("about the prior" in p for p in posterior_problems(figures, ["a", "b"]))
+        assert said is not informative
+    assert max(prior_coverage(exact, None, prior_draws)) < COVERAGE_THRESHOLD - 0.1
+    assert min(prior_coverage(prior_draws[:100], None, prior_draws)) > COVERAGE_THRESHOLD + 0.1
 
 
 @pytest.mark.parametrize("method", ["rejection-abc", "ssm-abc"])

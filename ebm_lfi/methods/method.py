@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..posterior.posterior import Posterior
-from .checks import posterior_problems, prior_std, warn_problems
+from .checks import posterior_problems, prior_coverage, prior_std, warn_problems
 from .common import NotFittedError, check_observation, spawn_seeds
 
 __all__ = ["Draws", "FitStage", "PosteriorStage", "Method"]
@@ -248,6 +248,7 @@ class Method:
             self._prior_sd = prior_std(self.prior, theta)
         sd = post.std().detach().to("cpu", torch.float64)
         post.diagnostics["contraction"] = (sd / self._prior_sd).tolist()
+        post.diagnostics["prior_coverage"] = prior_coverage(post.samples, post.weights, theta)
         problems = posterior_problems(post.diagnostics, post.parameter_names)
         post.diagnostics["warnings"] = problems
         warn_problems(problems, self.name)
