@@ -1,0 +1,205 @@
+r"""Simulators none of the defaults were tuned on, each with an exact posterior on a grid.
+
+``weibull``: 20 Weibull lifetimes, :math:`\theta = (k, \lambda) \sim U([0.5, 3] \times [0.5,
+2])`, :math:`x_j = \lambda W_j` with :math:`W_j` Weibull of shape :math:`k` (likelihood
+:math:`\prod_j \frac{k}{\lambda} (x_j/\lambda)^{k-1} e^{-(x_j/\lambda)^k}`).
+
+``modes``: :math:`\theta \sim U(-2, 2)^2`, five draws of :math:`(\theta_1\theta_2, \theta_1^2 +
+\theta_2^2) + 0.3\,\varepsilon` returned flat (10 numbers): the posterior has four small modes,
+:math:`(\pm a, \pm b)` and :math:`(\pm b, \pm a)` of one sign pattern, spread over the box.
+
+``betabinomial``: integer counts, :math:`\theta = (\mu, \kappa) \sim U([0.1, 0.9] \times [1,
+20])`, 8 groups of 30 trials, :math:`x_g \sim \mathrm{Binomial}(30, p_g)`, :math:`p_g \sim
+\mathrm{Beta}(\mu\kappa, (1 - \mu)\kappa)` (beta-binomial likelihood).
+
+The exact posterior is computed on a grid over the prior box (400 × 400; 500 × 500 for
+``modes``) and drawn with uniform jitter inside the cells. For each budget the methods
+(``el.methods.get(name)``, defaults) are fitted on the same pairs (seed 0), and optionally with
+``training={"epochs": 200}`` (the schedule before ``TrainConfig.min_steps``); their posteriors
+(1,000 draws) are scored by C2ST on two observations (simulated with seeds 100 and 101 at
+prior draws; for ``modes`` at :math:`\theta = (1, 0.5)` and :math:`(-1.2, 0.3)`), and the
+posterior warnings are printed::
+
+    python scripts/check_fresh.py --problem weibull --budgets 1000 10000
+    python scripts/check_fresh.py --problem modes --budgets 5000 --methods auto nce
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.special import betaln
+
+import ebm_lfi as el
+
+SCHEDULES = {"default": None, "epochs=200": {"epochs": 200}}
+
+
+@dataclass(frozen=True)
+class FreshProblem:
+    """A simulator, its prior box, the log-likelihood of an observation on a grid of
+    :math:`\\theta` and the grid's size; ``truths`` fixes the observations' parameters."""
+
+    prior: el.BoxUniform
+    simulator: Callable
+    log_likelihood: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    grid: int = 400
+    truths: tuple | None = None
+
+
+# ---------------------------------------------------------------------------- weibull
+WEIBULL_DRAWS = 20
+
+
+def weibull_simulator(theta, rng):
+    """20 lifetimes, Weibull of shape ``theta[0]`` and scale ``theta[1]``."""
+    shape, scale = float(theta[0]), float(theta[1])
+    return scale * rng.weibull(shape, size=WEIBULL_DRAWS)
+
+
+def weibull_log_likelihood(k, lam, x):
+    return (
+        WEIBULL_DRAWS * np.log(k)
+        - WEIBULL_DRAWS * k * np.log(lam)
+        + (k - 1) * np.log(x).sum()
+        - ((x[None, None, :] / lam[..., None]) ** k[..., None]).sum(-1)
+    )
+
+
+# ---------------------------------------------------------------------------- modes
+MODES_DRAWS, MODES_NOISE = 5, 0.3
+
+
+def modes_simulator(theta, rng):
+    """Five noisy draws of (θ₁θ₂, θ₁² + θ₂²), flat."""
+    t1, t2 = float(theta[0]), float(theta[1])
+    mean = np.array([t1 * t2, t1**2 + t2**2])
+    return (mean[None] + MODES_NOISE * rng.standard_normal((MODES_DRAWS, 2))).ravel()
+
+
+def modes_log_likelihood(a, b, x):
+    x = x.reshape(MODES_DRAWS, 2)
+    product = (x[:, 0][None, None] - (a * b)[..., None]) ** 2
+    radius = (x[:, 1][None, None] - (a**2 + b**2)[..., None]) ** 2
+    return -(product + radius).sum(-1) / (2 * MODES_NOISE**2)
+
+
+# ---------------------------------------------------------------------------- betabinomial
+GROUPS, TRIALS = 8, 30
+
+
+def betabinomial_simulator(theta, rng):
+    """Successes in 8 groups of 30 trials, each group's rate Beta(μκ, (1 − μ)κ)."""
+    mu, kappa = float(theta[0]), float(theta[1])
+    rates = rng.beta(mu * kappa, (1 - mu) * kappa, size=GROUPS)
+    return rng.binomial(TRIALS, rates).astype(float)
+
+
+def betabinomial_log_likelihood(mu, kappa, x):
+    a, b = (mu * kappa)[..., None], ((1 - mu) * kappa)[..., None]
+    return (betaln(x + a, TRIALS - x + b) - betaln(a, b)).sum(-1)
+
+
+PROBLEMS = {
+    "weibull": FreshProblem(
+        el.BoxUniform([0.5, 0.5], [3.0, 2.0]), weibull_simulator, weibull_log_likelihood
+    ),
+    "modes": FreshProblem(
+        el.BoxUniform([-2.0, -2.0], [2.0, 2.0]),
+        modes_simulator,
+        modes_log_likelihood,
+        grid=500,
+        truths=((1.0, 0.5), (-1.2, 0.3)),
+    ),
+    "betabinomial": FreshProblem(
+        el.BoxUniform([0.1, 1.0], [0.9, 20.0]), betabinomial_simulator, betabinomial_log_likelihood
+    ),
+}
+
+
+def exact_posterior(
+    problem: FreshProblem, x_o: np.ndarray, num_samples: int, seed: int
+) -> torch.Tensor:
+    """Draws of the posterior of ``x_o`` from a grid over the prior box."""
+    low, high = problem.prior.low.double().numpy(), problem.prior.high.double().numpy()
+    axes = [np.linspace(lo, hi, problem.grid) for lo, hi in zip(low, high)]
+    first, second = np.meshgrid(*axes, indexing="ij")
+    log_lik = problem.log_likelihood(first, second, np.asarray(x_o, dtype=np.float64))
+    p = np.exp(log_lik - log_lik.max()).ravel()
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(p.size, size=num_samples, p=p / p.sum())
+    cells = [ax[1] - ax[0] for ax in axes]
+    draws = np.stack(
+        [
+            grid.ravel()[idx] + rng.uniform(-d / 2, d / 2, num_samples)
+            for grid, d in zip((first, second), cells)
+        ],
+        axis=1,
+    )
+    return torch.as_tensor(draws)
+
+
+def observations(problem: FreshProblem) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The two observations and their exact posteriors (2,000 draws)."""
+    out = []
+    for i, seed in enumerate((100, 101)):
+        if problem.truths is None:
+            _, x_o = el.simulate(problem.simulator, problem.prior, 1, seed=seed)
+            x_o = x_o[0]
+        else:
+            truth = torch.tensor(problem.truths[i])
+            x_o = el.Simulator(problem.simulator)(truth, seed=seed)
+        out.append((x_o, exact_posterior(problem, x_o.numpy(), 2_000, seed)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problem", default="weibull", choices=PROBLEMS)
+    parser.add_argument("--budgets", nargs="+", type=int, default=[1_000, 10_000])
+    parser.add_argument("--methods", nargs="+", default=["auto", "nce"])
+    parser.add_argument("--schedules", nargs="+", default=["default"], choices=SCHEDULES)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    problem = PROBLEMS[args.problem]
+    observed = observations(problem)
+    print(f"{args.problem}")
+    print("budget  schedule    method  chose                  fit s   C2ST (obs 1, 2)  mean")
+    for budget in args.budgets:
+        theta, x = el.simulate(problem.simulator, problem.prior, budget, seed=0)
+        for schedule in args.schedules:
+            for name in args.methods:
+                options = {} if SCHEDULES[schedule] is None else {"training": SCHEDULES[schedule]}
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    start = time.process_time()
+                    method = el.methods.get(name, prior=problem.prior, **options)
+                    method.fit(theta, x, seed=0)
+                    seconds = time.process_time() - start
+                    scores, said = [], []
+                    for x_o, reference in observed:
+                        post = method.posterior(x_o, 1_000, seed=0)
+                        draws = (
+                            post.sample(1_000, seed=0) if post.weights is not None else post.samples
+                        )
+                        scores.append(el.metrics.c2st(draws.double(), reference.double(), seed=0))
+                        said.append(post.diagnostics.get("warnings", []))
+                chose = getattr(method, "chosen", "") or ""
+                print(
+                    f"{budget:6d}  {schedule:10s}  {name:6s}  {chose:21s}  {seconds:5.0f}   "
+                    f"{scores[0]:.3f} / {scores[1]:.3f}    {np.mean(scores):.3f}",
+                    flush=True,
+                )
+                for i, messages in enumerate(said):
+                    for message in messages:
+                        print(f"        warning at observation {i + 1}: {message[:110]}")
+
+
+if __name__ == "__main__":
+    main()
