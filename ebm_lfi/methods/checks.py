@@ -76,6 +76,7 @@ __all__ = [
     "CONTRACTION_THRESHOLD",
     "RHAT_THRESHOLD",
     "COVERAGE_THRESHOLD",
+    "PRIOR_DRAWS",
     "prior_std",
     "prior_coverage",
     "effective_draws",
@@ -98,7 +99,8 @@ _COVERAGE_MASS, _COVERAGE_BINS = 0.9, 20
 RHAT_THRESHOLD = 1.05
 r"""Split :math:`\hat R` above which the chains are taken not to have converged."""
 
-_PRIOR_DRAWS = 10_000  # prior draws for the sd of a prior without a closed form
+PRIOR_DRAWS = 10_000
+"""Seeded prior draws for the sd of a prior without a closed form, and for the coverage."""
 
 
 class PosteriorWarning(UserWarning):
@@ -125,7 +127,7 @@ def prior_std(prior: Distribution, theta: Tensor | None = None) -> Tensor:
     except (NotImplementedError, AttributeError, RuntimeError, TypeError, ValueError):
         pass
     if theta is None or theta.shape[0] < 2:
-        theta = prior_sample(prior, _PRIOR_DRAWS, torch.Generator().manual_seed(0))
+        theta = prior_sample(prior, PRIOR_DRAWS, torch.Generator().manual_seed(0))
     return theta.detach().to("cpu", torch.float64).std(0)
 
 
@@ -150,7 +152,9 @@ def prior_coverage(samples: Tensor, weights: Tensor | None, prior_draws: Tensor)
     Arguments:
         samples: Posterior draws :math:`(n, p)`.
         weights: Their weights :math:`(n,)`, or ``None`` for equal ones.
-        prior_draws: Draws of the prior :math:`(m, p)` (e.g. the training parameters).
+        prior_draws: Draws of the prior :math:`(m, p)` (a method's posteriors use
+            :data:`PRIOR_DRAWS` seeded ones: the training parameters of sequential rounds are
+            not from the prior).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)

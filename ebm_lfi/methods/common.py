@@ -1,5 +1,5 @@
-r"""Pieces shared by every method: input checks at the public boundary, batched evaluation
-and sampling with a model's parameters frozen, seeds of several observations."""
+r"""Pieces shared by every method: input checks at the public boundary, batched evaluation,
+seeds of several observations."""
 
 from __future__ import annotations
 

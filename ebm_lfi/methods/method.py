@@ -44,7 +44,8 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..posterior.posterior import Posterior
-from .checks import posterior_problems, prior_coverage, prior_std, warn_problems
+from ..priors import prior_sample
+from .checks import PRIOR_DRAWS, posterior_problems, prior_coverage, prior_std, warn_problems
 from .common import NotFittedError, check_observation, spawn_seeds
 
 __all__ = ["Draws", "FitStage", "PosteriorStage", "Method"]
@@ -248,7 +249,9 @@ class Method:
             self._prior_sd = prior_std(self.prior, theta)
         sd = post.std().detach().to("cpu", torch.float64)
         post.diagnostics["contraction"] = (sd / self._prior_sd).tolist()
-        post.diagnostics["prior_coverage"] = prior_coverage(post.samples, post.weights, theta)
+        # fresh prior draws, not the training parameters (drawn from a proposal in rounds)
+        prior_draws = prior_sample(self.prior, PRIOR_DRAWS, torch.Generator().manual_seed(0))
+        post.diagnostics["prior_coverage"] = prior_coverage(post.samples, post.weights, prior_draws)
         problems = posterior_problems(post.diagnostics, post.parameter_names)
         post.diagnostics["warnings"] = problems
         warn_problems(problems, self.name)
