@@ -14,23 +14,26 @@ r"""Simulators none of the defaults were tuned on, each with an exact posterior 
 
 The exact posterior is computed on a grid over the prior box (400 × 400; 500 × 500 for
 ``modes``) and drawn with uniform jitter inside the cells. For each budget the methods
-(``el.methods.get(name)``, defaults) are fitted on the same pairs (seed 0), and optionally with
+(``el.methods.get(name)``, defaults; ``npe`` and ``nre``: sbi's defaults on the raw data,
+``scripts/sbi_baselines.py``) are fitted on the same pairs (seed 0), and optionally with
 ``training={"epochs": 200}`` (the schedule before ``TrainConfig.min_steps``); their posteriors
 (1,000 draws) are scored by C2ST on two observations (simulated with seeds 100 and 101 at
 prior draws; for ``modes`` at :math:`\theta = (1, 0.5)` and :math:`(-1.2, 0.3)`), and the
 posterior warnings are printed::
 
     python scripts/check_fresh.py --problem weibull --budgets 1000 10000
-    python scripts/check_fresh.py --problem modes --budgets 5000 --methods auto nce
+    python scripts/check_fresh.py --problem modes --budgets 5000 --methods auto nce npe nre
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +41,10 @@ from scipy.special import betaln
 
 import ebm_lfi as el
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sbi_baselines import NPEBaseline, NREBaseline  # noqa: E402
+
+BASELINES = {"npe": NPEBaseline, "nre": NREBaseline}  # sbi's defaults on the raw data
 SCHEDULES = {"default": None, "epochs=200": {"epochs": 200}}
 
 
@@ -179,7 +186,10 @@ def main(argv: list[str] | None = None) -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     start = time.process_time()
-                    method = el.methods.get(name, prior=problem.prior, **options)
+                    if name in BASELINES:
+                        method = BASELINES[name](problem.prior)
+                    else:
+                        method = el.methods.get(name, prior=problem.prior, **options)
                     method.fit(theta, x, seed=0)
                     seconds = time.process_time() - start
                     scores, said = [], []
