@@ -8,6 +8,7 @@ decision rule, and the pieces (layouts, dequantisation) on small fits.
 
 from __future__ import annotations
 
+import inspect
 import math
 import pickle
 import warnings
@@ -493,6 +494,7 @@ def test_the_defaults_find_the_information_at_ten_thousand_simulations(problem):
     the 200 pairs it held out to score the routes), rather than of a second fit of its own."""
     _, x_o = problem.observation(100)
     reference = problem.reference(x_o)
+    assert inspect.signature(el.infer).parameters["method"].default == "auto"
     method = el.methods.get("auto", prior=problem.prior)  # el.infer's default, kept at hand
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
