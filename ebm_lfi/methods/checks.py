@@ -179,7 +179,8 @@ def prior_coverage(samples: Tensor, weights: Tensor | None, prior_draws: Tensor)
         bins = (u * _COVERAGE_BINS).long().clamp(0, _COVERAGE_BINS - 1)
         mass = torch.zeros(_COVERAGE_BINS, dtype=torch.float64).index_add_(0, bins, w)
         held = torch.cumsum(torch.sort(mass, descending=True).values, 0)
-        needed = int(torch.searchsorted(held, torch.tensor(_COVERAGE_MASS - 1e-12))) + 1
+        mass_held = torch.tensor(_COVERAGE_MASS - 1e-12, dtype=torch.float64)
+        needed = int(torch.searchsorted(held, mass_held)) + 1
         shares.append(min(needed, _COVERAGE_BINS) / _COVERAGE_BINS)
     return shares
 
