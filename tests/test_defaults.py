@@ -24,6 +24,7 @@ from ebm_lfi.methods.checks import (
     COVERAGE_THRESHOLD,
     PosteriorWarning,
     about_the_prior,
+    coverage_edges,
     effective_draws,
     posterior_problems,
     prior_coverage,
@@ -72,6 +73,7 @@ def test_a_posterior_of_separated_modes_is_not_taken_for_the_prior():
     g = torch.Generator().manual_seed(0)
     prior = el.BoxUniform([-2.0, -2.0], [2.0, 2.0])
     prior_draws = prior.sample((4_000,)).double()
+    edges = coverage_edges(prior_draws)
     grid = torch.linspace(-2, 2, 401, dtype=torch.float64)
     a, b = torch.meshgrid(grid, grid, indexing="ij")
     # five draws at θ = (-1.2, 0.3) (seeded); modes near (∓1.2, ±0.3) and (±0.3, ∓1.2)
@@ -84,14 +86,32 @@ def test_a_posterior_of_separated_modes_is_not_taken_for_the_prior():
     draws = 20.0
     for samples, informative in ((exact, True), (prior_draws[:2_000], False)):
         contraction = (samples.std(0) / prior_draws.std(0)).tolist()
-        coverage = prior_coverage(samples, None, prior_draws)
+        coverage = prior_coverage(samples, None, edges)
         assert about_the_prior(contraction, draws) is True, contraction  # the sd alone
         assert about_the_prior(contraction, draws, coverage) is not informative, coverage
         figures = {"contraction": contraction, "prior_coverage": coverage, "ess": [draws]}
         said = any("about the prior" in p for p in posterior_problems(figures, ["a", "b"]))
         assert said is not informative
-    assert max(prior_coverage(exact, None, prior_draws)) < COVERAGE_THRESHOLD - 0.1
-    assert min(prior_coverage(prior_draws[:100], None, prior_draws)) > COVERAGE_THRESHOLD + 0.1
+    assert max(prior_coverage(exact, None, edges)) < COVERAGE_THRESHOLD - 0.1
+    assert min(prior_coverage(prior_draws[:100], None, edges)) > COVERAGE_THRESHOLD + 0.1
+
+
+@pytest.mark.parametrize("m", [7, 20, 4_000, 10_000])
+def test_coverage_edges_bin_values_by_their_prior_quantile(m):
+    # the bin of a value is floor(20 u), u the share of prior draws strictly below it: the
+    # edges give it, ties and values outside the draws included (counts: many ties)
+    g = torch.Generator().manual_seed(m)
+    draws = torch.cat(
+        [torch.randn(m, 1, generator=g), torch.randint(0, 9, (m, 1), generator=g).float()], 1
+    ).double()
+    values = torch.cat([draws[:300], 3 * torch.randn(300, 2, generator=g).double() + 4])
+    edges = coverage_edges(draws)
+    assert edges.shape == (19, 2)
+    for j in range(2):
+        below = (draws[:, j][None, :] < values[:, j][:, None]).sum(1)
+        expected = torch.div(20 * below, m, rounding_mode="floor").clamp(max=19)
+        got = torch.searchsorted(edges[:, j].contiguous(), values[:, j].contiguous())
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("method", ["rejection-abc", "ssm-abc"])

@@ -329,7 +329,7 @@ class AutoMethod(Method):
         theta, x = check_training_data(theta, x, len(self.fit_stage.parameter_names))
         n = theta.shape[0]
         self.num_pairs = n
-        self._prepared, self._prior_sd = False, None
+        self._prepared, self._prior_sd, self._coverage_edges = False, None, None
         self.fit_stage = self._energy_fit(prior, "ssm")
         seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(6, np.uint32)]
         split_seed, ssm_seed, nce_seed, layout_seed, score_seed, stage_seed = seeds

@@ -78,6 +78,7 @@ __all__ = [
     "COVERAGE_THRESHOLD",
     "PRIOR_DRAWS",
     "prior_std",
+    "coverage_edges",
     "prior_coverage",
     "effective_draws",
     "about_the_prior",
@@ -137,11 +138,41 @@ def _figures(values: Sequence[float], digits: int = 2) -> str:
     return "[" + ", ".join(items) + "]"
 
 
-def prior_coverage(samples: Tensor, weights: Tensor | None, prior_draws: Tensor) -> list[float]:
+def coverage_edges(prior_draws: Tensor) -> Tensor:
+    r"""The edges of the prior-quantile bins of :func:`prior_coverage`, shape :math:`(19, p)`,
+    float64: a value lies in bin :math:`b \ge k` (of 20 equal bins of its prior quantile
+    :math:`u = \hat F_j(\theta_j)`, the share of ``prior_draws`` strictly below it) exactly when
+    it is above edge :math:`k`. A method computes them once from :data:`PRIOR_DRAWS` seeded
+    prior draws (the training parameters of sequential rounds are not from the prior) and
+    keeps them for all its posteriors.
+
+    Arguments:
+        prior_draws: Draws of the prior :math:`(m, p)`.
+
+    Example:
+        >>> coverage_edges(torch.arange(40.0).reshape(40, 1)).flatten()[:3]
+        tensor([1., 3., 5.], dtype=torch.float64)
+    """
+    draws = prior_draws.detach().to("cpu", torch.float64)
+    draws = draws.reshape(draws.shape[0], -1)
+    m = draws.shape[0]
+    # the bin of a value with `below` draws under it: floor(20 * below / m), in float64
+    below = torch.arange(m + 1, dtype=torch.float64)
+    bins = (below / m * _COVERAGE_BINS).long().clamp(0, _COVERAGE_BINS - 1)
+    # bin >= k  <=>  below >= first[k]  <=>  the value exceeds the first[k]-th smallest draw
+    first = torch.searchsorted(bins, torch.arange(1, _COVERAGE_BINS))
+    grid = torch.sort(draws, dim=0).values
+    inf = torch.full((1, draws.shape[1]), math.inf, dtype=torch.float64)
+    grid = torch.cat([grid, inf])  # a bin no count of draws reaches has an infinite edge
+    return grid[torch.where(first > m, m, first - 1)]
+
+
+def prior_coverage(samples: Tensor, weights: Tensor | None, edges: Tensor) -> list[float]:
     r"""For each parameter, the share of its prior range on which the posterior's mass sits:
-    the draws are mapped to their prior quantiles :math:`u = \hat F_j(\theta_j)` (the empirical
-    distribution function of ``prior_draws``), and the fewest of 20 equal bins of :math:`u`
-    that hold 90 % of the posterior's mass are counted, over 20.
+    the draws are put in 20 equal bins of their prior quantiles :math:`u = \hat F_j(\theta_j)`
+    (the empirical distribution function of prior draws, through the bin ``edges`` of
+    :func:`coverage_edges`), and the fewest bins that hold 90 % of the posterior's mass are
+    counted, over 20.
 
     About 0.9 when the posterior is the prior (0.8 from a hundred draws); small when it sits in
     one place or in several. The sd cannot tell the second case: on a posterior of four small
@@ -152,34 +183,30 @@ def prior_coverage(samples: Tensor, weights: Tensor | None, prior_draws: Tensor)
     Arguments:
         samples: Posterior draws :math:`(n, p)`.
         weights: Their weights :math:`(n,)`, or ``None`` for equal ones.
-        prior_draws: Draws of the prior :math:`(m, p)` (a method's posteriors use
-            :data:`PRIOR_DRAWS` seeded ones: the training parameters of sequential rounds are
-            not from the prior).
+        edges: The prior's bin edges :math:`(19, p)` (:func:`coverage_edges`).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
-        >>> prior = torch.rand(4000, 1, generator=g)
-        >>> round(prior_coverage(torch.rand(2000, 1, generator=g), None, prior)[0], 2)
+        >>> edges = coverage_edges(torch.rand(4000, 1, generator=g))  # a U(0, 1) prior
+        >>> round(prior_coverage(torch.rand(2000, 1, generator=g), None, edges)[0], 2)
         0.9
         >>> modes = torch.tensor([[0.125], [0.625]]).repeat(500, 1)  # two small modes
         >>> modes = modes + 0.005 * torch.randn(1000, 1, generator=g)
-        >>> prior_coverage(modes, None, prior)
+        >>> prior_coverage(modes, None, edges)
         [0.1]
     """
     samples = samples.detach().to("cpu", torch.float64)
-    reference = prior_draws.detach().to("cpu", torch.float64).reshape(-1, samples.shape[1])
+    edges = edges.to("cpu", torch.float64).reshape(_COVERAGE_BINS - 1, samples.shape[1])
     n = samples.shape[0]
     w = torch.full((n,), 1.0 / n, dtype=torch.float64) if weights is None else weights
     w = w.detach().to("cpu", torch.float64)
     w = w / w.sum()
+    mass_held = torch.tensor(_COVERAGE_MASS - 1e-12, dtype=torch.float64)
     shares = []
     for j in range(samples.shape[1]):
-        grid = torch.sort(reference[:, j]).values
-        u = torch.searchsorted(grid, samples[:, j].contiguous()).double() / grid.numel()
-        bins = (u * _COVERAGE_BINS).long().clamp(0, _COVERAGE_BINS - 1)
+        bins = torch.searchsorted(edges[:, j].contiguous(), samples[:, j].contiguous())
         mass = torch.zeros(_COVERAGE_BINS, dtype=torch.float64).index_add_(0, bins, w)
         held = torch.cumsum(torch.sort(mass, descending=True).values, 0)
-        mass_held = torch.tensor(_COVERAGE_MASS - 1e-12, dtype=torch.float64)
         needed = int(torch.searchsorted(held, mass_held)) + 1
         shares.append(min(needed, _COVERAGE_BINS) / _COVERAGE_BINS)
     return shares

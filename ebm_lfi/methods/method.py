@@ -45,7 +45,14 @@ from torch.distributions import Distribution
 
 from ..posterior.posterior import Posterior
 from ..priors import prior_sample
-from .checks import PRIOR_DRAWS, posterior_problems, prior_coverage, prior_std, warn_problems
+from .checks import (
+    PRIOR_DRAWS,
+    coverage_edges,
+    posterior_problems,
+    prior_coverage,
+    prior_std,
+    warn_problems,
+)
 from .common import NotFittedError, check_observation, spawn_seeds
 
 __all__ = ["Draws", "FitStage", "PosteriorStage", "Method"]
@@ -143,6 +150,7 @@ class Method:
             self.name = name
         self._prepared = False
         self._prior_sd: Tensor | None = None
+        self._coverage_edges: Tensor | None = None
 
     # ------------------------------------------------------------------ the two stages
     def fit(self, theta, x, *, seed: int | None = None) -> Method:
@@ -157,7 +165,7 @@ class Method:
             The method itself (fitted).
         """
         self._prepared = False
-        self._prior_sd = None
+        self._prior_sd = self._coverage_edges = None
         self.fit_stage.fit(theta, x, seed=seed)
         return self.prepare(seed=seed)
 
@@ -249,9 +257,12 @@ class Method:
             self._prior_sd = prior_std(self.prior, theta)
         sd = post.std().detach().to("cpu", torch.float64)
         post.diagnostics["contraction"] = (sd / self._prior_sd).tolist()
-        # fresh prior draws, not the training parameters (drawn from a proposal in rounds)
-        prior_draws = prior_sample(self.prior, PRIOR_DRAWS, torch.Generator().manual_seed(0))
-        post.diagnostics["prior_coverage"] = prior_coverage(post.samples, post.weights, prior_draws)
+        if self._coverage_edges is None:
+            # fresh prior draws, not the training parameters (drawn from a proposal in rounds)
+            draws = prior_sample(self.prior, PRIOR_DRAWS, torch.Generator().manual_seed(0))
+            self._coverage_edges = coverage_edges(draws)
+        edges = self._coverage_edges
+        post.diagnostics["prior_coverage"] = prior_coverage(post.samples, post.weights, edges)
         problems = posterior_problems(post.diagnostics, post.parameter_names)
         post.diagnostics["warnings"] = problems
         warn_problems(problems, self.name)
@@ -360,7 +371,8 @@ class Method:
         return split(int(num_simulations), int(num_samples))
 
     def __setstate__(self, state: dict) -> None:
-        state.setdefault("_prior_sd", None)  # methods pickled before it existed
+        state.setdefault("_prior_sd", None)  # methods pickled before they existed
+        state.setdefault("_coverage_edges", None)
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
