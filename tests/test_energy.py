@@ -55,6 +55,29 @@ def test_log_unnormalized_is_eta_dot_s_plus_b():
     assert model.score_y(y[:1], theta).shape == (6, 4)
 
 
+def test_the_energy_at_fixed_theta_is_the_energy_to_the_bit():
+    # eta computed once: the same values as log_unnormalized_y, the same gradients in y, and
+    # for a noise-conditional model at one noise scale (the view the exchange sampler reads)
+    gen = torch.Generator().manual_seed(0)
+    y, theta = torch.randn(6, 4, generator=gen, dtype=DT), torch.rand(6, 3, generator=gen, dtype=DT)
+    for model, family in (
+        (seeded_default((4,), 3, hidden=(8,)),) * 2,
+        (
+            noisy := seeded_default((4,), 3, hidden=(8,), noise_conditional=True),
+            noisy.at_noise(0.3),
+        ),
+    ):
+        energy = family.log_unnormalized_y_at(theta)
+        yg = y.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(yg).sum(), yg)
+        yg2 = y.clone().requires_grad_(True)
+        (grad2,) = torch.autograd.grad(family.log_unnormalized_y(yg2, theta).sum(), yg2)
+        assert torch.equal(energy(y), family.log_unnormalized_y(y, theta))
+        assert torch.equal(grad, grad2)
+        with pytest.raises(ValueError, match="one per theta"):
+            energy(y[:2])
+
+
 def test_default_k_and_structures():
     assert ExpFamEBM.default((4,), 3).num_statistics == 3
     m = ExpFamEBM.default((10, 2), 2, structure="iid", hidden=(8,), embedding=4)

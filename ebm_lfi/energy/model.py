@@ -62,7 +62,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -415,6 +415,37 @@ class ExpFamEBM(nn.Module):
         s, b = self._stats_and_base_y(y)
         return (self.natural_parameters(theta, sigma) * s).sum(-1) + b
 
+    def log_unnormalized_y_at(
+        self, theta: Tensor, sigma: float | Tensor | None = None
+    ) -> Callable[[Tensor], Tensor]:
+        r"""The function :math:`y \mapsto \eta(\theta)^\top s(y) + b(y)` at fixed parameters,
+        with :math:`\eta(\theta)` computed once and held fixed (no gradient reaches
+        :math:`\theta` or the weights through it): a chain over :math:`y` at fixed
+        :math:`\theta`, such as the exchange sampler's auxiliary draw, evaluates it at every
+        step. Its values are those of :meth:`log_unnormalized_y` to the bit.
+
+        Arguments:
+            theta: Raw parameters, shape :math:`(n, p)`.
+            sigma: Noise scale(s) of a noise-conditional model (see :meth:`natural_parameters`).
+
+        Returns:
+            A function of transformed data :math:`(n, *x_{shape})` (the same :math:`n`) to the
+            unnormalised log-densities :math:`(n,)`.
+        """
+        with torch.no_grad():
+            eta = self.natural_parameters(self._check_theta(theta), sigma)
+
+        def log_density(y: Tensor) -> Tensor:
+            y = self._check_x(y, "y")
+            if y.shape[0] != eta.shape[0]:
+                raise ValueError(
+                    f"y must have {eta.shape[0]} rows, one per theta; got {y.shape[0]}"
+                )
+            s, b = self._stats_and_base_y(y)
+            return (eta * s).sum(-1) + b
+
+        return log_density
+
     def score_y(self, y: Tensor, theta: Tensor, create_graph: bool = False) -> Tensor:
         r""":math:`\nabla_y \log \tilde p(y \mid \theta)`, shape :math:`(n, *x_{shape})`.
 
@@ -663,3 +694,7 @@ class _AtNoise:
     def log_unnormalized_y(self, y: Tensor, theta: Tensor) -> Tensor:
         r""":math:`\eta(\theta, \sigma)^\top s(y) + b(y)`, shape :math:`(n,)`."""
         return self.model.log_unnormalized_y(y, theta, self.sigma)
+
+    def log_unnormalized_y_at(self, theta: Tensor) -> Callable[[Tensor], Tensor]:
+        r"""The model's :meth:`ExpFamEBM.log_unnormalized_y_at` at this noise scale."""
+        return self.model.log_unnormalized_y_at(theta, self.sigma)

@@ -59,6 +59,11 @@ class ExponentialFamily(Protocol):
     ``natural_parameters(theta)`` maps :math:`(n, p) \to (n, k)`, ``statistics_y(y)`` maps
     :math:`(n, *y) \to (n, k)` and ``log_unnormalized_y(y, theta)`` maps
     :math:`(n, *y), (n, p) \to (n,)` as :math:`\eta(\theta)^\top s(y) + b(y)`.
+
+    Optional: ``log_unnormalized_y_at(theta)``, the function :math:`y \mapsto
+    \eta(\theta)^\top s(y) + b(y)` with :math:`\eta(\theta)` computed once
+    (:meth:`~ebm_lfi.energy.model.ExpFamEBM.log_unnormalized_y_at`), which the inner chain then
+    evaluates at each of its steps in place of ``log_unnormalized_y``.
     """
 
     def natural_parameters(self, theta: Tensor) -> Tensor:
@@ -250,8 +255,13 @@ def auxiliary_statistics(
         (mala_init, mala_step) if kernel == "mala" else (random_walk_init, random_walk_step)
     )
 
-    def target(y: Tensor) -> Tensor:
-        return family.log_unnormalized_y(y, theta_new)
+    at = getattr(family, "log_unnormalized_y_at", None)  # eta(theta_new) computed once
+    if at is not None:
+        target = at(theta_new)
+    else:
+
+        def target(y: Tensor) -> Tensor:
+            return family.log_unnormalized_y(y, theta_new)
 
     state = init(y_start, target)
     rate = 0.0
