@@ -253,6 +253,36 @@ def test_the_default_adam_gives_the_weights_of_the_per_parameter_loop():
     assert torch.equal(fit(adam), fit(loop))
 
 
+def test_the_validation_batch_changes_the_cost_not_the_loss():
+    r"""A mean of per-row terms is the same over any split of the validation rows (to rounding,
+    float64), so the run, its weights and its best epoch are those of the default split; only
+    the number of validation calls changes (60 rows: 4 calls of 16 or one)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 3, dtype=DTYPE, generator=g)
+    y = torch.sin(x).sum(-1, keepdim=True)
+
+    def fit(**options):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 16), nn.SiLU(), nn.Linear(16, 1)).to(DTYPE)
+        calls = []
+
+        def loss(m, a, b):
+            calls.append(m.training)
+            return ((m(a) - b) ** 2).mean()
+
+        config = {"epochs": 6, "batch_size": 16, **options}
+        history = train(model, loss, x, y, config=config, seed=0)
+        weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return history, weights, calls.count(False)
+
+    (small, w_small, n_small), (large, w_large, n_large) = fit(), fit(validation_batch_size=1000)
+    assert TrainConfig().validation_batch_size is None
+    assert (n_small, n_large) == (6 * 4, 6)
+    np.testing.assert_allclose(small["val_loss"], large["val_loss"], rtol=1e-12)
+    assert small.attrs["best_epoch"] == large.attrs["best_epoch"]
+    torch.testing.assert_close(w_small, w_large, rtol=0, atol=0)
+
+
 def test_history_columns_dtypes_and_attrs():
     x, y = noisy_regression(n=40)
     history = train(linear_model(), half_squared_error, x, y, config={**FAST, "epochs": 4}, seed=0)
@@ -856,6 +886,7 @@ def test_default_epochs_are_stretched_to_the_minimum_number_of_steps():
         ({"epochs": 2.5}, TypeError, "epochs"),
         ({"min_steps": 0}, ValueError, "min_steps"),
         ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"validation_batch_size": 0}, ValueError, "validation_batch_size"),
         ({"lr": 0.0}, ValueError, "lr"),
         ({"lr": math.nan}, ValueError, "lr"),
         ({"validation_fraction": 1.0}, ValueError, "validation_fraction"),

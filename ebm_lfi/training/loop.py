@@ -376,7 +376,8 @@ def _run_epochs(
             tic = time.perf_counter()
             epoch_lr = float(run.optimizer.param_groups[0]["lr"])
             train_loss = _train_epoch(run, loss, data, config, epoch, monitor)
-            val_loss = _validation_loss(run, loss, data, validation, config.batch_size)
+            val_batch = config.validation_batch_size or config.batch_size
+            val_loss = _validation_loss(run, loss, data, validation, val_batch)
             if monitor == "val_loss" and not math.isfinite(val_loss):
                 raise _nonfinite(run, monitor, "validation loss", epoch, val_loss)
             monitored = val_loss if monitor == "val_loss" else train_loss

@@ -120,6 +120,11 @@ class SelectionConfig:
         learned_features: When a Markov network wins, also try it with learned window features
             (kept if they lower the loss by more than ``tolerance`` standard errors).
         k_factors: Numbers of statistics tried, as multiples of the number of parameters.
+        validation_batch_size: Rows per evaluation of a pilot's validation loss after each
+            epoch (``TrainConfig.validation_batch_size``): its best epoch is the one kept.
+            Larger than the pilot's batches, it costs a fifth less of a pilot (10⁴ pairs of
+            the counts and flat problems, sliced score matching: 16.0 → 12.8 s and 11.6 →
+            9.2 s, the same losses and choices; NCE 5.0 → 4.2 s, 5.5 → 4.7 s).
     """
 
     epochs: int = 10
@@ -131,12 +136,15 @@ class SelectionConfig:
     orders: tuple[int, ...] = (1, 2, 3, 4, 6)
     learned_features: bool = True
     k_factors: tuple[int, ...] = (1, 2, 3)
+    validation_batch_size: int = 500
 
     def __post_init__(self):
         sizes = (self.epochs, self.batch_size, self.train_size, self.validation_size)
+        sizes += (self.validation_batch_size,)
         if min(*sizes, self.num_projections) < 1:
             raise ValueError(
-                "epochs, batch_size, train_size, validation_size, num_projections must be >= 1"
+                "epochs, batch_size, train_size, validation_size, validation_batch_size, "
+                "num_projections must be >= 1"
             )
         if not self.orders or min(self.orders) < 1 or not self.k_factors:
             raise ValueError("orders must be >= 1 and k_factors non-empty")
@@ -414,7 +422,11 @@ class _Pilot:
             if any(s != "mlp" for s in structures)
             else None,
             training=replace(
-                training, epochs=config.epochs, batch_size=config.batch_size, patience=None
+                training,
+                epochs=config.epochs,
+                batch_size=config.batch_size,
+                validation_batch_size=config.validation_batch_size,
+                patience=None,
             ),
             train_idx=train_idx[: config.train_size],
             val_idx=val_idx,
