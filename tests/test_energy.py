@@ -60,13 +60,8 @@ def test_the_energy_at_fixed_theta_is_the_energy_to_the_bit():
     # for a noise-conditional model at one noise scale (the view the exchange sampler reads)
     gen = torch.Generator().manual_seed(0)
     y, theta = torch.randn(6, 4, generator=gen, dtype=DT), torch.rand(6, 3, generator=gen, dtype=DT)
-    for model, family in (
-        (seeded_default((4,), 3, hidden=(8,)),) * 2,
-        (
-            noisy := seeded_default((4,), 3, hidden=(8,), noise_conditional=True),
-            noisy.at_noise(0.3),
-        ),
-    ):
+    noisy = seeded_default((4,), 3, hidden=(8,), noise_conditional=True)
+    for family in (seeded_default((4,), 3, hidden=(8,)), noisy.at_noise(0.3)):
         energy = family.log_unnormalized_y_at(theta)
         yg = y.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(energy(yg).sum(), yg)
