@@ -1,0 +1,139 @@
+"""Where the test suite's CPU time goes: a pytest plugin, and the table it leads to.
+
+Run the suite as ``make test`` does, with the plugin loaded from this folder, then print the
+table from the files it wrote (one per pytest-xdist worker)::
+
+    PYTHONPATH=scripts .venv/bin/python -m pytest -q -n auto --dist loadgroup -p suite_profile
+    .venv/bin/python scripts/suite_profile.py --summary
+
+The plugin times, in CPU seconds of each worker process, the library functions that carry the
+suite's cost (training runs, model-choice searches and their pilot runs, exchange chains, C2ST
+classifiers, simulation, the maximum-likelihood normaliser regression), and for every test the
+CPU seconds of its own process and of the child processes it waited for (notebook kernels,
+Redis and Dask workers, command-line runs: ``RUSAGE_CHILDREN``). A function called inside
+another timed one counts in both. Results go to ``SUITE_PROFILE_DIR`` (default
+``outputs/suite_profile``).
+
+Measured on the 2-core development machine (833 CPU-s in all; the figures overlap):
+
+    training runs 289 (of which model-choice pilots 98), the two 10^4 defaults tests about 200,
+    child processes 137 (notebook kernels 56, Redis and Dask workers about 70), exchange
+    chains 63, C2ST 48, ML normaliser regression 45, simulation 21
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import pytest
+
+# (module, attribute): what is timed; a class attribute is written "Class.method"
+TIMED = [
+    ("ebm_lfi.training.loop", "train"),
+    ("ebm_lfi.methods.fit", "train"),
+    ("ebm_lfi.training.selection", "train"),
+    ("ebm_lfi.training.selection", "select_model"),
+    ("ebm_lfi.samplers.mcmc.exchange", "exchange_mcmc"),
+    ("ebm_lfi.samplers.mcmc.driver", "sample_mcmc"),
+    ("ebm_lfi.metrics", "c2st"),
+    ("ebm_lfi.simulation.simulate", "simulate"),
+    ("ebm_lfi.losses.maximum_likelihood", "MaximumLikelihood.fit_normalizer"),
+]
+
+_totals: dict[str, list[float]] = {}
+_tests: dict[str, list[float]] = {}
+
+
+def _out_dir() -> Path:
+    return Path(os.environ.get("SUITE_PROFILE_DIR", "outputs/suite_profile"))
+
+
+def _timed(key: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            entry = _totals.setdefault(key, [0.0, 0])
+            entry[0] += time.process_time() - start
+            entry[1] += 1
+
+    wrapper.__suite_profile__ = True
+    return wrapper
+
+
+def pytest_configure(config):
+    for module_name, attribute in TIMED:
+        module = importlib.import_module(module_name)
+        owner, name = module, attribute
+        if "." in attribute:
+            owner_name, name = attribute.split(".")
+            owner = getattr(module, owner_name)
+        fn = getattr(owner, name)
+        if not getattr(fn, "__suite_profile__", False):  # a name imported from a timed module
+            setattr(owner, name, _timed(f"{module_name.split('.')[-1]}.{attribute}", fn))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.process_time()
+    yield
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    children = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    _tests[item.nodeid] = [time.process_time() - start, children]
+
+
+def pytest_sessionfinish(session):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    out = _out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"process": time.process_time(), "functions": _totals, "tests": _tests}
+    (out / f"{worker}.json").write_text(json.dumps(record, indent=1))
+
+
+def summary(folder: Path, top: int) -> None:
+    """Print the totals of the files the plugin wrote to ``folder``."""
+    functions: dict[str, list[float]] = {}
+    tests: dict[str, list[float]] = {}
+    process = 0.0
+    for path in sorted(folder.glob("*.json")):
+        record = json.loads(path.read_text())
+        process += record["process"]
+        tests.update(record["tests"])
+        for key, (seconds, calls) in record["functions"].items():
+            entry = functions.setdefault(key, [0.0, 0])
+            entry[0] += seconds
+            entry[1] += calls
+    children = sum(c for _, c in tests.values())
+    print(f"pytest processes {process:.0f} CPU-s, their child processes {children:.0f} CPU-s")
+    print(f"\n{'function':50s} {'CPU-s':>8} {'calls':>7}")
+    for key, (seconds, calls) in sorted(functions.items(), key=lambda kv: -kv[1][0]):
+        print(f"{key:50s} {seconds:8.1f} {calls:7d}")
+    print(f"\n{'test (own + children CPU-s)':100s} {'own':>7} {'child':>7}")
+    ranked = sorted(tests.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))
+    for nodeid, (own, child) in ranked[:top]:
+        print(f"{nodeid[:100]:100s} {own:7.1f} {child:7.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--summary", action="store_true", help="print the table")
+    parser.add_argument("--dir", type=Path, default=None, help="the plugin's output folder")
+    parser.add_argument("--top", type=int, default=30, help="tests listed")
+    args = parser.parse_args()
+    if not args.summary:
+        parser.error("run the suite with -p suite_profile first, then --summary")
+    summary(args.dir or _out_dir(), args.top)
+
+
+if __name__ == "__main__":
+    main()
