@@ -139,6 +139,13 @@ def test_heldout_score_reports_contraction_coverage_and_ranks_methods():
     # the pair seeds do not depend on how many pairs are scored
     first = heldout_score(_ExactGaussian(), theta[:10], x[:10], num_samples=100, seed=0)
     torch.testing.assert_close(first.scores, exact.scores[:10])
+    # and the next pairs of the set, scored alone, score as in the whole run
+    rest = heldout_score(
+        _ExactGaussian(), theta[10:20], x[10:20], num_samples=100, seed=0, first_pair=10
+    )
+    torch.testing.assert_close(rest.scores, exact.scores[10:20], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="first_pair"):
+        heldout_score(_ExactGaussian(), theta, x, seed=0, batch=True, first_pair=1)
     summary = exact.summary()
     assert summary["pairs"] == 300 and len(summary["coverage_90"]) == 2
 
@@ -236,8 +243,9 @@ def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice()
         methods["ssm-exchange"] = scorer(0.5 + hard + swing)
         calls = []
 
-        def fake_score(method, theta, x, scale, seed, *, batch=False):
+        def fake_score(method, theta, x, scale, seed, *, batch=False, first_pair=0):
             calls.append(theta.shape[0])
+            assert batch or first_pair == int(theta[0, 0])  # its first pair's index in the set
             return method(theta[:, 0].long())
 
         auto._score = fake_score
@@ -252,22 +260,23 @@ def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice()
         first = auto.chosen
         if auto._resolve(rows, scores, candidates, kept, (index, index), None, limit):
             auto._choose(rows, scores)
-        return first, auto, calls
+        return first, auto, calls, scores
 
-    first, auto, calls = run(swing)
+    first, auto, calls, scores = run(swing)
     row = auto.table.set_index("route").loc["ssm-exchange"]
     assert first == "nce" and auto.chosen == "ssm-exchange"
     assert row["pairs"] == 40 and "scored on 40 pairs" in row["note"]
-    assert calls == [20, 40]  # 20 more exchange pairs, nce again on the first 40
+    assert calls == [20, 10]  # 20 more exchange pairs, nce on its next 10
+    torch.testing.assert_close(scores["nce"].scores, 0.5 + hard[:40])
     # trailing by more than `resolve` standard errors, or the rule off: no more pairs
     wide = swing.clone()
     wide[:20] += 0.2
-    first, auto, calls = run(wide)
+    first, auto, calls, scores = run(wide)
     assert first == auto.chosen == "nce" and calls == []
-    first, auto, calls = run(swing, resolve=1.0)
+    first, auto, calls, scores = run(swing, resolve=1.0)
     assert first == auto.chosen == "nce" and calls == []
     # 20 more pairs would bring the exchange route's scoring (10 s on 20) past the limit
-    first, auto, calls = run(swing, limit=15.0)
+    first, auto, calls, scores = run(swing, limit=15.0)
     assert first == auto.chosen == "nce" and calls == []
 
 

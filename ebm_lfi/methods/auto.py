@@ -413,10 +413,12 @@ class AutoMethod(Method):
         seed: int,
         *,
         batch: bool = False,
+        first_pair: int = 0,
     ) -> HeldoutScore:
-        """One candidate's held-out score (``batch``: all pairs' posteriors in one call); its
-        warnings are silenced (it is not chosen yet). Nothing random is prepared here: the
-        stages draw no table."""
+        """One candidate's held-out score (``batch``: all pairs' posteriors in one call;
+        ``first_pair``: see :func:`~ebm_lfi.methods.scoring.heldout_score`); its warnings are
+        silenced (it is not chosen yet). Nothing random is prepared here: the stages draw no
+        table."""
         method.prepare()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -428,6 +430,7 @@ class AutoMethod(Method):
                 scale=scale,
                 seed=seed,
                 batch=batch,
+                first_pair=first_pair,
             )
 
     def _exchange_too_costly(self, method: Method, x: Tensor, seconds: dict) -> str | None:
@@ -651,10 +654,14 @@ class AutoMethod(Method):
             )
             scores[route] = _joined(scores[route], extra)
             added = {route: extra.seconds}
-            if scores[lowest].scores.numel() < more:  # the same pairs for the best route
+            scored = scores[lowest].scores.numel()
+            if scored < more:  # the same pairs for the best route: its next ones
                 best = dict(candidates[lowest][1])[kept[lowest]]
-                again = self._score(best, theta_h[:more], x_h[:more], scale, seed)
-                scores[lowest], added[lowest] = again, again.seconds
+                rows_new = slice(scored, more)
+                again = self._score(
+                    best, theta_h[rows_new], x_h[rows_new], scale, seed, first_pair=scored
+                )
+                scores[lowest], added[lowest] = _joined(scores[lowest], again), again.seconds
             for row in rows:
                 if row["route"] in added:
                     row["score_seconds"] = row.get("score_seconds", 0.0) + added[row["route"]]

@@ -209,6 +209,7 @@ def heldout_score(
     scale: Tensor | None = None,
     seed: int | None = 0,
     batch: bool = False,
+    first_pair: int = 0,
     **options: Any,
 ) -> HeldoutScore:
     r"""Score a fitted method's posteriors on held-out pairs :math:`(\theta_i, x_i)`.
@@ -228,6 +229,10 @@ def heldout_score(
             :meth:`~ebm_lfi.methods.method.Method.posteriors`: one batch of chains for the
             exchange stage); ``seed`` then seeds the batch as a whole, so the first pairs of
             a larger batch do not score the same.
+        first_pair: The index of the first of these pairs in a larger set scored with the
+            same ``seed`` (not batched): pair :math:`i` here is drawn with child
+            :math:`\text{first\_pair} + i`, so that scoring pairs :math:`k, \dots, m - 1`
+            of a set with ``first_pair=k`` gives their scores in the whole set's run.
         options: Further keywords of ``method.posterior``.
 
     Returns:
@@ -245,9 +250,11 @@ def heldout_score(
     scale = torch.as_tensor(scale, dtype=torch.float64)
     m = theta.shape[0]
     if batch:
+        if first_pair:
+            raise ValueError("first_pair needs batch=False (a batch is seeded as a whole)")
         posteriors = method.posteriors(x, num_samples, seed=seed, **options)
     else:
-        seeds = spawn_seeds(seed, m)
+        seeds = spawn_seeds(seed, first_pair + m)[first_pair:]
         posteriors = (
             method.posterior(x[i], num_samples, seed=seeds[i], **options) for i in range(m)
         )
