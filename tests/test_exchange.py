@@ -281,6 +281,56 @@ def test_the_quadratic_form_read_off_once_gives_the_hessian_and_gradient_of_ever
     torch.testing.assert_close(a, b)
 
 
+def test_a_banded_precision_is_drawn_in_blocks_as_the_dense_one():
+    # an AR(1)-like family on 23 points, s(y) = (sum y_i, sum y_i^2, sum y_i y_i+1): a
+    # tridiagonal precision (bandwidth 1, blocks of 5, the last one padded); theta with
+    # |coupling| > 2 * precision / 2 make it indefinite there, and those draws are NaN either way
+    class Chain:
+        def natural_parameters(self, theta):
+            return torch.stack([theta[:, 0], -0.5 * theta[:, 1], theta[:, 2]], dim=-1)
+
+        def statistics_y(self, y):
+            return torch.stack([y.sum(-1), (y**2).sum(-1), (y[:, 1:] * y[:, :-1]).sum(-1)], -1)
+
+        def log_unnormalized_y(self, y, theta):
+            return (self.natural_parameters(theta) * self.statistics_y(y)).sum(-1)
+
+    family, like = Chain(), torch.zeros(23, dtype=DT)
+    g = torch.Generator().manual_seed(5)
+    theta = torch.stack(
+        [torch.randn(40, generator=g, dtype=DT), 1 + torch.rand(40, generator=g, dtype=DT),
+         1.4 * torch.randn(40, generator=g, dtype=DT)], 1,
+    )  # fmt: skip
+    form = quadratic_form(family, theta, like)
+    assert form.bandwidth == 1
+    banded = gaussian_draw(family, theta, like, torch.Generator().manual_seed(0), form)
+    dense = gaussian_draw(
+        family, theta, like, torch.Generator().manual_seed(0), form._replace(bandwidth=None)
+    )
+    proper = torch.isfinite(dense).all(1)
+    assert 0 < int(proper.sum()) < 40  # both kinds of rows
+    assert torch.equal(torch.isfinite(banded).all(1), proper)
+    assert bool(torch.isnan(banded[~proper]).all())
+    torch.testing.assert_close(banded[proper], dense[proper], rtol=0, atol=1e-12)
+    # and the draws are those of the model: the sample covariance of one proper theta's
+    # draws against the inverse precision (4,000 draws: entries within 5 standard errors)
+    row = int(proper.nonzero()[0])
+    draws = gaussian_draw(
+        family, theta[row].expand(4_000, 3), like, torch.Generator().manual_seed(1), form
+    )
+    eta = family.natural_parameters(theta[row : row + 1])[0]
+    precision = -2 * eta[1] * torch.eye(23, dtype=DT)
+    precision -= eta[2] * (
+        torch.diag(torch.ones(22, dtype=DT), 1) + torch.diag(torch.ones(22, dtype=DT), -1)
+    )
+    covariance = torch.linalg.inv(precision)
+    mean = covariance @ (eta[0] * torch.ones(23, dtype=DT))
+    sd = covariance.diagonal().sqrt()
+    assert bool(((draws.mean(0) - mean).abs() < 5 * sd / 4_000**0.5).all())
+    se = (covariance**2 + torch.outer(sd**2, sd**2)).sqrt() / 4_000**0.5
+    assert bool(((torch.cov(draws.T) - covariance).abs() < 5 * se).all())
+
+
 def test_exchange_with_exact_gaussian_draws_reproduces_exact_posterior(task):
     y_obs, grid, refs, floor = task
     result = exchange_mcmc(

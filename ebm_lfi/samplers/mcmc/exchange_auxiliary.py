@@ -23,7 +23,11 @@ provides it in one of two ways, for all chains as one batch:
   gradient at 0 of the quadratic statistic :math:`s_j`, :math:`A_b, a_b` those of the rest),
   so :func:`quadratic_form` reads these off once and each draw combines them: a sum of
   :math:`k + 1` matrices per chain instead of :math:`d` backward passes through the network
-  (on MA(2)'s 100-step series, 400 chains: 0.08 s a draw instead of 0.50 s).
+  (on MA(2)'s 100-step series, 400 chains: 0.08 s a draw instead of 0.50 s). Where the
+  precision is banded, as for the Markov networks (a window of :math:`r + 1` steps couples
+  points at most :math:`r` steps apart), the form records the bandwidth and the draw
+  factorises the precision in blocks (:func:`_banded_draw`): on AR(2) (order 2, 100 steps, 400
+  chains) 9 ms a draw instead of 48 ms, the same draws up to rounding.
 
 References:
     | MCMC for doubly-intractable distributions (Murray et al., 2006)
@@ -35,6 +39,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -114,12 +119,15 @@ class QuadraticForm(NamedTuple):
         gradients: :math:`a_j`, shape :math:`(k, d)`.
         base_hessian: :math:`A_b`, shape :math:`(d, d)`.
         base_gradient: :math:`a_b`, shape :math:`(d,)`.
+        bandwidth: The largest :math:`|i - j|` of a nonzero entry of any :math:`A_j` or
+            :math:`A_b` (``None``: not known, the precision is treated as dense).
     """
 
     hessians: Tensor
     gradients: Tensor
     base_hessian: Tensor
     base_gradient: Tensor
+    bandwidth: int | None = None
 
 
 def _gradient_and_hessian(fn, theta_rows: int, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -173,7 +181,81 @@ def quadratic_form(family: ExponentialFamily, theta: Tensor, like: Tensor) -> Qu
     # symmetric parts, once: every precision combined from them is symmetric bit for bit
     A = 0.5 * (A + A.transpose(1, 2))
     base_hessian = 0.5 * (base_hessian + base_hessian.T)
-    return QuadraticForm(A, a, base_hessian, base_gradient)
+    rows, columns = ((A != 0).any(0) | (base_hessian != 0)).nonzero(as_tuple=True)
+    bandwidth = int((rows - columns).abs().max()) if rows.numel() else 0
+    return QuadraticForm(A, a, base_hessian, base_gradient, bandwidth)
+
+
+def _block_parts(matrices: Tensor, size: int, count: int) -> tuple[Tensor, Tensor]:
+    r"""The diagonal blocks :math:`(\dots, m, B, B)` of matrices :math:`(\dots, mB, mB)` and the
+    blocks below them :math:`(\dots, m - 1, B, B)` (rows of block :math:`i + 1`, columns of
+    block :math:`i`)."""
+    blocks = matrices.reshape(*matrices.shape[:-2], count, size, count, size)
+    diagonal = torch.diagonal(blocks, dim1=-4, dim2=-2).movedim(-1, -3)
+    below = torch.diagonal(blocks, offset=-1, dim1=-4, dim2=-2).movedim(-1, -3)
+    return diagonal, below
+
+
+def _banded_draw(form: QuadraticForm, eta: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The draws :math:`P^{-1} g + L^{-\top} z` (:math:`P = L L^\top`) of a form whose
+    precision vanishes more than ``form.bandwidth`` off the diagonal, in blocks.
+
+    Cut into diagonal blocks of size :math:`B \ge` ``bandwidth`` (at least :math:`\sqrt d`; the
+    last one padded with an identity block) the precision is block tridiagonal: with diagonal
+    blocks :math:`D_m` and blocks :math:`E_m` below them, its Cholesky factor has diagonal
+    blocks :math:`L_m` and blocks :math:`F_m` below them,
+
+    .. math:: F_m = E_m L_{m-1}^{-\top}, \qquad L_m L_m^\top = D_m - F_m F_m^\top
+
+    (Golub & Van Loan, *Matrix Computations*, §4.5), and :math:`L^{-\top}(L^{-1} g + z)` is one
+    block forward and one block backward substitution: :math:`O(d B^2)` operations per chain
+    instead of the :math:`O(d^3)` of a dense factorisation, the same draws up to rounding. A
+    precision is positive definite exactly when every :math:`D_m - F_m F_m^\top` is.
+
+    Returns:
+        The draws :math:`(c, d)` and a boolean :math:`(c,)`, ``True`` where the precision is
+        positive definite (elsewhere the draws mean nothing).
+    """
+    c, d = z.shape
+    size = max(int(form.bandwidth), math.isqrt(d - 1) + 1)
+    count = -(-d // size)
+    pad = count * size - d
+    hessians = torch.nn.functional.pad(form.hessians, (0, pad, 0, pad))
+    base = torch.nn.functional.pad(form.base_hessian, (0, pad, 0, pad))
+    base[d:, d:] -= torch.eye(pad, dtype=base.dtype, device=base.device)  # a unit precision
+    h_diagonal, h_below = _block_parts(hessians, size, count)
+    b_diagonal, b_below = _block_parts(base, size, count)
+    diagonal = -(torch.einsum("cj,jmab->cmab", eta, h_diagonal) + b_diagonal)
+    below = -(torch.einsum("cj,jmab->cmab", eta, h_below) + b_below)
+    g = torch.nn.functional.pad(eta @ form.gradients + form.base_gradient, (0, pad))
+    g = g.reshape(c, count, size, 1)
+    z = torch.nn.functional.pad(z, (0, pad)).reshape(c, count, size, 1)
+    ok = torch.ones(c, dtype=torch.bool, device=z.device)
+    eye = torch.eye(size, dtype=z.dtype, device=z.device)
+    factors, lower, forward = [], [], []
+    for m in range(count):
+        block, rhs = diagonal[:, m], g[:, m]
+        if m:
+            f = torch.linalg.solve_triangular(
+                factors[-1].transpose(1, 2), below[:, m - 1], upper=True, left=False
+            )
+            block = block - f @ f.transpose(1, 2)
+            rhs = rhs - f @ forward[-1]
+            lower.append(f)
+        factor, info = torch.linalg.cholesky_ex(block)
+        failed = info != 0
+        if bool(failed.any()):  # carried on with an identity block; the draw is dropped
+            ok &= ~failed
+            factor = torch.where(failed[:, None, None], eye, factor)
+        factors.append(factor)
+        forward.append(torch.linalg.solve_triangular(factor, rhs, upper=False))
+    draws = [None] * count
+    for m in reversed(range(count)):
+        rhs = forward[m] + z[:, m]
+        if m + 1 < count:
+            rhs = rhs - lower[m].transpose(1, 2) @ draws[m + 1]
+        draws[m] = torch.linalg.solve_triangular(factors[m].transpose(1, 2), rhs, upper=True)
+    return torch.cat(draws, dim=1)[:, :d, 0], ok
 
 
 def gaussian_draw(
@@ -203,6 +285,7 @@ def gaussian_draw(
         is not normalisable there) are NaN, so that the exchange step rejects them.
     """
     c, shape, d = theta.shape[0], like.shape, like.numel()
+    banded = form is not None and form.bandwidth is not None and 2 * form.bandwidth < d
     if form is None:
         g, hessian = _gradient_and_hessian(lambda z: family.log_unnormalized_y(z, theta), c, like)
         precision = -hessian  # (c, d, d), columns as H e_i
@@ -210,6 +293,12 @@ def gaussian_draw(
     else:
         with torch.no_grad():  # the form's parts are symmetric (see quadratic_form)
             eta = family.natural_parameters(theta)  # (c, k)
+    if banded:
+        z = torch.randn((c, d), generator=generator, dtype=like.dtype, device=like.device)
+        with torch.no_grad():
+            draws, ok = _banded_draw(form, eta, z)
+    else:
+        if form is not None:
             g = eta @ form.gradients + form.base_gradient
             # -(sum_j eta_j A_j + A_b) in one matrix product
             precision = torch.addmm(
@@ -219,14 +308,15 @@ def gaussian_draw(
                 beta=-1,
                 alpha=-1,
             ).reshape(c, d, d)
-    factor, info = torch.linalg.cholesky_ex(precision)
-    ok = info == 0
-    if not bool(ok.all()):
-        eye = torch.eye(d, dtype=like.dtype, device=like.device)
-        factor = torch.where(ok[:, None, None], factor, eye)
-    mean = torch.cholesky_solve(g.reshape(c, d, 1), factor)[..., 0]
-    z = torch.randn((c, d, 1), generator=generator, dtype=like.dtype, device=like.device)
-    draws = mean + torch.linalg.solve_triangular(factor.transpose(1, 2), z, upper=True)[..., 0]
+        factor, info = torch.linalg.cholesky_ex(precision)
+        ok = info == 0
+        if not bool(ok.all()):
+            eye = torch.eye(d, dtype=like.dtype, device=like.device)
+            factor = torch.where(ok[:, None, None], factor, eye)
+        mean = torch.cholesky_solve(g.reshape(c, d, 1), factor)[..., 0]
+        z = torch.randn((c, d, 1), generator=generator, dtype=like.dtype, device=like.device)
+        noise = torch.linalg.solve_triangular(factor.transpose(1, 2), z, upper=True)[..., 0]
+        draws = mean + noise
     draws = torch.where(ok[:, None], draws, torch.full_like(draws, torch.nan))
     return draws.reshape(c, *shape)
 
