@@ -283,8 +283,9 @@ def test_the_quadratic_form_read_off_once_gives_the_hessian_and_gradient_of_ever
 
 def test_a_banded_precision_is_drawn_in_blocks_as_the_dense_one():
     # an AR(1)-like family on 23 points, s(y) = (sum y_i, sum y_i^2, sum y_i y_i+1): a
-    # tridiagonal precision (bandwidth 1, blocks of 5, the last one padded); theta with
-    # |coupling| > 2 * precision / 2 make it indefinite there, and those draws are NaN either way
+    # tridiagonal precision theta_2 on the diagonal and -theta_3 beside it (bandwidth 1, blocks
+    # of 5, the last one padded), indefinite where 2 |theta_3| cos(pi / 24) > theta_2: those
+    # draws are NaN either way. 400 chains: enough for the blocks to pay (_BANDED_FROM)
     class Chain:
         def natural_parameters(self, theta):
             return torch.stack([theta[:, 0], -0.5 * theta[:, 1], theta[:, 2]], dim=-1)
@@ -298,8 +299,8 @@ def test_a_banded_precision_is_drawn_in_blocks_as_the_dense_one():
     family, like = Chain(), torch.zeros(23, dtype=DT)
     g = torch.Generator().manual_seed(5)
     theta = torch.stack(
-        [torch.randn(40, generator=g, dtype=DT), 1 + torch.rand(40, generator=g, dtype=DT),
-         1.4 * torch.randn(40, generator=g, dtype=DT)], 1,
+        [torch.randn(400, generator=g, dtype=DT), 1 + torch.rand(400, generator=g, dtype=DT),
+         1.4 * torch.randn(400, generator=g, dtype=DT)], 1,
     )  # fmt: skip
     form = quadratic_form(family, theta, like)
     assert form.bandwidth == 1
@@ -308,7 +309,7 @@ def test_a_banded_precision_is_drawn_in_blocks_as_the_dense_one():
         family, theta, like, torch.Generator().manual_seed(0), form._replace(bandwidth=None)
     )
     proper = torch.isfinite(dense).all(1)
-    assert 0 < int(proper.sum()) < 40  # both kinds of rows
+    assert 0 < int(proper.sum()) < 400  # both kinds of rows
     assert torch.equal(torch.isfinite(banded).all(1), proper)
     assert bool(torch.isnan(banded[~proper]).all())
     torch.testing.assert_close(banded[proper], dense[proper], rtol=0, atol=1e-12)
