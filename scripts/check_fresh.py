@@ -12,17 +12,23 @@ r"""Simulators none of the defaults were tuned on, each with an exact posterior 
 20])`, 8 groups of 30 trials, :math:`x_g \sim \mathrm{Binomial}(30, p_g)`, :math:`p_g \sim
 \mathrm{Beta}(\mu\kappa, (1 - \mu)\kappa)` (beta-binomial likelihood).
 
+``regression``: three parameters, :math:`\theta = (a, b, \sigma) \sim U([-2, 2]^2 \times
+[0.1, 1.5])`, a straight line observed with noise at 15 times in [0, 1], :math:`x_i = a + b
+t_i + \sigma \varepsilon_i` (Gaussian likelihood).
+
 The exact posterior is computed on a grid over the prior box (400 × 400; 500 × 500 for
-``modes``) and drawn with uniform jitter inside the cells. For each budget the methods
-(``el.methods.get(name)``, defaults; ``npe`` and ``nre``: sbi's defaults on the raw data,
-``scripts/sbi_baselines.py``) are fitted on the same pairs (seed 0), and optionally with
-``training={"epochs": 200}`` (the schedule before ``TrainConfig.min_steps``); their posteriors
+``modes``; 120³ for ``regression``) and drawn with uniform jitter inside the cells. For each
+budget the methods (``el.methods.get(name)``, defaults; ``npe`` and ``nre``: sbi's defaults
+on the raw data, ``scripts/sbi_baselines.py``) are fitted on the same pairs (seed 0), and
+optionally with ``training={"epochs": 200}`` (the schedule before ``TrainConfig.min_steps``);
+their posteriors
 (1,000 draws) are scored by C2ST on two observations (simulated with seeds 100 and 101 at
 prior draws; for ``modes`` at :math:`\theta = (1, 0.5)` and :math:`(-1.2, 0.3)`), and the
 posterior warnings are printed::
 
     python scripts/check_fresh.py --problem weibull --budgets 1000 10000
     python scripts/check_fresh.py --problem modes --budgets 5000 --methods auto nce npe nre
+    python scripts/check_fresh.py --problem regression --budgets 1000 10000 --methods auto nce npe
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class FreshProblem:
 
     prior: el.BoxUniform
     simulator: Callable
-    log_likelihood: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+    log_likelihood: Callable[..., np.ndarray]  # (grid of each parameter..., x_o)
     grid: int = 400
     truths: tuple | None = None
 
@@ -113,6 +119,21 @@ def betabinomial_log_likelihood(mu, kappa, x):
     return (betaln(x + a, TRIALS - x + b) - betaln(a, b)).sum(-1)
 
 
+# ---------------------------------------------------------------------------- regression
+TIMES = np.linspace(0.0, 1.0, 15)
+
+
+def regression_simulator(theta, rng):
+    """A straight line a + b t at 15 times in [0, 1] plus N(0, σ²) noise."""
+    a, b, sigma = (float(v) for v in theta)
+    return a + b * TIMES + sigma * rng.standard_normal(TIMES.size)
+
+
+def regression_log_likelihood(a, b, sigma, x):
+    residual = x - a[..., None] - b[..., None] * TIMES
+    return -TIMES.size * np.log(sigma) - (residual**2).sum(-1) / (2 * sigma**2)
+
+
 PROBLEMS = {
     "weibull": FreshProblem(
         el.BoxUniform([0.5, 0.5], [3.0, 2.0]), weibull_simulator, weibull_log_likelihood
@@ -127,17 +148,24 @@ PROBLEMS = {
     "betabinomial": FreshProblem(
         el.BoxUniform([0.1, 1.0], [0.9, 20.0]), betabinomial_simulator, betabinomial_log_likelihood
     ),
+    "regression": FreshProblem(
+        el.BoxUniform([-2.0, -2.0, 0.1], [2.0, 2.0, 1.5]),
+        regression_simulator,
+        regression_log_likelihood,
+        grid=120,
+    ),
 }
 
 
 def exact_posterior(
     problem: FreshProblem, x_o: np.ndarray, num_samples: int, seed: int
 ) -> torch.Tensor:
-    """Draws of the posterior of ``x_o`` from a grid over the prior box."""
+    """Draws of the posterior of ``x_o`` from a grid over the prior box (any number of
+    parameters: ``problem.grid`` points per axis)."""
     low, high = problem.prior.low.double().numpy(), problem.prior.high.double().numpy()
     axes = [np.linspace(lo, hi, problem.grid) for lo, hi in zip(low, high)]
-    first, second = np.meshgrid(*axes, indexing="ij")
-    log_lik = problem.log_likelihood(first, second, np.asarray(x_o, dtype=np.float64))
+    grids = np.meshgrid(*axes, indexing="ij")
+    log_lik = problem.log_likelihood(*grids, np.asarray(x_o, dtype=np.float64))
     p = np.exp(log_lik - log_lik.max()).ravel()
     rng = np.random.default_rng(seed)
     idx = rng.choice(p.size, size=num_samples, p=p / p.sum())
@@ -145,7 +173,7 @@ def exact_posterior(
     draws = np.stack(
         [
             grid.ravel()[idx] + rng.uniform(-d / 2, d / 2, num_samples)
-            for grid, d in zip((first, second), cells)
+            for grid, d in zip(grids, cells)
         ],
         axis=1,
     )

@@ -169,7 +169,7 @@ class FixedDraws:
 @pytest.mark.parametrize(
     "diagnostics, expected",
     [
-        ({"rhat": [1.01, 1.2]}, "R-hat [1.01, 1.20] for (a, b) is above 1.05"),
+        ({"rhat": [1.01, 1.2]}, "R-hat [1.010, 1.200] for (a, b) is above 1.05"),
         (
             {"inner_mixed": False, "inner_sd_ratio": [0.3], "inner_z": [9.0], "inner_steps": 30},
             "inner chain has not mixed",

@@ -264,7 +264,7 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
     Example:
         >>> figures = {"contraction": [0.97, 0.99], "rhat": [1.01, 1.2]}
         >>> [text.split(":")[0] for text in posterior_problems(figures, ["a", "b"])]
-        ['the posterior is about the prior', 'R-hat [1.01, 1.20] for (a, b) is above 1.05']
+        ['the posterior is about the prior', 'R-hat [1.010, 1.200] for (a, b) is above 1.05']
     """
     names = ", ".join(parameter_names)
     problems = []
@@ -289,7 +289,7 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
         values = [float(v) for v in torch.as_tensor(rhat, dtype=torch.float64).reshape(-1)]
         if any(v > RHAT_THRESHOLD for v in values):
             problems.append(
-                f"R-hat {_figures(values)} for ({names}) is above {RHAT_THRESHOLD}: the MCMC "
+                f"R-hat {_figures(values, 3)} for ({names}) is above {RHAT_THRESHOLD}: the MCMC "
                 "chains have not converged; run longer chains (burn_in, num_samples) or check "
                 "the fit"
             )
