@@ -285,7 +285,9 @@ def gaussian_draw(
         like: A point shaped like one data point, :math:`(*y)` (dtype, device, shape).
         generator: Random generator.
         form: The family's :class:`QuadraticForm` (:func:`quadratic_form`): :math:`H` and
-            :math:`g` are then combined from it instead of read off the network.
+            :math:`g` are then combined from it instead of read off the network, and a banded
+            :math:`P` is factorised in blocks (:func:`_banded_draw`) where that pays
+            (:data:`_BANDED_FROM`).
 
     Returns:
         Draws, shape :math:`(c, *y)`; rows whose :math:`P` is not positive definite (the model
@@ -305,21 +307,21 @@ def gaussian_draw(
     else:
         with torch.no_grad():  # the form's parts are symmetric (see quadratic_form)
             eta = family.natural_parameters(theta)  # (c, k)
+            if not banded:
+                g = eta @ form.gradients + form.base_gradient
+                # -(sum_j eta_j A_j + A_b) in one matrix product
+                precision = torch.addmm(
+                    form.base_hessian.reshape(1, d * d),
+                    eta,
+                    form.hessians.reshape(-1, d * d),
+                    beta=-1,
+                    alpha=-1,
+                ).reshape(c, d, d)
     if banded:
         z = torch.randn((c, d), generator=generator, dtype=like.dtype, device=like.device)
         with torch.no_grad():
             draws, ok = _banded_draw(form, eta, z)
     else:
-        if form is not None:
-            g = eta @ form.gradients + form.base_gradient
-            # -(sum_j eta_j A_j + A_b) in one matrix product
-            precision = torch.addmm(
-                form.base_hessian.reshape(1, d * d),
-                eta,
-                form.hessians.reshape(-1, d * d),
-                beta=-1,
-                alpha=-1,
-            ).reshape(c, d, d)
         factor, info = torch.linalg.cholesky_ex(precision)
         ok = info == 0
         if not bool(ok.all()):
