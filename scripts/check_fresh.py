@@ -21,14 +21,19 @@ The exact posterior is computed on a grid over the prior box (400 × 400; 500 ×
 budget the methods (``el.methods.get(name)``, defaults; ``npe`` and ``nre``: sbi's defaults
 on the raw data, ``scripts/sbi_baselines.py``) are fitted on the same pairs (seed 0), and
 optionally with ``training={"epochs": 200}`` (the schedule before ``TrainConfig.min_steps``);
-their posteriors
-(1,000 draws) are scored by C2ST on two observations (simulated with seeds 100 and 101 at
-prior draws; for ``modes`` at :math:`\theta = (1, 0.5)` and :math:`(-1.2, 0.3)`), and the
-posterior warnings are printed::
+their posteriors (1,000 draws) are scored by C2ST on two observations (simulated with seeds
+100 and 101 at prior draws; for ``modes`` at :math:`\theta = (1, 0.5)` and :math:`(-1.2,
+0.3)`), and the posterior warnings are printed::
 
     python scripts/check_fresh.py --problem weibull --budgets 1000 10000
     python scripts/check_fresh.py --problem modes --budgets 5000 --methods auto nce npe nre
     python scripts/check_fresh.py --problem regression --budgets 1000 10000 --methods auto nce npe
+    python scripts/check_fresh.py --problem weibull --budgets 10000 --methods auto \
+        --mcmc-pairs 200 --auto-routes
+
+``--auto-routes`` also prints ``auto``'s table of scores and the C2ST of each of its own
+routes (fitted on its training part of the pairs); ``--mcmc-pairs`` sets on how many held-out
+pairs it scores ``nce``.
 """
 
 from __future__ import annotations
@@ -194,12 +199,24 @@ def observations(problem: FreshProblem) -> list[tuple[torch.Tensor, torch.Tensor
     return out
 
 
+def c2st(post, reference: torch.Tensor) -> float:
+    """C2ST of 1,000 draws of a posterior (resampled where it is weighted) to the exact one."""
+    draws = post.sample(1_000, seed=0) if post.weights is not None else post.samples
+    return el.metrics.c2st(draws.double(), reference.double(), seed=0)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", default="weibull", choices=PROBLEMS)
     parser.add_argument("--budgets", nargs="+", type=int, default=[1_000, 10_000])
     parser.add_argument("--methods", nargs="+", default=["auto", "nce"])
     parser.add_argument("--schedules", nargs="+", default=["default"], choices=SCHEDULES)
+    parser.add_argument(
+        "--mcmc-pairs", type=int, default=None, help="auto: held-out pairs that score nce"
+    )
+    parser.add_argument(
+        "--auto-routes", action="store_true", help="also print C2ST of each of auto's routes"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     problem = PROBLEMS[args.problem]
@@ -211,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         for schedule in args.schedules:
             for name in args.methods:
                 options = {} if SCHEDULES[schedule] is None else {"training": SCHEDULES[schedule]}
+                if name == "auto" and args.mcmc_pairs is not None:
+                    options["config"] = {"mcmc_pairs": args.mcmc_pairs}
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     start = time.process_time()
@@ -223,17 +242,28 @@ def main(argv: list[str] | None = None) -> None:
                     scores, said = [], []
                     for x_o, reference in observed:
                         post = method.posterior(x_o, 1_000, seed=0)
-                        draws = (
-                            post.sample(1_000, seed=0) if post.weights is not None else post.samples
-                        )
-                        scores.append(el.metrics.c2st(draws.double(), reference.double(), seed=0))
+                        scores.append(c2st(post, reference))
                         said.append(post.diagnostics.get("warnings", []))
+                    routes = {}
+                    if name == "auto" and args.auto_routes:
+                        for route, fitted in method.routes.items():
+                            routes[route] = [
+                                c2st(fitted.posterior(x_o, 1_000, seed=0), reference)
+                                for x_o, reference in observed
+                            ]
                 chose = getattr(method, "chosen", "") or ""
                 print(
                     f"{budget:6d}  {schedule:10s}  {name:6s}  {chose:21s}  {seconds:5.0f}   "
                     f"{scores[0]:.3f} / {scores[1]:.3f}    {np.mean(scores):.3f}",
                     flush=True,
                 )
+                if routes:
+                    print(method.table[["route", "score", "se", "pairs", "chosen"]].to_string())
+                for route, values in routes.items():
+                    print(
+                        f"        auto's {route:21s} {values[0]:.3f} / {values[1]:.3f}    "
+                        f"{np.mean(values):.3f}"
+                    )
                 for i, messages in enumerate(said):
                     for message in messages:
                         print(f"        warning at observation {i + 1}: {message[:110]}")
