@@ -14,11 +14,13 @@ Redis and Dask workers, command-line runs: ``RUSAGE_CHILDREN``). A function call
 another timed one counts in both. Results go to ``SUITE_PROFILE_DIR`` (default
 ``outputs/suite_profile``).
 
-Measured on the 2-core development machine (833 CPU-s in all; the figures overlap):
+Measured on the 2-core development machine (794 CPU-s in all, 6:53 of wall time; the figures
+overlap):
 
-    training runs 289 (of which model-choice pilots 98), the two 10^4 defaults tests about 200,
-    child processes 137 (notebook kernels 56, Redis and Dask workers about 70), exchange
-    chains 63, C2ST 48, ML normaliser regression 45, simulation 21
+    training runs 188 and model-choice pilots 82, the two 10^4 defaults tests 169 (of which
+    training 68, pilots 32, exchange chains 41), child processes 134 (notebook kernels 56,
+    Redis and Dask workers about 70), exchange chains 97, ML normaliser regression 45, C2ST
+    39, simulation 21
 """
 
 from __future__ import annotations
