@@ -17,7 +17,7 @@ another timed one counts in both. Results go to ``SUITE_PROFILE_DIR`` (default
 Measured on the 2-core development machine (794 CPU-s in all, 6:53 of wall time; the figures
 overlap):
 
-    training runs 188 (of which model-choice pilots 82), the two 10^4 defaults tests 169 (of
+    training runs 270 (model-choice pilots 82 of them), the two 10^4 defaults tests 169 (of
     which training 68, pilots 32, exchange chains 41), child processes 134 (notebook kernels 56,
     Redis and Dask workers about 70), exchange chains 97, ML normaliser regression 45, C2ST
     39, simulation 21
