@@ -84,14 +84,14 @@ def main(argv: list[str] | None = None) -> None:
                     replace(config, num_accepted=factor * rate, heteroscedastic=heteroscedastic)
                 )
                 variant = Method(fit, stage).prepare(seed=0)
-                c2st = []
+                scores = []
                 for x_o, reference in observations:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         post = variant.posterior(x_o, 1000, seed=0)
-                    c2st.append(el.metrics.c2st(post.samples.double(), reference.double()))
-                means.append(sum(c2st) / len(c2st))
-                cells.append(f"{c2st[0]:.3f} / {c2st[1]:.3f}, {means[-1]:.3f}")
+                    scores.append(check_fresh.c2st(post, reference))
+                means.append(sum(scores) / len(scores))
+                cells.append(f"{scores[0]:.3f} / {scores[1]:.3f}, {means[-1]:.3f}")
             print(
                 f"{route:18s} {factor * rate:5d}   {cells[0]:22s} {cells[1]:22s} "
                 f"{means[1] - means[0]:+.3f}",
