@@ -51,6 +51,7 @@ TIMED = [
 
 _totals: dict[str, list[float]] = {}
 _tests: dict[str, list[float]] = {}
+_started = time.time()
 
 
 def _out_dir() -> Path:
@@ -87,18 +88,23 @@ def pytest_configure(config):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.process_time()
+    start, wall = time.process_time(), time.time()
     yield
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     children = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    _tests[item.nodeid] = [time.process_time() - start, children]
+    _tests[item.nodeid] = [time.process_time() - start, children, wall, time.time()]
 
 
 def pytest_sessionfinish(session):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     out = _out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    record = {"process": time.process_time(), "functions": _totals, "tests": _tests}
+    record = {
+        "process": time.process_time(),
+        "wall": [_started, time.time()],
+        "functions": _totals,
+        "tests": _tests,
+    }
     (out / f"{worker}.json").write_text(json.dumps(record, indent=1))
 
 
@@ -107,23 +113,44 @@ def summary(folder: Path, top: int) -> None:
     functions: dict[str, list[float]] = {}
     tests: dict[str, list[float]] = {}
     process = 0.0
+    timelines = {}
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
         process += record["process"]
         tests.update(record["tests"])
+        if record["tests"] and "wall" in record:
+            timelines[path.stem] = (record["wall"], record["tests"])
         for key, (seconds, calls) in record["functions"].items():
             entry = functions.setdefault(key, [0.0, 0])
             entry[0] += seconds
             entry[1] += calls
-    children = sum(c for _, c in tests.values())
+    children = sum(entry[1] for entry in tests.values())
     print(f"pytest processes {process:.0f} CPU-s, their child processes {children:.0f} CPU-s")
     print(f"\n{'function':50s} {'CPU-s':>8} {'calls':>7}")
     for key, (seconds, calls) in sorted(functions.items(), key=lambda kv: -kv[1][0]):
         print(f"{key:50s} {seconds:8.1f} {calls:7d}")
     print(f"\n{'test (own + children CPU-s)':100s} {'own':>7} {'child':>7}")
     ranked = sorted(tests.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))
-    for nodeid, (own, child) in ranked[:top]:
+    for nodeid, (own, child, *_) in ranked[:top]:
         print(f"{nodeid[:100]:100s} {own:7.1f} {child:7.1f}")
+    _timeline(timelines)
+
+
+def _timeline(timelines: dict) -> None:
+    """Each worker's wall clock: when it started and finished, the time inside tests, and the
+    tests it ran last (a worker that finishes long after the other sets the suite's time)."""
+    if not timelines:
+        return
+    zero = min(wall[0] for wall, _ in timelines.values())
+    print(f"\n{'worker':8s} {'start':>7} {'end':>7} {'in tests':>9}   (wall seconds)")
+    for worker, (wall, tests) in sorted(timelines.items()):
+        inside = sum(entry[3] - entry[2] for entry in tests.values() if len(entry) == 4)
+        print(f"{worker:8s} {wall[0] - zero:7.0f} {wall[1] - zero:7.0f} {inside:9.0f}")
+    for worker, (_, tests) in sorted(timelines.items()):
+        timed = sorted((e[2], e[3], nodeid) for nodeid, e in tests.items() if len(e) == 4)
+        print(f"\nlast tests of {worker} (start, end):")
+        for start, end, nodeid in timed[-5:]:
+            print(f"  {start - zero:6.0f} {end - zero:6.0f}  {nodeid[:90]}")
 
 
 def main() -> None:
