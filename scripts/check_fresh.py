@@ -16,8 +16,19 @@ r"""Simulators none of the defaults were tuned on, each with an exact posterior 
 [0.1, 1.5])`, a straight line observed with noise at 15 times in [0, 1], :math:`x_i = a + b
 t_i + \sigma \varepsilon_i` (Gaussian likelihood).
 
+``decay``: :math:`\theta = (A, k) \sim U([10, 1000] \times [0.05, 1])`, an exponential decay
+:math:`A e^{-k t}` at 25 times :math:`t = 0, 0.5, \ldots, 12` with log-normal measurement noise,
+:math:`x_i = A e^{-k t_i} e^{0.3 \varepsilon_i}`: positive values over several orders of
+magnitude (hundreds down to about :math:`10^{-4}`), a posterior narrow against the prior.
+
+``beta``: 25 proportions in (0, 1), :math:`x_j \sim \mathrm{Beta}(a, b)`, :math:`\theta = (a,
+b) \sim U([0.5, 5]^2)`: bounded data, with values piling up at 0 or 1 where :math:`a` or
+:math:`b` is below 1; no support declared, as a user would leave it.
+
 The exact posterior is computed on a grid over the prior box (400 × 400; 500 × 500 for
-``modes``; 120³ for ``regression``) and drawn with uniform jitter inside the cells. For each
+``modes``; 120³ for ``regression``) and drawn with uniform jitter inside the cells; for
+``decay`` and ``beta`` on a second grid (600 × 600, 400 × 400) over the part of the box
+within 30 nats of the first grid's mode. For each
 budget the methods (``el.methods.get(name)``, defaults; ``npe`` and ``nre``: sbi's defaults
 on the raw data, ``scripts/sbi_baselines.py``) are fitted on the same pairs (seed 0), and
 optionally with ``training={"epochs": 200}`` (the schedule before ``TrainConfig.min_steps``);
@@ -30,10 +41,12 @@ their posteriors (1,000 draws) are scored by C2ST on two observations (simulated
     python scripts/check_fresh.py --problem regression --budgets 1000 10000 --methods auto nce npe
     python scripts/check_fresh.py --problem weibull --budgets 10000 --methods auto \
         --mcmc-pairs 200 --auto-routes
+    python scripts/check_fresh.py --problem decay --methods auto nce npe --x-support none
 
 ``--auto-routes`` also prints ``auto``'s table of scores and the C2ST of each of its own
 routes (fitted on its training part of the pairs); ``--mcmc-pairs`` sets on how many held-out
-pairs it scores ``nce``.
+pairs it scores ``nce``; ``--x-support none`` fits without the default that reads positive data
+on the log scale (``EnergyFit(x_support="auto")``), for a before-and-after comparison.
 """
 
 from __future__ import annotations
@@ -69,6 +82,7 @@ class FreshProblem:
     log_likelihood: Callable[..., np.ndarray]  # (grid of each parameter..., x_o)
     grid: int = 400
     truths: tuple | None = None
+    zoom: bool = False  # a second grid over the box where the first one found the mass
 
 
 # ---------------------------------------------------------------------------- weibull
@@ -139,6 +153,37 @@ def regression_log_likelihood(a, b, sigma, x):
     return -TIMES.size * np.log(sigma) - (residual**2).sum(-1) / (2 * sigma**2)
 
 
+# ---------------------------------------------------------------------------- decay
+DECAY_TIMES, DECAY_NOISE = np.arange(25) * 0.5, 0.3
+
+
+def decay_simulator(theta, rng):
+    """An exponential decay A exp(-k t) at 25 times in [0, 12], measured with log-normal
+    noise: values from hundreds down to about 1e-4."""
+    amplitude, rate = float(theta[0]), float(theta[1])
+    curve = amplitude * np.exp(-rate * DECAY_TIMES)
+    return curve * np.exp(DECAY_NOISE * rng.standard_normal(DECAY_TIMES.size))
+
+
+def decay_log_likelihood(amplitude, rate, x):
+    expected = np.log(amplitude)[..., None] - rate[..., None] * DECAY_TIMES
+    return -((np.log(x) - expected) ** 2).sum(-1) / (2 * DECAY_NOISE**2)
+
+
+# ---------------------------------------------------------------------------- beta
+BETA_DRAWS = 25
+
+
+def beta_simulator(theta, rng):
+    """25 proportions in (0, 1), Beta(a, b) draws."""
+    return rng.beta(float(theta[0]), float(theta[1]), size=BETA_DRAWS)
+
+
+def beta_log_likelihood(a, b, x):
+    x = np.clip(x, 1e-300, 1 - 1e-16)
+    return (a - 1) * np.log(x).sum() + (b - 1) * np.log1p(-x).sum() - BETA_DRAWS * betaln(a, b)
+
+
 PROBLEMS = {
     "weibull": FreshProblem(
         el.BoxUniform([0.5, 0.5], [3.0, 2.0]), weibull_simulator, weibull_log_likelihood
@@ -159,6 +204,16 @@ PROBLEMS = {
         regression_log_likelihood,
         grid=120,
     ),
+    "decay": FreshProblem(
+        el.BoxUniform([10.0, 0.05], [1000.0, 1.0]),
+        decay_simulator,
+        decay_log_likelihood,
+        grid=600,
+        zoom=True,
+    ),
+    "beta": FreshProblem(
+        el.BoxUniform([0.5, 0.5], [5.0, 5.0]), beta_simulator, beta_log_likelihood, zoom=True
+    ),
 }
 
 
@@ -168,9 +223,20 @@ def exact_posterior(
     """Draws of the posterior of ``x_o`` from a grid over the prior box (any number of
     parameters: ``problem.grid`` points per axis)."""
     low, high = problem.prior.low.double().numpy(), problem.prior.high.double().numpy()
+    x_o = np.asarray(x_o, dtype=np.float64)
     axes = [np.linspace(lo, hi, problem.grid) for lo, hi in zip(low, high)]
     grids = np.meshgrid(*axes, indexing="ij")
-    log_lik = problem.log_likelihood(*grids, np.asarray(x_o, dtype=np.float64))
+    log_lik = problem.log_likelihood(*grids, x_o)
+    if problem.zoom:  # the cells within 30 nats of the mode, one cell of margin, same count
+        kept = log_lik >= log_lik.max() - 30.0
+        cells = [ax[1] - ax[0] for ax in axes]
+        bounds = [(g[kept].min() - d, g[kept].max() + d) for g, d in zip(grids, cells)]
+        axes = [
+            np.linspace(max(lo, a), min(hi, b), problem.grid)
+            for (a, b), lo, hi in zip(bounds, low, high)
+        ]
+        grids = np.meshgrid(*axes, indexing="ij")
+        log_lik = problem.log_likelihood(*grids, x_o)
     p = np.exp(log_lik - log_lik.max()).ravel()
     rng = np.random.default_rng(seed)
     idx = rng.choice(p.size, size=num_samples, p=p / p.sum())
@@ -217,6 +283,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--auto-routes", action="store_true", help="also print C2ST of each of auto's routes"
     )
+    parser.add_argument(
+        "--x-support",
+        choices=("auto", "none"),
+        default="auto",
+        help="the energy fits' x_support: the default ('auto': log x for positive data over "
+        "two orders of magnitude) or none (unbounded, as before that default)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     problem = PROBLEMS[args.problem]
@@ -228,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         for schedule in args.schedules:
             for name in args.methods:
                 options = {} if SCHEDULES[schedule] is None else {"training": SCHEDULES[schedule]}
+                if args.x_support == "none" and name not in BASELINES:
+                    options["x_support"] = None
                 if name == "auto" and args.mcmc_pairs is not None:
                     options["config"] = {"mcmc_pairs": args.mcmc_pairs}
                 with warnings.catch_warnings():

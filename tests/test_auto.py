@@ -28,7 +28,7 @@ from ebm_lfi.methods import (
     ReshapedFit,
 )
 from ebm_lfi.methods.auto import AutoConfig
-from ebm_lfi.methods.fit import dequantize, is_integer_valued
+from ebm_lfi.methods.fit import dequantize, is_integer_valued, positive_support
 from ebm_lfi.methods.reshape import candidate_layouts, choose_layout
 from ebm_lfi.methods.scoring import (
     HeldoutScore,
@@ -485,6 +485,82 @@ def test_a_declared_support_is_widened_around_the_extreme_counts():
         EnergyFit(prior, dequantize=True).fit(theta, x + 0.5)
     with pytest.raises(ValueError, match="dequantize must be"):
         EnergyFit(prior, dequantize="yes")
+
+
+# ---------------------------------------------------------------------- positive data
+def test_positive_support_is_inferred_from_positive_data_over_two_orders_of_magnitude():
+    g = torch.Generator().manual_seed(0)
+    wide = torch.exp(3.0 * torch.randn(500, 4, generator=g, dtype=torch.float64))
+    assert positive_support(wide) == (0.0, None)
+    narrow = 100.0 + torch.rand(500, 4, generator=g, dtype=torch.float64)  # positive, 1 % span
+    assert positive_support(narrow) is None
+    for bad in (0.0, -1e-3, float("nan")):
+        with_bad = wide.clone()
+        with_bad[3, 1] = bad
+        assert positive_support(with_bad) is None
+    # the span is between the 0.5 % and 99.5 % quantiles of all values, coordinates pooled
+    # (four large values in 1,000 are beyond the 99.5 % quantile, ten are not)
+    few = torch.cat([torch.full((996,), 1.0), torch.full((4,), 1e6)])
+    many = torch.cat([torch.full((990,), 1.0), torch.full((10,), 1e6)])
+    assert positive_support(few) is None and positive_support(many) == (0.0, None)
+    assert positive_support(torch.tensor([1, 500])) is None  # not floating: left alone
+
+
+def _decay(n: int, seed: int):
+    # x_t = A exp(-k t) exp(0.3 eps): positive, from about 300 down to about 1e-3
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.stack([1 + 299 * torch.rand(n, generator=g), 0.05 + torch.rand(n, generator=g)])
+    theta = theta.T.double()
+    t = torch.arange(8, dtype=torch.float64)
+    x = theta[:, :1] * torch.exp(-theta[:, 1:] * t + 0.3 * torch.randn(n, 8, generator=g))
+    return el.BoxUniform([1.0, 0.05], [300.0, 1.05]), theta, x
+
+
+def test_the_fit_reads_log_x_on_positive_data_by_default_and_refuses_an_observation_outside():
+    prior, theta, x = _decay(400, 0)
+    method = el.methods.get(
+        "ssm-abc", prior=prior, structure="mlp", num_statistics=None, training=FAST_TRAINING
+    ).fit(theta, x, seed=0)
+    fit = method.fit_stage
+    assert fit.support_inferred and fit.diagnostics["x_support"] == "inferred: (0, inf), log x"
+    assert fit.summary()["x_support"] == fit.diagnostics["x_support"]
+    support = fit.model.x_transform.support
+    assert bool((support.lower == 0).all()) and bool(torch.isinf(support.upper).all())
+    # the model reads log x: scaling x scales nothing but a shift of log x
+    torch.testing.assert_close(
+        fit.model.transform_x(x[:5] * 10.0) - fit.model.transform_x(x[:5]),
+        fit.model.transform_x(x[5:10] * 10.0) - fit.model.transform_x(x[5:10]),
+    )
+    outside = r"x_o\[3\] = -0.5 is outside the support .*x_support=None"
+    with pytest.raises(ValueError, match=outside):
+        method.posterior(torch.cat([x[0, :3], torch.tensor([-0.5]), x[0, 4:]]), 10, seed=0)
+    with pytest.raises(ValueError, match="x_support=None"):
+        method.posteriors(torch.stack([x[0], x[1] * 0]), 10, seed=0)
+    assert method.posterior(x[0], 10, seed=0).samples.shape == (10, 2)
+    # off, declared, and data that are not positive or span too little: as before
+    for option, data, expected in (
+        (None, x, None),
+        ((0.0, None), x, "declared"),
+        ("auto", x - 1.0, None),
+        ("auto", 1e3 + x.clamp(max=1.0), None),
+    ):
+        fit = EnergyFit(
+            prior, structure="mlp", num_statistics=None, training=FAST_TRAINING, x_support=option
+        ).fit(theta, data, seed=0)
+        assert fit.diagnostics["x_support"] == expected and not fit.support_inferred
+    with pytest.raises(ValueError, match="x_support must be"):
+        EnergyFit(prior, x_support="log")
+
+
+def test_positive_counts_over_two_orders_of_magnitude_are_dequantised_inside_the_support():
+    prior, theta, x = _decay(400, 1)
+    counts = torch.round(x * 10.0).clamp(min=1.0)  # integers from 1 up to thousands
+    fit = EnergyFit(prior, structure="mlp", num_statistics=None, training=FAST_TRAINING)
+    fit.fit(theta, counts, seed=0)
+    assert fit.dequantized and fit.support_inferred
+    # the cells around the smallest counts reach 1/2: the support is widened by one half
+    assert float(fit.model.x_transform.support.lower.min()) == -0.5
+    assert torch.isfinite(fit.statistics(counts)).all()
 
 
 # ---------------------------------------------------------------------- the defaults

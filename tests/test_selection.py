@@ -108,6 +108,7 @@ def test_fixed_choices_skip_the_search():
         "order": 2,
         "num_statistics": 5,
         "dequantized": False,
+        "x_support": None,
     }
 
 

@@ -41,6 +41,22 @@ classifier compares simulations with simulations) and is never dequantised;
 ``dequantize=False`` turns the default off, ``True`` insists (and refuses non-integer data).
 :attr:`EnergyFit.diagnostics` reports ``dequantized``.
 
+**Positive data over several orders of magnitude.** Concentrations, population sizes,
+lifetimes and decays are positive and often multiplicative: the noise grows with the value and
+the information sits in ratios. A network fed the raw values sees the largest ones and little
+of the small ones' relative differences (the heavy-tail map of the data transform,
+:mod:`~ebm_lfi.energy.tails`, compresses the large values but leaves the small ones squeezed
+near the median). With ``x_support="auto"`` (default), when every training value is positive
+and the 99.5 % quantile of all values is at least :data:`POSITIVE_SPAN` (100) times the 0.5 %
+quantile, the fit declares the support :math:`(0, \infty)`, which the model maps to
+:math:`\mathbb{R}` by :math:`\log x` (:class:`~ebm_lfi.energy.transforms.SupportTransform`;
+the density keeps its Jacobian). On an exponential decay :math:`A e^{-kt}` with log-normal
+noise (``scripts/check_fresh.py --problem decay``, 10⁴ simulations) this took the default
+posterior from C2ST 0.92 / 0.81 to 0.73 / 0.66 (sbi's NPE: 0.99 / 0.85). Data that can be
+zero or negative, or span less, keep the unbounded support; an observation outside the
+support is refused by name. ``x_support=None`` turns the default off; a declared
+``(lower, upper)`` is used as given. :attr:`EnergyFit.diagnostics` reports ``x_support``.
+
 References:
     | Score Matched Neural Exponential Families for Likelihood-Free Inference
       (Pacchiardi & Dutta, JMLR 2022) https://arxiv.org/abs/2012.10903
@@ -88,8 +104,10 @@ __all__ = [
     "DSM_RANGE",
     "NCE_MIN_STEPS",
     "EnergyFit",
+    "POSITIVE_SPAN",
     "dequantize",
     "is_integer_valued",
+    "positive_support",
     "make_loss",
 ]
 
@@ -185,6 +203,31 @@ def dequantize(x: Tensor, *, seed: int | None = None) -> Tensor:
     return x + (u - 0.5)
 
 
+POSITIVE_SPAN = 100.0
+"""``x_support="auto"`` maps positive data to log x when the 99.5 % quantile of all the
+training values is at least this many times the 0.5 % quantile (two orders of magnitude; see
+:func:`positive_support`)."""
+
+
+def positive_support(x: Tensor) -> tuple[float, None] | None:
+    r"""The support ``x_support="auto"`` declares for the data ``x``: :math:`(0, \infty)` when
+    every value is positive and they span at least :data:`POSITIVE_SPAN` (the ratio of the
+    99.5 % to the 0.5 % quantile of all values, every coordinate pooled), else ``None``.
+
+    Example:
+        >>> positive_support(torch.logspace(-3, 3, 100)), positive_support(torch.ones(5) + 1)
+        ((0.0, None), None)
+    """
+    values = torch.as_tensor(x).detach().flatten()
+    if not values.is_floating_point() or values.numel() == 0:
+        return None
+    if not bool(torch.isfinite(values).all()) or float(values.min()) <= 0.0:
+        return None
+    values = values[:: max(1, values.numel() // 1_000_000)].double()  # torch.quantile's limit
+    low, high = torch.quantile(values, torch.tensor([0.005, 0.995], dtype=torch.float64))
+    return (0.0, None) if float(high) >= POSITIVE_SPAN * float(low) else None
+
+
 class EnergyFit:
     r"""Fits the energy model (the fit stage of every energy method).
 
@@ -209,7 +252,10 @@ class EnergyFit:
         selection: A :class:`~ebm_lfi.training.selection.SelectionConfig` or a dict of its
             fields (the budget of the ``"auto"`` search); the table of candidates is kept in
             :attr:`selection_table` and in :attr:`diagnostics`.
-        x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`).
+        x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`),
+            ``None`` (unbounded), or ``"auto"`` (default): :math:`(0, \infty)`, i.e.
+            :math:`\log x`, for positive data spanning two orders of magnitude or more, else
+            unbounded (:func:`positive_support`, see the module docstring).
         network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
         training: A :class:`~ebm_lfi.training.config.TrainConfig` or a dict of its fields
             (for NCE, ``min_steps`` defaults to :data:`NCE_MIN_STEPS`).
@@ -235,7 +281,7 @@ class EnergyFit:
         model: ExpFamEBM | None = None,
         structure: str = "auto",
         num_statistics: int | str | None = "auto",
-        x_support: tuple | None = None,
+        x_support: tuple | str | None = "auto",
         network: dict | None = None,
         training: TrainConfig | dict | None = None,
         selection: SelectionConfig | dict | None = None,
@@ -248,6 +294,8 @@ class EnergyFit:
         self.prior = validate_prior(prior)
         if dequantize not in ("auto", True, False):
             raise ValueError(f"dequantize must be 'auto', True or False, got {dequantize!r}")
+        if isinstance(x_support, str) and x_support != "auto":
+            raise ValueError(f"x_support must be 'auto', None or (lower, upper), got {x_support!r}")
         self.dequantize = dequantize
         self.dequantized = False
         self._continuous_loss = loss in _DENSITY_LOSSES
@@ -258,6 +306,7 @@ class EnergyFit:
         self.structure = structure
         self.num_statistics = num_statistics
         self.x_support = x_support
+        self.support: tuple | None = None  # what the fit mapped to R (see _resolve_support)
         self.network = dict(network or {})
         self.training = _default_training(loss, training)
         self.selection = as_config(selection, SelectionConfig, "selection")
@@ -296,6 +345,7 @@ class EnergyFit:
         theta, x = theta.to(self.device), x.to(self.device)
         x_shape = tuple(x.shape[1:])
         self.dequantized = self._dequantizes(x)
+        self.support = self._resolve_support(x)
         x_fit = dequantize(x, seed=seed) if self.dequantized else x
         if self.model is None and "auto" in (self.structure, self.num_statistics):
             self.model, self.selection_table = select_model(
@@ -371,12 +421,43 @@ class EnergyFit:
             return True
         return integer and self._continuous_loss
 
-    def _support(self) -> tuple | None:
-        """The declared support of x, widened by one half at each finite bound when the fit
+    @property
+    def support_inferred(self) -> bool:
+        """Whether the fit took its support from the data (``x_support="auto"``)."""
+        return isinstance(self.x_support, str) and self.support is not None
+
+    def check_support(self, x_o: Tensor) -> None:
+        """Refuse an observation outside the support the fit inferred from its training data
+        (``x_support="auto"``), saying how to fit without it."""
+        if not self.support_inferred:
+            return
+        lower = float(self.support[0])
+        outside = torch.as_tensor(x_o) <= lower
+        if bool(outside.any()):
+            index = tuple(int(i) for i in torch.nonzero(outside)[0])
+            raise ValueError(
+                f"x_o{list(index)} = {float(torch.as_tensor(x_o)[index]):g} is outside the "
+                f"support ({lower:g}, inf) that the fit inferred from its training data (every "
+                "training value was positive, over two orders of magnitude or more, so the "
+                "model reads log x); fit with x_support=None to model x unbounded"
+            )
+
+    def _support_label(self) -> str | None:
+        """What :attr:`diagnostics` says of the support: inferred, declared or none."""
+        if self.support_inferred:
+            return "inferred: (0, inf), log x"
+        if self.support is None or all(bound is None for bound in self.support):
+            return None
+        return "declared"
+
+    def _resolve_support(self, x: Tensor) -> tuple | None:
+        """The support of x the model maps to R: the declared one, or with ``"auto"`` that of
+        :func:`positive_support`; widened by one half at each finite bound when the fit
         dequantises (the cells around the extreme integers)."""
-        if self.x_support is None or not self.dequantized:
-            return self.x_support
-        lower, upper = self.x_support
+        support = positive_support(x) if isinstance(self.x_support, str) else self.x_support
+        if support is None or not self.dequantized:
+            return support
+        lower, upper = support
         return (
             None if lower is None else torch.as_tensor(lower, dtype=torch.float64) - 0.5,
             None if upper is None else torch.as_tensor(upper, dtype=torch.float64) + 0.5,
@@ -397,7 +478,7 @@ class EnergyFit:
             self.num_parameters,
             num_statistics=candidate.num_statistics,
             structure=candidate.structure,
-            x_support=self._support(),
+            x_support=self.support,
             shared_dims=shared_dims,
             **network,
         )
@@ -439,6 +520,7 @@ class EnergyFit:
             out["num_statistics"] = int(self.model.num_statistics)
         if self.fitted:
             out["dequantized"] = self.dequantized
+            out["x_support"] = self._support_label()
         if self.selection_table is not None:
             out["selection"] = self.selection_table
         chains = getattr(self.loss, "diagnostics", None)

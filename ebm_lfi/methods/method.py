@@ -193,9 +193,9 @@ class Method:
             options: Further keywords of the stage's ``sample`` (e.g. ``tolerance``).
         """
         self._check_fitted()
-        fit = self.fit_stage
-        x_o = check_observation(x_o, fit.x_shape, fit.dtype).to(fit.device)
-        draws = self.posterior_stage.sample(x_o, num_samples, seed=seed, **options)
+        draws = self.posterior_stage.sample(
+            self._observation(x_o), num_samples, seed=seed, **options
+        )
         return self._posterior(draws)
 
     def posteriors(
@@ -214,8 +214,7 @@ class Method:
             num_samples, seed, options: As for :meth:`posterior` (``seed`` seeds the whole).
         """
         self._check_fitted()
-        fit = self.fit_stage
-        checked = [check_observation(x_o, fit.x_shape, fit.dtype).to(fit.device) for x_o in x_os]
+        checked = [self._observation(x_o) for x_o in x_os]
         sample_many = getattr(self.posterior_stage, "sample_many", None)
         if sample_many is None:
             seeds = spawn_seeds(seed, len(checked))
@@ -225,6 +224,16 @@ class Method:
             ]
         batch = sample_many(torch.stack(checked), num_samples, seed=seed, **options)
         return [self._posterior(draws) for draws in batch]
+
+    def _observation(self, x_o) -> Tensor:
+        """One observation, checked against the fit's shape and, where the fit has one, the
+        support it inferred from its training data."""
+        fit = self.fit_stage
+        x_o = check_observation(x_o, fit.x_shape, fit.dtype).to(fit.device)
+        check_support = getattr(fit, "check_support", None)
+        if check_support is not None:
+            check_support(x_o)
+        return x_o
 
     def _posterior(self, draws: Draws) -> Posterior:
         """The :class:`~ebm_lfi.Posterior` of one observation's draws, reported on."""

@@ -99,6 +99,10 @@ class ReshapedFit:
         self.training_data = self.inner.training_data[0], x.to(self.inner.device)
         return self
 
+    def check_support(self, x_o: Tensor) -> None:
+        """Refuse an observation outside the inner fit's inferred support (values only)."""
+        self.inner.check_support(x_o)
+
     @property
     def fitted(self) -> bool:
         """Whether the inner fit is fitted."""
