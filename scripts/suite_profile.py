@@ -11,8 +11,11 @@ suite's cost (training runs, model-choice searches and their pilot runs, exchang
 classifiers, simulation, the maximum-likelihood normaliser regression), and for every test the
 CPU seconds of its own process and of the child processes it waited for (notebook kernels,
 Redis and Dask workers, command-line runs: ``RUSAGE_CHILDREN``). A function called inside
-another timed one counts in both. Results go to ``SUITE_PROFILE_DIR`` (default
-``outputs/suite_profile``).
+another timed one counts in both. Each worker's wall-clock timeline (when it started and
+finished, its seconds inside tests, its last tests) shows whether one worker finished long
+after the other, which would set the suite's time: on 2026-12-05 the two finished 7 s apart
+(438 and 431 s), so the suite's time is its CPU seconds over two cores. Results go to
+``SUITE_PROFILE_DIR`` (default ``outputs/suite_profile``).
 
 Measured on the 2-core development machine (794 CPU-s in all, 6:53 of wall time; the figures
 overlap):

@@ -48,13 +48,22 @@ of the small ones' relative differences (the heavy-tail map of the data transfor
 :mod:`~ebm_lfi.energy.tails`, compresses the large values but leaves the small ones squeezed
 near the median). With ``x_support="auto"`` (default), when every training value is positive
 and the 99.5 % quantile of all values is at least :data:`POSITIVE_SPAN` (100) times the 0.5 %
-quantile, the fit declares the support :math:`(0, \infty)`, which the model maps to
-:math:`\mathbb{R}` by :math:`\log x` (:class:`~ebm_lfi.energy.transforms.SupportTransform`;
-the density keeps its Jacobian). On an exponential decay :math:`A e^{-kt}` with log-normal
-noise (``scripts/check_fresh.py --problem decay``, 10⁴ simulations) this took the default
-posterior from C2ST 0.92 / 0.81 to 0.73 / 0.66 (sbi's NPE: 0.99 / 0.85). Data that can be
-zero or negative, or span less, keep the unbounded support; an observation outside the
-support is refused by name. ``x_support=None`` turns the default off; a declared
+quantile, a fit by a density loss (score matching, conditional NCE, maximum likelihood)
+declares the support :math:`(0, \infty)`, which the model maps to :math:`\mathbb{R}` by
+:math:`\log x` (:class:`~ebm_lfi.energy.transforms.SupportTransform`; the density keeps its
+Jacobian). Score matching is where it matters: its loss weighs each region by the squared
+score, which for positive multiplicative data is largest at the smallest values, so on the
+raw scale the fit serves them and misses the rest (ten log-normal draws, location
+:math:`\mu \sim U(0, 4)`: the statistics of the default structure search explained 4 % of
+:math:`\sum_j \log x_j` on the raw scale, all of it on the log scale; ``tests/test_auto.py``).
+NCE is left as it is: its classifier's optimum, the ratio :math:`p(x \mid \theta) / p(x)`,
+does not depend on how :math:`x` is parametrised, and measured, the log scale helped its
+posterior on one simulator and hurt it on another (``docs/benchmarks.md``, "Positive data on
+the log scale"). On an exponential decay :math:`A e^{-kt}` with log-normal noise
+(``scripts/check_fresh.py --problem decay``, 10⁴ simulations) the default posterior went from
+C2ST 0.884 to 0.733 (mean of two observations; sbi's NPE 0.925). Data that can be zero or
+negative, or span less, keep the unbounded support; an observation outside the support is
+refused by name. ``x_support=None`` turns the default off; a declared
 ``(lower, upper)`` is used as given. :attr:`EnergyFit.diagnostics` reports ``x_support``.
 
 References:
@@ -253,9 +262,10 @@ class EnergyFit:
             fields (the budget of the ``"auto"`` search); the table of candidates is kept in
             :attr:`selection_table` and in :attr:`diagnostics`.
         x_support: ``(lower, upper)`` bounds of :math:`x` (mapped to :math:`\mathbb{R}`),
-            ``None`` (unbounded), or ``"auto"`` (default): :math:`(0, \infty)`, i.e.
-            :math:`\log x`, for positive data spanning two orders of magnitude or more, else
-            unbounded (:func:`positive_support`, see the module docstring).
+            ``None`` (unbounded), or ``"auto"`` (default): for the density losses (not NCE)
+            :math:`(0, \infty)`, i.e. :math:`\log x`, on positive data spanning two orders of
+            magnitude or more, else unbounded (:func:`positive_support`, see the module
+            docstring).
         network: Further keywords of :meth:`ExpFamEBM.default` (``hidden``, ``order``, ...).
         training: A :class:`~ebm_lfi.training.config.TrainConfig` or a dict of its fields
             (for NCE, ``min_steps`` defaults to :data:`NCE_MIN_STEPS`).
@@ -452,9 +462,13 @@ class EnergyFit:
 
     def _resolve_support(self, x: Tensor) -> tuple | None:
         """The support of x the model maps to R: the declared one, or with ``"auto"`` that of
-        :func:`positive_support`; widened by one half at each finite bound when the fit
-        dequantises (the cells around the extreme integers)."""
-        support = positive_support(x) if isinstance(self.x_support, str) else self.x_support
+        :func:`positive_support` for the losses of a density (none for NCE); widened by one
+        half at each finite bound when the fit dequantises (the cells around the extreme
+        integers)."""
+        if isinstance(self.x_support, str):  # "auto": the density losses only
+            support = positive_support(x) if self._continuous_loss else None
+        else:
+            support = self.x_support
         if support is None or not self.dequantized:
             return support
         lower, upper = support
