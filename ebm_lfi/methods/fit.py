@@ -316,7 +316,7 @@ class EnergyFit:
         self.structure = structure
         self.num_statistics = num_statistics
         self.x_support = x_support
-        self.support: tuple | None = None  # what the fit mapped to R (see _resolve_support)
+        self.support: tuple | None = None  # what its model maps to R (see _resolve_support)
         self.network = dict(network or {})
         self.training = _default_training(loss, training)
         self.selection = as_config(selection, SelectionConfig, "selection")
@@ -355,7 +355,8 @@ class EnergyFit:
         theta, x = theta.to(self.device), x.to(self.device)
         x_shape = tuple(x.shape[1:])
         self.dequantized = self._dequantizes(x)
-        self.support = self._resolve_support(x)
+        if self.model is None:  # decided with the model it builds, and kept with it (rounds)
+            self.support = self._resolve_support(x)
         x_fit = dequantize(x, seed=seed) if self.dequantized else x
         if self.model is None and "auto" in (self.structure, self.num_statistics):
             self.model, self.selection_table = select_model(
