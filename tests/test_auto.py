@@ -536,6 +536,8 @@ def test_the_fit_reads_log_x_on_positive_data_by_default_and_refuses_an_observat
         method.posterior(torch.cat([x[0, :3], torch.tensor([-0.5]), x[0, 4:]]), 10, seed=0)
     with pytest.raises(ValueError, match="x_support=None"):
         method.posteriors(torch.stack([x[0], x[1] * 0]), 10, seed=0)
+    with pytest.raises(ValueError, match=r"x\[1, 0\] = 0 is outside the support"):
+        method.statistics(torch.stack([x[0], x[1] * 0]))  # the ABC statistics, e.g. for pyabc
     assert method.posterior(x[0], 10, seed=0).samples.shape == (10, 2)
     # off, declared, and data that are not positive or span too little: as before
     for option, data, expected in (

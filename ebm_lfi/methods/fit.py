@@ -437,9 +437,10 @@ class EnergyFit:
         """Whether the fit took its support from the data (``x_support="auto"``)."""
         return isinstance(self.x_support, str) and self.support is not None
 
-    def check_support(self, x_o: Tensor) -> None:
-        """Refuse an observation outside the support the fit inferred from its training data
-        (``x_support="auto"``), saying how to fit without it."""
+    def check_support(self, x_o: Tensor, name: str = "x_o") -> None:
+        """Refuse data outside the support the fit inferred from its training data
+        (``x_support="auto"``), saying how to fit without it (``name``: the data's name in the
+        message)."""
         if not self.support_inferred:
             return
         lower = float(self.support[0])
@@ -447,7 +448,7 @@ class EnergyFit:
         if bool(outside.any()):
             index = tuple(int(i) for i in torch.nonzero(outside)[0])
             raise ValueError(
-                f"x_o{list(index)} = {float(torch.as_tensor(x_o)[index]):g} is outside the "
+                f"{name}{list(index)} = {float(torch.as_tensor(x_o)[index]):g} is outside the "
                 f"support ({lower:g}, inf) that the fit inferred from its training data (every "
                 "training value was positive, over two orders of magnitude or more, so the "
                 "model reads log x); fit with x_support=None to model x unbounded"
@@ -517,6 +518,7 @@ class EnergyFit:
         r"""The learned statistics :math:`s(x)`, shape :math:`(n, k)`."""
         self.check_fitted()
         x = torch.as_tensor(x, dtype=self.model.dtype, device=self.model.device)
+        self.check_support(x, name="x")
         return batched(self.model.statistics, x)
 
     @property

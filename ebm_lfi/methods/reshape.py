@@ -99,9 +99,9 @@ class ReshapedFit:
         self.training_data = self.inner.training_data[0], x.to(self.inner.device)
         return self
 
-    def check_support(self, x_o: Tensor) -> None:
-        """Refuse an observation outside the inner fit's inferred support (values only)."""
-        self.inner.check_support(x_o)
+    def check_support(self, x_o: Tensor, name: str = "x_o") -> None:
+        """Refuse data outside the inner fit's inferred support (values only)."""
+        self.inner.check_support(x_o, name)
 
     @property
     def fitted(self) -> bool:
