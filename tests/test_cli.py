@@ -579,6 +579,21 @@ def test_errors_name_public_classes_and_command_line_options(user_dir, capsys):
     assert code == 1 and err.startswith("error: SimulationError: ") and err.count("\n") == 1
     assert "_SimulationShapeError" not in err and "on_error=" not in err
     assert "pass --on-error drop to drop failed simulations" in err
+    # positive data over orders of magnitude are read as log x: an observation at or below 0 is
+    # refused with the command line's option to fit without it
+    (folder / "positive.py").write_text(
+        "import numpy as np\n\n\ndef simulate(theta, rng):\n"
+        "    return np.exp(4 * float(theta[0]) * np.arange(3) + rng.standard_normal(3))\n"
+    )
+    np.save(folder / "negative.npy", np.array([1.0, -2.0, 3.0]))
+    positive = ["run", "--simulator", "positive.py:simulate", "--prior", "uniform(-1,1)"]
+    positive += ["--observation", "negative.npy", "--method", "ssm-abc", "--structure", "mlp"]
+    positive += ["--epochs", "1", "--simulations", "300", "--quiet", "--no-plot"]
+    code, _, err = run_cli(capsys, *positive, "--out", "o2")
+    assert code == 1 and "x_o[1] = -2 is outside the support (0, inf)" in err, err
+    assert "pass --option x_support=null" in err and "x_support=None" not in err
+    code, _, err = run_cli(capsys, *positive, "--option", "x_support=null", "--out", "o3")
+    assert code == 0, err
     with pytest.raises(UsageError, match=r"fails at parameter index\(es\) \[1\] \(0-based"):
         parse_prior("uniform(0,1,1,0)")  # as BoxUniform([0, 1], [1, 0]) says "fails at [1]"
     with pytest.raises(ValueError, match=r"fails at \[1\]"):

@@ -56,6 +56,8 @@ def _one_line(text: str) -> str:
 
 
 _ON_ERROR_CLI = "pass --on-error drop to drop failed simulations and draw replacements"
+# the advice of an observation outside an inferred support (EnergyFit.check_support)
+_SUPPORT_ADVICE = ("fit with x_support=None", "pass --option x_support=null")
 
 
 def _public_name(err: BaseException) -> str:
@@ -66,11 +68,12 @@ def _public_name(err: BaseException) -> str:
 
 def _cli_message(err: BaseException) -> str:
     """The message of ``err`` in the words of the command line: a simulation failure's advice
-    names ``--on-error drop`` instead of the Python keyword."""
+    names ``--on-error drop``, an inferred support's ``--option x_support=null``, instead of
+    the Python keywords."""
     hint = getattr(err, "hint", None)
     if isinstance(hint, str) and "on_error='drop'" in hint:
         return f"{_one_line(str(err.message))} ({_ON_ERROR_CLI})"
-    return _one_line(str(err))
+    return _one_line(str(err)).replace(*_SUPPORT_ADVICE)
 
 
 def _report(err: BaseException, debug: bool, prefix: str, hint: str) -> None:
