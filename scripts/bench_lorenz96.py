@@ -112,6 +112,13 @@ LIBRARY_METHODS = {
 }
 
 
+def fit_epochs(method) -> int | None:
+    """The epochs an energy fit ran (early stopping or the ``--epochs`` cap); ``None`` for the
+    methods without a training history."""
+    history = getattr(getattr(method, "fit_stage", None), "history", None)
+    return None if history is None else len(history)
+
+
 def make_method(name: str, task, epochs: int, k: int, npe_epochs: int):
     if name == "npe":
         return SeriesNPE(task.prior, task.x_shape, max_epochs=npe_epochs)
@@ -207,6 +214,7 @@ def main(argv=None) -> int:
                 "fit s": round(fit_seconds, 1),
                 "posterior s (median)": round(float(np.median(post_seconds)), 2),
                 "Kish ESS (median)": round(float(np.median(ess))),
+                "epochs": None if name == "prior" else fit_epochs(method),
             }
         )
         if name == "auto":
