@@ -19,6 +19,7 @@ import ebm_lfi as el
 from ebm_lfi.energy.model import ExpFamEBM
 from ebm_lfi.losses import NCE, ConditionalNCE, cnce_noise_scale
 from ebm_lfi.losses.nce import _other_rows
+from ebm_lfi.methods import PotentialStage
 
 DT = torch.float64
 
@@ -115,6 +116,12 @@ def test_nce_posterior_and_normalizer_on_a_gaussian_family():
     exact = x_o.mean() + torch.randn(4000, 1, generator=g, dtype=DT) / math.sqrt(N_DRAWS)
     noise = el.metrics.wasserstein2(exact[:2000], exact[2000:])  # W2 of two exact samples
     w2 = el.metrics.wasserstein2(post.samples, exact[:2000])
+    assert w2 < 3 * noise, (w2, noise)
+    # the same potential drawn by tempered SMC from the prior instead of chains
+    smc = PotentialStage({"sampler": "smc"}).prepare(method.fit_stage, theta, x)
+    draws = smc.sample(x_o, 2000, seed=1)
+    assert draws.diagnostics["sampler"] == "potential-smc" and draws.samples.shape == (2000, 1)
+    w2 = el.metrics.wasserstein2(draws.samples, exact[:2000])
     assert w2 < 3 * noise, (w2, noise)
     # c(theta) = -A(theta) + const, with the statistics measured from x = 0, where the true
     # statistic sum(x) vanishes (statistics are identified up to an affine map s + u, which

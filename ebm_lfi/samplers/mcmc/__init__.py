@@ -1,7 +1,8 @@
 r"""MCMC: random-walk and MALA kernels as pure ``init`` / ``step`` pairs (:mod:`.kernels`), their
 burn-in adaptation (:mod:`.adaptation`), the :func:`sample_mcmc` driver, convergence diagnostics
 (:func:`effective_sample_size`, split :func:`rhat`), :func:`sample_potential` on a tractable
-posterior potential, and :func:`exchange_mcmc` on an :class:`ExponentialFamily` with
+posterior potential (or :func:`sample_tempered`, tempered SMC from the prior, on one with
+separated modes), and :func:`exchange_mcmc` on an :class:`ExponentialFamily` with
 :func:`inner_chain_check`, and :class:`ModelChains`, the negatives of maximum likelihood."""
 
 from .adaptation import AdaptationState, adaptation_init, adaptation_update
@@ -21,6 +22,7 @@ from .kernels import (
 )
 from .model_chains import ModelChains
 from .potential import PotentialResult, sample_potential
+from .tempering import TemperedResult, sample_tempered
 
 __all__ = [
     "AdaptationState",
@@ -33,6 +35,7 @@ __all__ = [
     "ModelChains",
     "PotentialResult",
     "RWState",
+    "TemperedResult",
     "adaptation_init",
     "adaptation_update",
     "effective_sample_size",
@@ -45,4 +48,5 @@ __all__ = [
     "rhat",
     "sample_mcmc",
     "sample_potential",
+    "sample_tempered",
 ]
