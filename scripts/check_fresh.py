@@ -25,6 +25,11 @@ magnitude (hundreds down to about :math:`10^{-4}`), a posterior narrow against t
 b) \sim U([0.5, 5]^2)`: bounded data, with values piling up at 0 or 1 where :math:`a` or
 :math:`b` is below 1; no support declared, as a user would leave it.
 
+``dose``: binary outcomes, a dose-response experiment (a bioassay): 40 subjects at doses
+:math:`d_i` evenly spaced in [-2, 2], :math:`x_i \sim \mathrm{Bernoulli}(\sigma(a + b d_i))`,
+:math:`\theta = (a, b) \sim U([-3, 3] \times [0, 4])`, returned as 40 zeros and ones
+(logistic likelihood; sufficient statistics :math:`\sum_i x_i` and :math:`\sum_i d_i x_i`).
+
 The exact posterior is computed on a grid over the prior box (400 × 400; 500 × 500 for
 ``modes``; 120³ for ``regression``) and drawn with uniform jitter inside the cells; for
 ``decay`` and ``beta`` on a second grid (600 × 600, 400 × 400) over the part of the box
@@ -42,6 +47,8 @@ their posteriors (1,000 draws) are scored by C2ST on two observations (simulated
     python scripts/check_fresh.py --problem weibull --budgets 10000 --methods auto \
         --mcmc-pairs 200 --auto-routes
     python scripts/check_fresh.py --problem decay --methods auto nce npe --x-support none
+    python scripts/check_fresh.py --problem dose --budgets 1000 10000 --methods auto nce npe \
+        --auto-routes
 
 ``--auto-routes`` also prints ``auto``'s table of scores and the C2ST of each of its own
 routes (fitted on its training part of the pairs); ``--mcmc-pairs`` sets on how many held-out
@@ -184,6 +191,22 @@ def beta_log_likelihood(a, b, x):
     return (a - 1) * np.log(x).sum() + (b - 1) * np.log1p(-x).sum() - BETA_DRAWS * betaln(a, b)
 
 
+# ---------------------------------------------------------------------------- dose
+DOSES = np.linspace(-2.0, 2.0, 40)
+
+
+def dose_simulator(theta, rng):
+    """40 binary outcomes, P(x_i = 1) = sigmoid(a + b d_i)."""
+    a, b = float(theta[0]), float(theta[1])
+    return (rng.random(DOSES.size) < 1 / (1 + np.exp(-(a + b * DOSES)))).astype(float)
+
+
+def dose_log_likelihood(a, b, x):
+    eta = a[..., None] + b[..., None] * DOSES
+    # log sigmoid(eta) = -log(1 + e^-eta), log(1 - sigmoid(eta)) = -log(1 + e^eta)
+    return (-x * np.logaddexp(0, -eta) - (1 - x) * np.logaddexp(0, eta)).sum(-1)
+
+
 PROBLEMS = {
     "weibull": FreshProblem(
         el.BoxUniform([0.5, 0.5], [3.0, 2.0]), weibull_simulator, weibull_log_likelihood
@@ -210,6 +233,9 @@ PROBLEMS = {
         decay_log_likelihood,
         grid=600,
         zoom=True,
+    ),
+    "dose": FreshProblem(
+        el.BoxUniform([-3.0, 0.0], [3.0, 4.0]), dose_simulator, dose_log_likelihood
     ),
     "beta": FreshProblem(
         el.BoxUniform([0.5, 0.5], [5.0, 5.0]), beta_simulator, beta_log_likelihood, zoom=True
