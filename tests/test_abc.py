@@ -30,6 +30,7 @@ from ebm_lfi.samplers.abc.smc import (
     _Population,
     smc_abc,
 )
+from ebm_lfi.samplers.abc.smoothing import smoothed_resample, smoothing_bandwidth
 from ebm_lfi.simulation.simulate import simulate
 from ebm_lfi.simulation.simulator import Simulator
 
@@ -344,14 +345,67 @@ def test_statistics_abc_adjusts_a_wide_acceptance(abc_stage):
     assert plain.shape == (kept, 1)
     assert float(plain.var()) - POST_V > 5 * POST_V * math.sqrt(2 / kept)
 
-    resampled, none, _, diag2 = stage().sample(x_o, 500, seed=0)
+    resampled, none, _, diag2 = stage(resample=True).sample(x_o, 500, seed=0)
     assert resampled.shape == (500, 1) and none is None
     assert diag2["num_accepted"] == kept and diag2["epsilon"] == pytest.approx(diag["epsilon"])
     assert abs(float(resampled.mean()) - POST_M) < 4 * math.sqrt(POST_V / 500)
-    # Resampled draws are adjusted kept samples, in no particular order.
+    # Systematically resampled draws are adjusted kept samples, in no particular order.
     assert bool(torch.isin(resampled[:, 0], samples[:, 0]).all())
-    again = stage().sample(x_o, 500, seed=0).samples
+    again = stage(resample=True).sample(x_o, 500, seed=0).samples
     assert torch.equal(again, resampled)
+    # The default draws from the kept samples' shrunk kernel density: no draw repeats a kept
+    # sample or another draw, and mean and variance are the weighted sample's (the kernel adds
+    # no spread; on the real line here, so exactly in expectation)
+    smooth, none, _, diag3 = stage().sample(x_o, 500, seed=0)
+    assert smooth.shape == (500, 1) and none is None and diag3["smoothing_bandwidth"] > 0
+    assert not bool(torch.isin(smooth[:, 0], samples[:, 0]).any())
+    assert smooth[:, 0].unique().numel() == 500
+    assert abs(float(smooth.mean()) - mean) < 4 * math.sqrt(var / 500)
+    assert abs(float(smooth.var()) - var) < 4 * var * math.sqrt(2 / 500)
+    assert torch.equal(stage().sample(x_o, 500, seed=0).samples, smooth)
+
+
+def test_smoothed_resampling_keeps_the_moments_and_the_support():
+    # 100 weighted atoms near the lower end of (0, 1): the draws are continuous, inside the box,
+    # and in u = logit(theta) their mean and covariance are the atoms' (the shrinkage cancels
+    # the kernel's spread); the same atoms resampled systematically repeat 100 values
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.sigmoid(-2.0 + 0.5 * torch.randn(100, 2, generator=g, dtype=torch.float64))
+    weights = torch.rand(100, generator=g, dtype=torch.float64) + 0.5
+    box = BoxUniform([0.0, 0.0], [1.0, 1.0])
+    draws, h = smoothed_resample(atoms, weights, 20_000, box, generator=g)
+    w = weights / weights.sum()
+    assert h == pytest.approx(smoothing_bandwidth(float(1 / (w**2).sum()), 2))
+    assert bool(((draws > 0) & (draws < 1)).all()) and draws[:, 0].unique().numel() == 20_000
+    u, v = torch.logit(atoms), torch.logit(draws)
+    mean = w @ u
+    cov = ((u - mean).T * w) @ (u - mean)
+    sd = cov.diagonal().sqrt()
+    assert torch.allclose(v.mean(0), mean, atol=float(4 * sd.max() / math.sqrt(20_000)))
+    # the sample covariance of 20,000 draws: a relative error of about sqrt(2 / 20000) = 1 %
+    assert torch.allclose(torch.cov(v.T), cov, rtol=0.05, atol=0.05 * float(cov.diagonal().min()))
+    plain = atoms[systematic_resample(w, 20_000, generator=g)]
+    assert plain[:, 0].unique().numel() == 100
+
+
+class _Triangle(BoxUniform):
+    """U of the triangle theta_1 + theta_2 < 1 in the unit square (a support that is no box)."""
+
+    def log_prob(self, value):
+        inside = value.sum(-1) < 1
+        return torch.where(inside, super().log_prob(value) + math.log(2), -math.inf)
+
+
+def test_smoothed_draws_stay_inside_a_support_that_is_not_a_box():
+    g = torch.Generator().manual_seed(1)
+    atoms = torch.rand(50, 2, generator=g, dtype=torch.float64) * 0.1 + torch.tensor([0.4, 0.45])
+    draws, _ = smoothed_resample(atoms, None, 5_000, _Triangle([0.0, 0.0], [1.0, 1.0]), generator=g)
+    assert bool((draws.sum(1) < 1).all()) and bool(((draws > 0) & (draws < 1)).all())
+    # the box's bijection alone puts a share of them across the diagonal
+    loose, _ = smoothed_resample(
+        atoms, None, 5_000, BoxUniform([0.0, 0.0], [1.0, 1.0]), generator=g
+    )
+    assert float((loose.sum(1) >= 1).double().mean()) > 0.05
 
 
 def test_statistics_abc_config_validation():
@@ -361,6 +415,8 @@ def test_statistics_abc_config_validation():
         ABCConfig(num_accepted=0)
     with pytest.raises(ValueError, match="max_rounds"):
         ABCConfig(max_rounds=0)
+    with pytest.raises(ValueError, match="resample"):
+        ABCConfig(resample="kde")
 
 
 class RecordingSimulator(Simulator):

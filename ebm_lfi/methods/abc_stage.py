@@ -43,11 +43,16 @@ for the same bias. **SMC-ABC** may apply the same adjustment to its final popula
 (importance weights times kernel weights, bandwidth the last tolerance).
 
 **Output.** A posterior of exactly ``num_samples`` draws: the kept samples with their weights
-when there are that many, otherwise ``num_samples`` equally weighted draws resampled from them
-(systematic resampling, then shuffled); ``ABCConfig(resample=False)`` returns every kept
-sample with its weight instead. Diagnostics report ``num_accepted``, ``acceptance_rate``,
-``epsilon`` (the kernel bandwidth, or the largest kept distance for plain rejection),
-``regression_adjustment`` (whether it was applied), ``num_samples`` and the ``seed`` used.
+when there are that many, otherwise ``num_samples`` equally weighted draws from them. By
+default (``ABCConfig(resample="smooth")``) those are continuous draws from a local kernel
+density of the kept samples, shrunk so that it keeps their shape and about their mean and
+spread (:func:`~ebm_lfi.samplers.abc.smoothing.smoothed_resample`; its bandwidth in
+``diagnostics["smoothing_bandwidth"]``), rather than each kept sample repeated about
+``num_samples / m`` times (``resample=True``: systematic resampling, then shuffled, the rule
+before); ``resample=False`` returns every kept sample with its weight. Diagnostics report
+``num_accepted``, ``acceptance_rate``, ``epsilon`` (the kernel bandwidth, or the largest kept
+distance for plain rejection), ``regression_adjustment`` (whether it was applied),
+``num_samples`` and the ``seed`` used.
 
 **Parallel simulation.** :class:`ABCStage` takes an optional ``executor`` (a
 :class:`concurrent.futures.Executor`, e.g. a Dask ``client.get_executor()``) that runs the
@@ -91,6 +96,7 @@ from ..samplers.abc.adjustment import regression_adjustment
 from ..samplers.abc.rejection import auto_num_accepted, rejection_abc, systematic_resample
 from ..samplers.abc.scaler import StatisticScaler
 from ..samplers.abc.smc import KERNELS, smc_abc
+from ..samplers.abc.smoothing import smoothed_resample
 from ..simulation.outcomes import SimulationError
 from ..simulation.simulate import simulate, simulate_at
 from ..simulation.simulator import Simulator
@@ -137,8 +143,11 @@ class ABCConfig:
             with SMC-ABC (weights multiplied). ``False``: plain rejection (uniform kernel).
         heteroscedastic: Also correct the spread of the residuals (Blum & François, 2010).
         resample: When the kept (weighted) samples are not exactly ``num_samples``, return
-            ``num_samples`` equally weighted draws from them by systematic resampling; ``False``
-            returns every kept sample with its weight.
+            ``num_samples`` equally weighted draws from them: ``"smooth"`` (default) from
+            their shrunk local kernel density
+            (:func:`~ebm_lfi.samplers.abc.smoothing.smoothed_resample`: continuous draws that
+            follow the kept samples' shape), ``True`` by systematic resampling (each
+            kept sample repeated); ``False`` returns every kept sample with its weight.
         num_particles: SMC-ABC population size (at least ``num_samples`` is used).
         max_simulations: SMC-ABC simulation budget per observation (never exceeded);
             ``None`` (default): as many as the training pairs of the fit.
@@ -160,7 +169,7 @@ class ABCConfig:
     num_accepted: int | str = "auto"
     regression_adjustment: bool = True
     heteroscedastic: bool = False
-    resample: bool = True
+    resample: bool | str = "smooth"
     num_particles: int = 1000
     max_simulations: int | None = None
     min_acceptance_rate: float = 0.01
@@ -188,6 +197,8 @@ class ABCConfig:
             )
         if self.max_rounds is not None and self.max_rounds < 1:
             raise ValueError(f"max_rounds must be None or at least 1, got {self.max_rounds}")
+        if self.resample not in (True, False, "smooth"):
+            raise ValueError(f"resample must be 'smooth', True or False, got {self.resample!r}")
         if self.smc_kernel not in KERNELS:
             raise ValueError(f"smc_kernel must be one of {KERNELS}, got {self.smc_kernel!r}")
         if not 0 <= self.min_acceptance_rate < 1 or not 0 < self.alpha < 1:
@@ -431,7 +442,9 @@ class ABCStage:
         else:
             samples, weights, diagnostics = self._smc(s_o, num_samples, seed)
         diagnostics["num_samples"] = num_samples
-        samples, weights = self._output(samples, weights, num_samples, generator)
+        samples, weights, bandwidth = self._output(samples, weights, num_samples, generator)
+        if bandwidth is not None:
+            diagnostics["smoothing_bandwidth"] = bandwidth
         diagnostics["seed"] = seed
         diagnostics["seconds"] = time.perf_counter() - start
         return Draws(samples, weights, None, diagnostics)
@@ -610,12 +623,18 @@ class ABCStage:
 
     def _output(
         self, samples: Tensor, weights: Tensor | None, num_samples: int, generator
-    ) -> tuple[Tensor, Tensor | None]:
-        """The kept samples as they are, or ``num_samples`` systematic resamples of them."""
+    ) -> tuple[Tensor, Tensor | None, float | None]:
+        """The kept samples as they are, or ``num_samples`` smoothed or systematic resamples of
+        them; with the smoothing bandwidth where it was used."""
         if not self.config.resample or samples.shape[0] == num_samples:
-            return samples, weights
+            return samples, weights, None
+        if self.config.resample == "smooth":
+            draws, bandwidth = smoothed_resample(
+                samples, weights, num_samples, self.prior, generator=generator
+            )
+            return draws, None, bandwidth
         if weights is None:
             weights = samples.new_ones(samples.shape[0])
         idx = systematic_resample(weights.cpu(), num_samples, generator=generator)
         idx = idx[torch.randperm(num_samples, generator=generator)]  # no order by distance
-        return samples[idx.to(samples.device)], None
+        return samples[idx.to(samples.device)], None, None
