@@ -82,6 +82,16 @@ class PotentialResult(NamedTuple):
     jump_acceptance: float = math.nan
 
 
+def checked_values(name: str, value: object, shape: torch.Size) -> Tensor:
+    """``value``, checked to be a tensor of one value per row of parameters of ``shape``."""
+    if not isinstance(value, Tensor) or value.shape != (shape[0],):
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(
+            f"{name} must map parameters of shape {tuple(shape)} to ({shape[0]},), got {got}"
+        )
+    return value
+
+
 def sample_potential(
     log_potential: Callable[[Tensor], Tensor],
     prior: Distribution,
@@ -163,13 +173,7 @@ def sample_potential(
         inside = ((theta > low) & (theta < high)).all(dim=1)  # strictly; False for NaN
         # Rows rounded onto a bound are evaluated at the (interior) point g(0) and discarded.
         safe = torch.where(inside[:, None], theta, transform.inverse(torch.zeros_like(u[:1])))
-        lp = log_potential(safe)
-        if not isinstance(lp, Tensor) or lp.shape != (u.shape[0],):
-            shape = tuple(lp.shape) if isinstance(lp, Tensor) else type(lp).__name__
-            raise ValueError(
-                f"log_potential must map parameters of shape {tuple(u.shape)} to "
-                f"({u.shape[0]},), got {shape}"
-            )
+        lp = checked_values("log_potential", log_potential(safe), u.shape)
         lp = lp.to(u.dtype) + transform.log_abs_det_jacobian(u).sum(dim=1)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 

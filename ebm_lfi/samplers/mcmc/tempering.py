@@ -62,6 +62,7 @@ from torch.distributions import Distribution
 from ...priors import SupportBijection, prior_dim, prior_log_prob, prior_sample
 from ...progress import progress_bar
 from .driver import make_generator
+from .potential import checked_values
 
 __all__ = ["TemperedResult", "sample_tempered"]
 
@@ -187,13 +188,7 @@ def sample_tempered(
 
     def loglik_at(theta: Tensor) -> Tensor:
         with torch.no_grad():
-            value = log_likelihood(theta)
-        if not isinstance(value, Tensor) or value.shape != (theta.shape[0],):
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(
-                f"log_likelihood must map parameters of shape {tuple(theta.shape)} to "
-                f"({theta.shape[0]},), got {shape}"
-            )
+            value = checked_values("log_likelihood", log_likelihood(theta), theta.shape)
         value = value.to(dtype)
         return torch.where(torch.isnan(value), torch.full_like(value, -math.inf), value)
 
