@@ -190,7 +190,8 @@ class PotentialStage:
 
     def sample(self, x_o: Tensor, num_samples: int, *, seed: int | None = None) -> Draws:
         r"""MCMC chains on the potential for one observation (no samples or weights: the
-        chains hold the draws); ``num_samples`` is rounded up to a multiple of the chains."""
+        chains hold the draws); ``num_samples`` is rounded up to a multiple of the chains. With
+        ``sampler="smc"``: ``num_samples`` equally weighted particles of tempered SMC."""
         cfg = self.config
         if cfg.sampler == "smc":
             return self._sample_tempered(x_o, num_samples, seed)
@@ -246,13 +247,18 @@ class PotentialStage:
     def _sample_tempered(self, x_o: Tensor, num_samples: int, seed: int | None) -> Draws:
         """``sampler="smc"``: the particles of tempered SMC, the first ``num_samples`` kept."""
         cfg = self.config
-        dtype = next(self.model.parameters()).dtype
+        device = next(self.model.parameters()).device
+        likelihood = self.log_likelihood(x_o)
+
+        def on_model(theta: Tensor) -> Tensor:  # the particles live on the CPU
+            return likelihood(theta.to(device)).cpu()
+
         with frozen(self.model):
             result = sample_tempered(
-                self.log_likelihood(x_o),
+                on_model,
                 self.prior,
                 max(cfg.particles, num_samples),
-                dtype=dtype,
+                dtype=self.model.dtype,
                 seed=seed,
                 progress=self.progress,
             )
@@ -265,4 +271,4 @@ class PotentialStage:
             "log_evidence": result.log_evidence,
             "seconds": result.seconds,
         }
-        return Draws(result.samples[:num_samples], None, None, diagnostics)
+        return Draws(result.samples[:num_samples].to(device), None, None, diagnostics)
