@@ -27,7 +27,9 @@ most :math:`\sqrt{1/2}`.
 The draws are made in the unbounded parametrisation :math:`u = g^{-1}(\theta)` of the prior's
 support (:class:`~ebm_lfi.priors.SupportBijection`) and mapped back, so that they stay inside
 the support's bounds; where the support is not a box (constraints between parameters), draws
-outside it are drawn again.
+outside it are drawn again. Cost (one thread, 1,000 draws, two parameters): 3 ms from 100 kept
+samples, 33 ms from 1,000, 170 ms from 10,000 (the neighbourhoods of the drawn atoms only),
+against well under a millisecond for plain resampling.
 
 Measured on the same fits and kept samples, plain against smoothed resampling (10³
 simulations, 100 kept entries, two observations each; ``docs/benchmarks.md``, "Smoothed ABC
@@ -70,16 +72,20 @@ def smoothing_bandwidth(effective_size: float, p: int) -> float:
     return min((4.0 / ((p + 2) * effective_size)) ** (1.0 / (p + 4)), math.sqrt(0.5))
 
 
-def _neighbourhoods(u: Tensor, w: Tensor, chol: Tensor, ridge: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted mean and Cholesky factor of the covariance of each atom's ``K`` nearest atoms
-    (itself included), nearest in the whitened ``u``; rows of 1,024 atoms at a time."""
+def _neighbourhoods(
+    u: Tensor, w: Tensor, white: Tensor, atoms: Tensor, ridge: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Weighted mean and Cholesky factor of the covariance of the ``K`` atoms nearest to each
+    of ``atoms`` (itself included), nearest in the whitened ``white``; 1,024 rows at a time."""
     m, p = u.shape
     k = min(m, max(2 * p + 1, min(math.ceil(_NEIGHBOURS * m), _MAX_NEIGHBOURS)))
-    white = torch.linalg.solve_triangular(chol, (u - u.mean(0)).T, upper=False).T
     near = torch.cat(
-        [torch.cdist(rows, white).topk(k, largest=False).indices for rows in white.split(1024)]
+        [
+            torch.cdist(rows, white).topk(k, largest=False).indices
+            for rows in white[atoms].split(1024)
+        ]
     )
-    wn = w[near] / w[near].sum(1, keepdim=True)  # (m, k)
+    wn = w[near] / w[near].sum(1, keepdim=True)  # (atoms, k)
     local_mean = (wn[..., None] * u[near]).sum(1)
     deviation = u[near] - local_mean[:, None]
     local_cov = torch.einsum("mk,mka,mkb->mab", wn, deviation, deviation)
@@ -134,14 +140,17 @@ def smoothed_resample(
     chol = torch.linalg.cholesky(cov + ridge * torch.eye(p, dtype=dtype, device=device))
     a = math.sqrt(1.0 - h * h)
 
-    local_mean, local_chol = _neighbourhoods(u, w, chol, ridge)
+    white = torch.linalg.solve_triangular(chol, centred.T, upper=False).T
 
     def draw(count: int) -> tuple[Tensor, Tensor]:
         index = systematic_resample(w.cpu(), count, generator=generator)
         index = index[torch.randperm(count, generator=generator)].to(device)
         noise = torch.randn(count, p, generator=generator, dtype=dtype).to(device)
-        jitter = torch.einsum("nab,nb->na", local_chol[index], noise)
-        moved = a * u[index] + (1.0 - a) * local_mean[index] + h * jitter
+        # the neighbourhoods of the atoms drawn only (at most count of the m)
+        atoms, position = torch.unique(index, return_inverse=True)
+        local_mean, local_chol = _neighbourhoods(u, w, white, atoms, ridge)
+        jitter = torch.einsum("nab,nb->na", local_chol[position], noise)
+        moved = a * u[index] + (1.0 - a) * local_mean[position] + h * jitter
         return transform.inverse(moved), index
 
     draws, index = draw(num_samples)
