@@ -283,6 +283,11 @@ def support_bounds(prior: Distribution, dim: int) -> tuple[Tensor, Tensor]:
     )
 
 
+INTERIOR_EDGE = 1e-6
+"""How far inside a finite bound :meth:`SupportBijection.interior` moves a point on it (relative
+to the box width, or to ``max(1, |bound|)`` for a one-sided bound)."""
+
+
 class SupportBijection:
     r"""The per-coordinate bijection :math:`\theta = g(u)` between :math:`\mathbb{R}^p` and the
     support :math:`\prod_j (l_j, h_j)` of a prior (see the module docstring for the map).
@@ -333,6 +338,20 @@ class SupportBijection:
         """
         low, high = support_bounds(prior, prior_dim(prior))
         return cls(low.to(dtype=dtype, device=device), high.to(dtype=dtype, device=device), tiny)
+
+    @classmethod
+    def interior(
+        cls,
+        prior: Distribution,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> SupportBijection:
+        r"""The bijection of a prior's support that moves points on a finite bound
+        :data:`INTERIOR_EDGE` (or four machine epsilons of ``dtype``, if more) inside, as the
+        samplers need for starting points or draws that may sit on a bound."""
+        tiny = max(INTERIOR_EDGE, 4 * torch.finfo(dtype).eps)
+        return cls.from_prior(prior, tiny, dtype=dtype, device=device)
 
     def forward(self, theta: Tensor) -> Tensor:
         r""":math:`u = g^{-1}(\theta)`, shape :math:`(*, p)` to the same shape."""

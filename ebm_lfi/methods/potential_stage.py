@@ -247,7 +247,7 @@ class PotentialStage:
     def _sample_tempered(self, x_o: Tensor, num_samples: int, seed: int | None) -> Draws:
         """``sampler="smc"``: the particles of tempered SMC, the first ``num_samples`` kept."""
         cfg = self.config
-        device = next(self.model.parameters()).device
+        device = self.model.device
         likelihood = self.log_likelihood(x_o)
 
         def on_model(theta: Tensor) -> Tensor:  # the particles live on the CPU

@@ -57,7 +57,6 @@ from .rejection import systematic_resample
 
 __all__ = ["smoothing_bandwidth", "smoothed_resample"]
 
-_EDGE = 1e-6  # samples on a finite bound are moved this far inside before the map to u
 _NEIGHBOURS = 0.25  # share of the atoms in each atom's neighbourhood
 _MAX_NEIGHBOURS = 200
 
@@ -128,9 +127,7 @@ def smoothed_resample(
     dtype, device = samples.dtype, samples.device
     w = samples.new_ones(m) if weights is None else torch.as_tensor(weights).to(dtype)
     w = w / w.sum()
-    transform = SupportBijection.from_prior(
-        prior, max(_EDGE, 4 * torch.finfo(dtype).eps), dtype=dtype, device=device
-    )
+    transform = SupportBijection.interior(prior, dtype=dtype, device=device)
     u = transform.forward(samples)
     h = smoothing_bandwidth(float(1.0 / (w**2).sum()), p)
     mean = (w[:, None] * u).sum(0)

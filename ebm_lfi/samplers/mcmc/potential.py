@@ -51,10 +51,6 @@ from .driver import sample_mcmc
 
 __all__ = ["PotentialResult", "sample_potential"]
 
-# Initial points on a finite bound are moved this far inside (relative to the box width, or
-# to max(1, |bound|) for a one-sided bound) before they are mapped to u.
-_EDGE = 1e-6
-
 
 class PotentialResult(NamedTuple):
     r"""Output of :func:`sample_potential`.
@@ -158,8 +154,7 @@ def sample_potential(
     if prior_dim(prior) != p:
         raise ValueError(f"initial has {p} parameters but the prior has {prior_dim(prior)}")
     dtype, device = theta0.dtype, theta0.device
-    tiny = max(_EDGE, 4 * torch.finfo(dtype).eps)
-    transform = SupportBijection.from_prior(prior, tiny, dtype=dtype, device=device)
+    transform = SupportBijection.interior(prior, dtype=dtype, device=device)
     low, high = transform.low, transform.high
     inside0 = (theta0 >= low) & (theta0 <= high) & torch.isfinite(theta0)  # False for NaN
     if not bool(inside0.all()):

@@ -66,7 +66,6 @@ from .potential import checked_values
 
 __all__ = ["TemperedResult", "sample_tempered"]
 
-_EDGE = 1e-6  # prior draws on a finite bound are moved this far inside (as in potential.py)
 _TARGET_ACCEPTANCE = 0.25
 
 
@@ -181,9 +180,7 @@ def sample_tempered(
         )
     generator = make_generator(seed)
     n, p = num_particles, prior_dim(prior)
-    transform = SupportBijection.from_prior(
-        prior, max(_EDGE, 4 * torch.finfo(dtype).eps), dtype=dtype
-    )
+    transform = SupportBijection.interior(prior, dtype=dtype)
     low, high = transform.low, transform.high
 
     def loglik_at(theta: Tensor) -> Tensor:
