@@ -30,10 +30,25 @@ b) \sim U([0.5, 5]^2)`: bounded data, with values piling up at 0 or 1 where :mat
 :math:`\theta = (a, b) \sim U([-3, 3] \times [0, 4])`, returned as 40 zeros and ones
 (logistic likelihood; sufficient statistics :math:`\sum_i x_i` and :math:`\sum_i d_i x_i`).
 
+``rain``: 30 daily rainfall amounts, dry (exactly 0) with probability :math:`1 - p`, else
+Gamma of shape 2 and mean :math:`\mu`, :math:`\theta = (p, \mu) \sim U([0.1, 0.9] \times [0.5,
+5])`: a point mass at 0 beside a continuous density (zero-inflated data).
+
+``assay``: 20 log-normal concentrations :math:`e^{\mu + \sigma \varepsilon}`, those below the
+detection limit 1 reported as 1, :math:`\theta = (\mu, \sigma) \sim U([-1, 2] \times [0.3,
+1.5])`: censored data, a point mass at the limit (censored log-normal likelihood).
+
+``survey``: mixed output, returned flat: the animals counted at 12 sites (Poisson of rate
+:math:`\lambda`) and then the mean body mass measured at each (normal about :math:`\mu`, sd 1),
+:math:`\theta = (\lambda, \mu) \sim U([0.5, 10] \times [-2, 2])`.
+
+``waits``: 100 waiting times, Gamma of shape :math:`k` and mean :math:`m`, :math:`\theta = (k,
+m) \sim U([0.5, 5]^2)`: many iid scalar draws.
+
 The exact posterior is computed on a grid over the prior box (400 × 400; 500 × 500 for
 ``modes``; 120³ for ``regression``) and drawn with uniform jitter inside the cells; for
-``decay`` and ``beta`` on a second grid (600 × 600, 400 × 400) over the part of the box
-within 30 nats of the first grid's mode. For each
+``decay``, ``beta`` and ``waits`` on a second grid (600 × 600, 400 × 400, 400 × 400) over
+the part of the box within 30 nats of the first grid's mode. For each
 budget the methods (``el.methods.get(name)``, defaults; ``npe`` and ``nre``: sbi's defaults
 on the raw data, ``scripts/sbi_baselines.py``) are fitted on the same pairs (seed 0), and
 optionally with ``training={"epochs": 200}`` (the schedule before ``TrainConfig.min_steps``);
@@ -49,6 +64,8 @@ their posteriors (1,000 draws) are scored by C2ST on two observations (simulated
     python scripts/check_fresh.py --problem decay --methods auto nce npe --x-support none
     python scripts/check_fresh.py --problem dose --budgets 1000 10000 --methods auto nce npe \
         --auto-routes
+    python scripts/check_fresh.py --problem rain --budgets 1000 10000 --methods auto nce npe \
+        --auto-routes        # likewise assay, survey, waits
 
 ``--auto-routes`` also prints ``auto``'s table of scores and the C2ST of each of its own
 routes (fitted on its training part of the pairs); ``--mcmc-pairs`` sets on how many held-out
@@ -68,7 +85,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.special import betaln
+from scipy.special import betaln, gammaln
+from scipy.stats import norm
 
 import ebm_lfi as el
 
@@ -207,6 +225,82 @@ def dose_log_likelihood(a, b, x):
     return (-x * np.logaddexp(0, -eta) - (1 - x) * np.logaddexp(0, eta)).sum(-1)
 
 
+# ---------------------------------------------------------------------------- rain
+RAIN_DAYS = 30
+
+
+def rain_simulator(theta, rng):
+    """30 daily rainfall amounts: dry (exactly 0) with probability 1 - p, else Gamma of shape
+    2 and mean mu."""
+    p, mu = float(theta[0]), float(theta[1])
+    wet = rng.random(RAIN_DAYS) < p
+    return np.where(wet, rng.gamma(2.0, mu / 2.0, RAIN_DAYS), 0.0)
+
+
+def rain_log_likelihood(p, mu, x):
+    wet = x > 0
+    n_wet = wet.sum()
+    amounts = x[wet]
+    scale = mu / 2.0  # Gamma(2, scale): log f = log a - 2 log scale - a / scale
+    log_amounts = np.log(amounts).sum() - 2 * n_wet * np.log(scale) - amounts.sum() / scale
+    return n_wet * np.log(p) + (x.size - n_wet) * np.log1p(-p) + log_amounts
+
+
+# ---------------------------------------------------------------------------- assay
+ASSAY_SAMPLES, ASSAY_LIMIT = 20, 1.0
+
+
+def assay_simulator(theta, rng):
+    """20 log-normal concentrations exp(mu + sigma e); those below the detection limit 1 are
+    reported as 1."""
+    mu, sigma = float(theta[0]), float(theta[1])
+    return np.maximum(np.exp(mu + sigma * rng.standard_normal(ASSAY_SAMPLES)), ASSAY_LIMIT)
+
+
+def assay_log_likelihood(mu, sigma, x):
+    censored = x <= ASSAY_LIMIT
+    logs = np.log(x[~censored])
+    z = (logs[:, None, None] - mu) / sigma
+    observed = (-0.5 * z**2 - np.log(sigma) - logs[:, None, None]).sum(0)
+    below = norm.logcdf((np.log(ASSAY_LIMIT) - mu) / sigma)
+    return observed + censored.sum() * below - 0.5 * np.log(2 * np.pi) * (~censored).sum()
+
+
+# ---------------------------------------------------------------------------- survey
+SURVEY_SITES = 12
+
+
+def survey_simulator(theta, rng):
+    """A field survey of 12 sites, returned flat: the animals counted at each site (Poisson of
+    rate lam), then the mean body mass measured there (normal about mu, sd 1)."""
+    lam, mu = float(theta[0]), float(theta[1])
+    counts = rng.poisson(lam, SURVEY_SITES).astype(float)
+    return np.concatenate([counts, mu + rng.standard_normal(SURVEY_SITES)])
+
+
+def survey_log_likelihood(lam, mu, x):
+    counts, masses = x[:SURVEY_SITES], x[SURVEY_SITES:]
+    poisson = counts.sum() * np.log(lam) - counts.size * lam - gammaln(counts + 1).sum()
+    normal = -0.5 * ((masses[:, None, None] - mu) ** 2).sum(0)
+    return poisson + normal
+
+
+# ---------------------------------------------------------------------------- waits
+WAITS = 100
+
+
+def waits_simulator(theta, rng):
+    """100 waiting times, Gamma of shape k and mean m."""
+    k, m = float(theta[0]), float(theta[1])
+    return rng.gamma(k, m / k, WAITS)
+
+
+def waits_log_likelihood(k, m, x):
+    scale = m / k
+    n, logs = x.size, np.log(x).sum()
+    return -n * gammaln(k) - n * k * np.log(scale) + (k - 1) * logs - x.sum() / scale
+
+
 PROBLEMS = {
     "weibull": FreshProblem(
         el.BoxUniform([0.5, 0.5], [3.0, 2.0]), weibull_simulator, weibull_log_likelihood
@@ -239,6 +333,18 @@ PROBLEMS = {
     ),
     "beta": FreshProblem(
         el.BoxUniform([0.5, 0.5], [5.0, 5.0]), beta_simulator, beta_log_likelihood, zoom=True
+    ),
+    "assay": FreshProblem(
+        el.BoxUniform([-1.0, 0.3], [2.0, 1.5]), assay_simulator, assay_log_likelihood
+    ),
+    "survey": FreshProblem(
+        el.BoxUniform([0.5, -2.0], [10.0, 2.0]), survey_simulator, survey_log_likelihood
+    ),
+    "waits": FreshProblem(
+        el.BoxUniform([0.5, 0.5], [5.0, 5.0]), waits_simulator, waits_log_likelihood, zoom=True
+    ),
+    "rain": FreshProblem(
+        el.BoxUniform([0.1, 0.5], [0.9, 5.0]), rain_simulator, rain_log_likelihood
     ),
 }
 
