@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import ebm_lfi as el
+from ebm_lfi.methods import EnergyFit
 from ebm_lfi.methods.checks import (
     CONTRACTION_THRESHOLD,
     COVERAGE_THRESHOLD,
@@ -29,6 +30,7 @@ from ebm_lfi.methods.checks import (
     posterior_problems,
     prior_coverage,
 )
+from ebm_lfi.methods.fit import point_masses
 from ebm_lfi.methods.method import Draws, Method
 
 PRIOR = el.BoxUniform([-1.0, -1.0], [1.0, 1.0], parameter_names=["a", "b"])
@@ -184,6 +186,15 @@ class FixedDraws:
             "the model's draws differ from the simulator's",
         ),
         ({"rhat": [1.01, 1.04], "inner_mixed": True, "inner_fits": True}, None),  # control
+        (
+            {
+                "sampler": "exchange",
+                "point_masses": {"coordinates": 30, "value": 0.0, "share": 0.51},
+            },
+            "the data have point masses (the value 0 in 51 % of the training values",
+        ),
+        # ABC compares the statistics of an atom like any others: no warning
+        ({"sampler": "abc", "point_masses": {"coordinates": 30, "value": 0.0, "share": 0.5}}, None),
     ],
 )
 def test_unconverged_chains_and_an_unmixed_inner_chain_are_warned_about(diagnostics, expected):
@@ -215,6 +226,25 @@ def test_the_checks_read_only_what_a_posterior_reports():
     assert effective_draws(few) == 60.0 and effective_draws(many) == 5000.0
     assert len(posterior_problems(few, ["a", "b"])) == 1
     assert posterior_problems(many, ["a", "b"]) == []
+
+
+def test_the_fit_finds_the_point_masses_of_continuous_data():
+    """Rainfall-like data, 0 on about half of the days and continuous otherwise: the atom is
+    found and reported; continuous data and counts (dequantised) have none."""
+
+    def rain(theta, rng):
+        wet = rng.random(6) < 0.5
+        return np.where(wet, rng.gamma(2.0, np.exp(np.tile(np.asarray(theta), 3))), 0.0)
+
+    theta, x = el.simulate(rain, PRIOR, 300, seed=0)
+    fit = EnergyFit(PRIOR, structure="mlp", num_statistics=None, training=FAST).fit(theta, x)
+    atoms = fit.diagnostics["point_masses"]
+    assert atoms["coordinates"] == 6 and atoms["value"] == 0.0
+    assert abs(atoms["share"] - 0.5) <= 4 * math.sqrt(0.25 / 300)  # binomial standard error
+    assert point_masses(x + 0.01 * torch.rand(x.shape, dtype=x.dtype)) is None
+    assert point_masses(torch.poisson(torch.full((300, 6), 0.5))) is None  # integers
+    continuous = EnergyFit(PRIOR, structure="mlp", num_statistics=None, training=FAST)
+    assert "point_masses" not in continuous.fit(theta, x + 1.0 + torch.rand(x.shape)).diagnostics
 
 
 def test_the_chosen_data_transform_is_in_the_diagnostics():

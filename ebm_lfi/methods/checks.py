@@ -42,6 +42,12 @@ one of them says that the posterior cannot be trusted:
   :func:`~ebm_lfi.samplers.mcmc.inner_check.inner_chain_check`): when its auxiliary draws differ
   from those of a ten times longer chain, the exchange ratio uses auxiliary data that are not
   from the model, and the posterior is biased.
+* **Point masses in the data of an exchange posterior** (``diagnostics["point_masses"]``,
+  found by the fit, :func:`~ebm_lfi.methods.fit.point_masses`): the exchange sampler reads a
+  density of :math:`x`, which data with atoms (exact zeros, values at a detection limit,
+  counts beside continuous values) do not have there; its posterior was far off on such data
+  where the ABC routes of the same fit were not. Warned whether or not a simulator checked the
+  inner chain.
 * **The model against the simulator** at posterior draws (``diagnostics["inner_fits"]``, the
   same check): when the model's draws (the longer chain's, or the exact ones) differ from
   simulations there beyond sampling error and by more than a quarter of a standard deviation
@@ -258,7 +264,7 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
         diagnostics: A posterior's diagnostics: ``contraction``, and where present
             ``adjustment_r2``, ``rhat``, ``inner_mixed`` (with ``inner_sd_ratio``, ``inner_z``,
             ``inner_steps``), ``inner_fits`` (with ``inner_fit_sd_ratio``, ``inner_fit_shift``),
-            and the effective draws (:func:`effective_draws`).
+            ``point_masses`` (with ``sampler``), and the effective draws (:func:`effective_draws`).
         parameter_names: The names of the parameters, in order.
 
     Example:
@@ -309,6 +315,14 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
             "the exchange sampler's inner chain has not mixed: its auxiliary statistics differ "
             f"from those of a ten times longer chain (spread ratio {ratio}, z {z}); raise "
             f"ExchangeConfig.inner_steps (now {steps})"
+        )
+    atoms = diagnostics.get("point_masses")
+    if isinstance(atoms, dict) and diagnostics.get("sampler") == "exchange":
+        problems.append(
+            f"the data have point masses (the value {atoms['value']:g} in "
+            f"{100 * atoms['share']:.0f} % of the training values of a coordinate; atoms in "
+            f"{atoms['coordinates']} coordinates): the exchange sampler reads a density of x, "
+            "which has none there; use an ABC route (e.g. 'ssm-abc') or 'nce'"
         )
     if diagnostics.get("inner_fits") is False:
         ratio = _figures(diagnostics.get("inner_fit_sd_ratio", []))

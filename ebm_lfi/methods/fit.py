@@ -41,6 +41,17 @@ classifier compares simulations with simulations) and is never dequantised;
 ``dequantize=False`` turns the default off, ``True`` insists (and refuses non-integer data).
 :attr:`EnergyFit.diagnostics` reports ``dequantized``.
 
+**Point masses.** Continuous data with atoms (rainfall that is exactly 0 on dry days,
+concentrations reported at a detection limit, counts returned beside continuous measurements)
+have no density at the atoms either, but are not integer-valued, so nothing is dequantised.
+The ABC routes are not affected (the statistics of an atom are one value, compared like any
+other) and NCE compares simulations with simulations; the exchange sampler, which reads the
+fitted density of :math:`x` at the observation and draws auxiliary data from it, is (C2ST
+0.76–0.90 against 0.54–0.63 for ABC on the same fits; ``docs/benchmarks.md``, "Point masses,
+censoring, mixed counts, many iid draws"). The fit records the atoms it finds
+(:func:`point_masses`, ``diagnostics["point_masses"]``), and every exchange posterior of such
+a fit warns (:mod:`~ebm_lfi.methods.checks`).
+
 **Positive data over several orders of magnitude.** Concentrations, population sizes,
 lifetimes and decays are positive and often multiplicative: the noise grows with the value and
 the information sits in ratios. A network fed the raw values sees the largest ones and little
@@ -90,6 +101,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -116,6 +128,7 @@ __all__ = [
     "POSITIVE_SPAN",
     "dequantize",
     "is_integer_valued",
+    "point_masses",
     "positive_support",
     "make_loss",
 ]
@@ -210,6 +223,49 @@ def dequantize(x: Tensor, *, seed: int | None = None) -> Tensor:
         generator.manual_seed(int(seed) + 1_000_003)
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return x + (u - 0.5)
+
+
+POINT_MASS_SHARE = 0.05
+"""A value held by at least this share of a coordinate's training values is a point mass
+(:func:`point_masses`); a continuous coordinate repeats no value."""
+
+
+def point_masses(x: Tensor, *, share: float = POINT_MASS_SHARE, rows: int = 2000) -> dict | None:
+    r"""The atoms of data that are not integer-valued: the coordinates where one value holds
+    at least ``share`` of the values (counted on the first ``rows`` rows of ``x``, shape
+    :math:`(n, *x_{shape})`), or ``None`` where there is none or every value is an integer
+    (such data are dequantised, see the module docstring).
+
+    Returns:
+        ``{"coordinates": c, "value": v, "share": s}``: how many coordinates have an atom, and
+        the value and share of the largest one.
+
+    Example:
+        >>> x = torch.rand(1000, 3, generator=torch.Generator().manual_seed(0))
+        >>> x[:400, 1] = 0.0  # dry days
+        >>> point_masses(x)
+        {'coordinates': 1, 'value': 0.0, 'share': 0.4}
+        >>> point_masses(torch.rand(1000, 3)) is None
+        True
+    """
+    x = torch.as_tensor(x)
+    if x.shape[0] == 0 or not x.is_floating_point() or is_integer_valued(x):
+        return None
+    flat = x[:rows].reshape(min(rows, x.shape[0]), -1)
+    n, least = flat.shape[0], math.ceil(share * flat.shape[0])
+    ordered = flat.sort(dim=0).values
+    repeats = (ordered[1:] == ordered[:-1]).sum(dim=0)  # at least the largest run, less one
+    found, largest = 0, (math.nan, 0.0)
+    for j in torch.nonzero(repeats + 1 >= least).flatten().tolist():
+        values, counts = torch.unique(flat[:, j], return_counts=True)
+        top = int(counts.argmax())
+        if int(counts[top]) >= least:
+            found += 1
+            if counts[top] / n > largest[1]:
+                largest = (float(values[top]), float(counts[top]) / n)
+    if not found:
+        return None
+    return {"coordinates": found, "value": largest[0], "share": round(largest[1], 3)}
 
 
 POSITIVE_SPAN = 100.0
@@ -308,6 +364,7 @@ class EnergyFit:
             raise ValueError(f"x_support must be 'auto', None or (lower, upper), got {x_support!r}")
         self.dequantize = dequantize
         self.dequantized = False
+        self.point_masses: dict | None = None
         self._continuous_loss = loss in _DENSITY_LOSSES
         self.num_parameters = prior_dim(prior)
         self.parameter_names = parameter_names(prior, self.num_parameters)
@@ -355,6 +412,7 @@ class EnergyFit:
         theta, x = theta.to(self.device), x.to(self.device)
         x_shape = tuple(x.shape[1:])
         self.dequantized = self._dequantizes(x)
+        self.point_masses = point_masses(x)
         if self.model is None:  # decided with the model it builds, and kept with it (rounds)
             self.support = self._resolve_support(x)
         x_fit = dequantize(x, seed=seed) if self.dequantized else x
@@ -537,6 +595,8 @@ class EnergyFit:
             out["num_statistics"] = int(self.model.num_statistics)
         if self.fitted:
             out["dequantized"] = self.dequantized
+            if self.point_masses is not None:
+                out["point_masses"] = dict(self.point_masses)
             out["x_support"] = self._support_label()
         if self.selection_table is not None:
             out["selection"] = self.selection_table
