@@ -125,6 +125,7 @@ __all__ = [
     "DSM_RANGE",
     "NCE_MIN_STEPS",
     "EnergyFit",
+    "POINT_MASS_SHARE",
     "POSITIVE_SPAN",
     "dequantize",
     "is_integer_valued",
