@@ -687,3 +687,35 @@ def test_an_exchange_route_with_an_mcmc_inner_chain_is_scored_when_its_pilot_is_
         assert math.isfinite(row["score"]) and row["pairs"] == 4
     else:
         assert "exchange_cost" in row["note"] and not math.isfinite(row["score"])
+
+
+@pytest.mark.parametrize("dry", [True, False], ids=["zeros", "continuous"])
+def test_the_exchange_route_is_not_scored_on_data_with_point_masses(dry):
+    # rainfall-like amounts, exactly 0 on about half of the days: the exchange sampler reads a
+    # density of x that has none there; without the zeros (control) the route is scored
+    prior = el.BoxUniform([-1.0, -1.0], [1.0, 1.0])
+
+    def rain(theta, rng):
+        amounts = rng.gamma(2.0, np.exp(np.tile(np.asarray(theta), 3)))
+        return np.where(rng.random(6) < 0.5, amounts, 0.0) if dry else amounts
+
+    theta, x = el.simulate(rain, prior, 400, seed=0)
+    auto = AutoMethod(
+        prior,
+        structure="mlp",
+        training=FAST_TRAINING,
+        config={
+            "routes": ("ssm-abc", "ssm-exchange"),
+            "reshape": False,
+            "exchange_pairs": 4,
+            "num_samples": 40,
+            "costly_exchange": True,
+        },
+        exchange={"num_chains": 4, "burn_in": 20},
+    ).fit(theta, x, seed=0)
+    row = auto.table.set_index("route").loc["ssm-exchange"]
+    if dry:
+        assert row["note"].startswith("not scored: the data have point masses (the value 0 in")
+        assert not math.isfinite(row["score"]) and auto.chosen == "ssm-abc"
+    else:
+        assert math.isfinite(row["score"]) and row["pairs"] == 4

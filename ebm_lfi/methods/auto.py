@@ -50,11 +50,14 @@ outer steps of the batch projects its scoring to at most ``exchange_cost`` times
 of the score-matching fits, flat and reshaped, or to at most ``exchange_seconds``
 (``costly_exchange=True`` scores it anyway): an outer step costs an inner MCMC chain or an
 exact Gaussian draw (a Hessian in the data) per chain, about a second for 400 chains on
-MA(2)'s 100-step series. The mean score of a route scored on fewer pairs is estimated by its
-paired difference, on those pairs, to the ABC route of the same fit (``ssm-abc`` for a fit
-without one) plus that route's mean over all pairs (a control variate: the pair-to-pair
-spread cancels in the paired difference, and most between two posteriors of one model). The
-NCE fit costs less than the score-matching one (its pilots and epochs are cheaper). On the
+MA(2)'s 100-step series. Neither is scored where the fit found point masses in the data
+(:func:`~ebm_lfi.methods.fit.point_masses`: exact zeros, a detection limit, counts beside
+continuous values): the exchange sampler reads a density of x that has none there, and on
+every such simulator tried its posteriors were far off and scored last. The mean score of a
+route scored on fewer pairs is estimated by its paired difference, on those pairs, to the ABC
+route of the same fit (``ssm-abc`` for a fit without one) plus that route's mean over all
+pairs (a control variate: the pair-to-pair spread cancels in the paired difference, and most
+between two posteriors of one model). The NCE fit costs less than the score-matching one (its pilots and epochs are cheaper). On the
 two problems of ``tests/test_auto.py`` at 10⁴ simulations the whole cost about twice a
 single ``ssm-abc`` fit and posterior on the counts and five times on the flat draws, where
 the chosen route is the reshaped exchange sampler (its scoring and its posterior, about 20 s
@@ -361,8 +364,10 @@ class AutoMethod(Method):
             try:
                 batch = route in _EXCHANGE
                 if batch:
-                    note = _weaker_fit(route, scores) or self._exchange_too_costly(
-                        variants[0][1], x_h[:pairs], fit_seconds
+                    note = (
+                        _atoms(fits[fit_name])
+                        or _weaker_fit(route, scores)
+                        or self._exchange_too_costly(variants[0][1], x_h[:pairs], fit_seconds)
                     )
                     if note:
                         rows.append({**row, "note": note})
@@ -719,6 +724,21 @@ class AutoMethod(Method):
             out["route"] = self.chosen
             out["auto"] = self.table
         return out
+
+
+def _atoms(fit) -> str | None:
+    """Why an exchange route is not scored: its fit found point masses in the data
+    (:func:`~ebm_lfi.methods.fit.point_masses`), where the exchange sampler reads a density of
+    x that has none (its posteriors were far off on every such simulator tried, and ranked
+    last when scored)."""
+    atoms = fit.diagnostics.get("point_masses")
+    if not atoms:
+        return None
+    return (
+        f"not scored: the data have point masses (the value {atoms['value']:g} in "
+        f"{100 * atoms['share']:.0f} % of a coordinate's training values), where the exchange "
+        "sampler reads a density of x that has none"
+    )
 
 
 def _weaker_fit(route: str, scores: dict[str, HeldoutScore]) -> str | None:
