@@ -35,34 +35,32 @@ Gaussian returned flat, the flat search chose a Markov network of order 6 whose 
 explain 57 % of the variance of the sufficient means, the MLP at most 36 %; the reshaped fit
 99.98 %: ``scripts/check_statistics_structure.py``.)
 
-**Cost.** No simulation beyond the user's: the held-out pairs (10 %, at most
-``max_heldout``) come out of the training set. The ABC routes are scored on every held-out
-pair (a rejection step on the table each); ``nce`` on the first ``mcmc_pairs`` with short
-chains; one exchange route on the first ``exchange_pairs`` with the chains of its final
-posterior, all pairs in one batch of chains
-(:meth:`~ebm_lfi.methods.exchange_stage.ExchangeStage.sample_many`: 20 pairs cost a few
-times one posterior on small models, not twenty). Short chains misjudged it: their draws
-are too correlated and too close to their starting points, and the score punishes both.
-The exchange stage reads the model whose statistics the ABC route reads, so of
-``ssm-exchange`` and ``ssm-exchange-reshaped`` only the one whose fit gave the better ABC
-posterior is scored (one batch of chains, not two). It is scored only where a pilot of a few
-outer steps of the batch projects its scoring to at most ``exchange_cost`` times the seconds
-of the score-matching fits, flat and reshaped, or to at most ``exchange_seconds``
-(``costly_exchange=True`` scores it anyway): an outer step costs an inner MCMC chain or an
-exact Gaussian draw (a Hessian in the data) per chain, about a second for 400 chains on
-MA(2)'s 100-step series. Neither is scored where the fit found point masses in the data
-(:func:`~ebm_lfi.methods.fit.point_masses`: exact zeros, a detection limit, counts beside
-continuous values): the exchange sampler reads a density of x that has none there, and on
-every such simulator tried its posteriors were far off and scored last. The mean score of a
-route scored on fewer pairs is estimated by its paired difference, on those pairs, to the ABC
-route of the same fit (``ssm-abc`` for a fit without one) plus that route's mean over all
-pairs (a control variate: the pair-to-pair spread cancels in the paired difference, and most
-between two posteriors of one model). The NCE fit costs less than the score-matching one (its pilots and epochs are cheaper). On the
-two problems of ``tests/test_auto.py`` at 10⁴ simulations the whole cost about twice a
-single ``ssm-abc`` fit and posterior on the counts and five times on the flat draws, where
-the chosen route is the reshaped exchange sampler (its scoring and its posterior, about 20 s
-each, make the difference; ``scripts/bench_generic.py --problems counts flat``,
-``docs/benchmarks.md``).
+**Cost.** No simulation beyond the user's: the held-out pairs (10 %, at most ``max_heldout``)
+come out of the training set. The ABC routes are scored on every held-out pair (a rejection
+step on the table each); ``nce`` on the first ``mcmc_pairs`` with short chains; one exchange
+route on the first ``exchange_pairs`` with the chains of its final posterior, all pairs in one
+batch of chains (:meth:`~ebm_lfi.methods.exchange_stage.ExchangeStage.sample_many`: 20 pairs
+cost a few times one posterior on small models, not twenty). Short chains misjudged it: their
+draws are too correlated and too close to their starting points, and the score punishes both.
+The exchange stage reads the model whose statistics the ABC route reads, so of ``ssm-exchange``
+and ``ssm-exchange-reshaped`` only the one whose fit gave the better ABC posterior is scored
+(one batch of chains, not two). It is scored only where a pilot of a few outer steps of the
+batch projects its scoring to at most ``exchange_cost`` times the seconds of the score-matching
+fits, flat and reshaped, or to at most ``exchange_seconds`` (``costly_exchange=True`` scores it
+anyway): an outer step costs an inner MCMC chain or an exact Gaussian draw (a Hessian in the
+data) per chain, about a second for 400 chains on MA(2)'s 100-step series. Neither is scored
+where the fit found point masses in the data (:func:`~ebm_lfi.methods.fit.point_masses`: exact
+zeros, a detection limit, counts beside continuous values): the exchange sampler reads a
+density of x that has none there, and on every such simulator tried its posteriors were far off
+and scored last. The mean score of a route scored on fewer pairs is estimated by its paired
+difference, on those pairs, to the ABC route of the same fit (``ssm-abc`` for a fit without
+one) plus that route's mean over all pairs (a control variate: the pair-to-pair spread cancels
+in the paired difference, and most between two posteriors of one model). The NCE fit costs less
+than the score-matching one (its pilots and epochs are cheaper). On the two problems of
+``tests/test_auto.py`` at 10⁴ simulations the whole cost about twice a single ``ssm-abc`` fit
+and posterior on the counts and five times on the flat draws, where the chosen route is the
+reshaped exchange sampler (its scoring and its posterior, about 20 s each, make the difference;
+``scripts/bench_generic.py --problems counts flat``, ``docs/benchmarks.md``).
 
 **Choice and output.** The route with the lowest estimated score is kept, or the exchange
 route where it ties with that one (``AutoConfig.exchange_tie``: within one paired standard
