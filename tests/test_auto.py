@@ -663,24 +663,30 @@ def test_auto_tries_the_maximum_likelihood_routes_when_asked():
     assert method.chosen in routes
 
 
-@pytest.mark.parametrize("cost, scored", [(1e-9, False), (1e9, True)])
-def test_an_exchange_route_with_an_mcmc_inner_chain_is_scored_when_its_pilot_is_cheap(cost, scored):
-    task = el.benchmarks.get("gaussian")
-    theta, x = el.simulate(task.simulator, task.prior, 400, seed=0)
-    auto = AutoMethod(
-        task.prior,
-        structure="mlp",  # not Gaussian in the data: the inner chain is MCMC
+def _ssm_abc_or_exchange(prior, theta, x, **config) -> AutoMethod:
+    """``auto`` choosing between ``ssm-abc`` and ``ssm-exchange`` of one MLP fit (not Gaussian
+    in the data: the inner chain is MCMC), the exchange route scored on 4 pairs with short
+    chains (the final chains' settings)."""
+    return AutoMethod(
+        prior,
+        structure="mlp",
         training=FAST_TRAINING,
         config={
             "routes": ("ssm-abc", "ssm-exchange"),
             "reshape": False,
             "exchange_pairs": 4,
             "num_samples": 40,
-            "exchange_cost": cost,
-            "exchange_seconds": 0.0,
+            **config,
         },
-        exchange={"num_chains": 4, "burn_in": 20},  # scored with the final chains' settings
+        exchange={"num_chains": 4, "burn_in": 20},
     ).fit(theta, x, seed=0)
+
+
+@pytest.mark.parametrize("cost, scored", [(1e-9, False), (1e9, True)])
+def test_an_exchange_route_with_an_mcmc_inner_chain_is_scored_when_its_pilot_is_cheap(cost, scored):
+    task = el.benchmarks.get("gaussian")
+    theta, x = el.simulate(task.simulator, task.prior, 400, seed=0)
+    auto = _ssm_abc_or_exchange(task.prior, theta, x, exchange_cost=cost, exchange_seconds=0.0)
     assert not auto.routes["ssm-abc"].fit_stage.model.gaussian_in_y
     row = auto.table.set_index("route").loc["ssm-exchange"]
     if scored:
@@ -700,19 +706,7 @@ def test_the_exchange_route_is_not_scored_on_data_with_point_masses(dry):
         return np.where(rng.random(6) < 0.5, amounts, 0.0) if dry else amounts
 
     theta, x = el.simulate(rain, prior, 400, seed=0)
-    auto = AutoMethod(
-        prior,
-        structure="mlp",
-        training=FAST_TRAINING,
-        config={
-            "routes": ("ssm-abc", "ssm-exchange"),
-            "reshape": False,
-            "exchange_pairs": 4,
-            "num_samples": 40,
-            "costly_exchange": True,
-        },
-        exchange={"num_chains": 4, "burn_in": 20},
-    ).fit(theta, x, seed=0)
+    auto = _ssm_abc_or_exchange(prior, theta, x, costly_exchange=True)
     row = auto.table.set_index("route").loc["ssm-exchange"]
     if dry:
         assert row["note"].startswith("not scored: the data have point masses (the value 0 in")
