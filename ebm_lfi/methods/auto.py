@@ -108,6 +108,7 @@ from torch import Tensor
 from ..posterior.posterior import Posterior
 from ..samplers.abc.rejection import auto_num_accepted
 from .abc_stage import ABCConfig, ABCStage
+from .checks import point_masses_text
 from .common import as_config, check_training_data
 from .exchange_stage import ExchangeConfig, ExchangeStage
 from .fit import EnergyFit
@@ -733,9 +734,8 @@ def _atoms(fit) -> str | None:
     if not atoms:
         return None
     return (
-        f"not scored: the data have point masses (the value {atoms['value']:g} in "
-        f"{100 * atoms['share']:.0f} % of a coordinate's training values), where the exchange "
-        "sampler reads a density of x that has none"
+        f"not scored: {point_masses_text(atoms)}, where the exchange sampler reads a density of "
+        "x that has none"
     )
 
 

@@ -88,6 +88,7 @@ __all__ = [
     "prior_coverage",
     "effective_draws",
     "about_the_prior",
+    "point_masses_text",
     "posterior_problems",
     "warn_problems",
 ]
@@ -256,6 +257,22 @@ def about_the_prior(
     return wide and spread
 
 
+def point_masses_text(atoms: dict[str, Any]) -> str:
+    """What the point masses a fit found (:func:`~ebm_lfi.methods.fit.point_masses`) are, in
+    words: the largest and how many coordinates have one.
+
+    Example:
+        >>> text = point_masses_text({"coordinates": 30, "value": 0.0, "share": 0.507})
+        >>> text.split(";")[0]
+        'the data have point masses (the value 0 in 51 % of the training values of a coordinate'
+    """
+    return (
+        f"the data have point masses (the value {atoms['value']:g} in "
+        f"{100 * atoms['share']:.0f} % of the training values of a coordinate; atoms in "
+        f"{atoms['coordinates']} coordinates)"
+    )
+
+
 def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[str]) -> list[str]:
     r"""What the figures of a posterior's ``diagnostics`` say went wrong (see the module
     docstring), one message each; ``[]`` when nothing did.
@@ -319,10 +336,8 @@ def posterior_problems(diagnostics: dict[str, Any], parameter_names: Sequence[st
     atoms = diagnostics.get("point_masses")
     if isinstance(atoms, dict) and diagnostics.get("sampler") == "exchange":
         problems.append(
-            f"the data have point masses (the value {atoms['value']:g} in "
-            f"{100 * atoms['share']:.0f} % of the training values of a coordinate; atoms in "
-            f"{atoms['coordinates']} coordinates): the exchange sampler reads a density of x, "
-            "which has none there; use an ABC route (e.g. 'ssm-abc') or 'nce'"
+            f"{point_masses_text(atoms)}: the exchange sampler reads a density of x, which has "
+            "none there; use an ABC route (e.g. 'ssm-abc') or 'nce'"
         )
     if diagnostics.get("inner_fits") is False:
         ratio = _figures(diagnostics.get("inner_fit_sd_ratio", []))
