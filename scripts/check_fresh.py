@@ -45,7 +45,12 @@ detection limit 1 reported as 1, :math:`\theta = (\mu, \sigma) \sim U([-1, 2] \t
 ``waits``: 100 waiting times, Gamma of shape :math:`k` and mean :math:`m`, :math:`\theta = (k,
 m) \sim U([0.5, 5]^2)`: many iid scalar draws.
 
-The exact posterior is computed on a grid over the prior box (400 × 400; 500 × 500 for
+``linear``: five parameters and a Gaussian prior instead of a box, a linear regression with
+fixed covariates observed with noise at 12 points, :math:`x = X\theta + 0.8\,\varepsilon`,
+:math:`\theta \sim \mathcal N(0, 2 I_5)`: the posterior is Gaussian in closed form (drawn
+exactly, no grid).
+
+The exact posterior is otherwise computed on a grid over the prior box (400 × 400; 500 × 500 for
 ``modes``; 120³ for ``regression``) and drawn with uniform jitter inside the cells; for
 ``decay``, ``beta`` and ``waits`` on a second grid (600 × 600, 400 × 400, 400 × 400) over
 the part of the box within 30 nats of the first grid's mode. For each
@@ -65,7 +70,7 @@ their posteriors (1,000 draws) are scored by C2ST on two observations (simulated
     python scripts/check_fresh.py --problem dose --budgets 1000 10000 --methods auto nce npe \
         --auto-routes
     python scripts/check_fresh.py --problem rain --budgets 1000 10000 --methods auto nce npe \
-        --auto-routes        # likewise assay, survey, waits
+        --auto-routes        # likewise assay, survey, waits, linear
 
 ``--auto-routes`` also prints ``auto``'s table of scores and the C2ST of each of its own
 routes (fitted on its training part of the pairs); ``--mcmc-pairs`` sets on how many held-out
@@ -102,12 +107,13 @@ class FreshProblem:
     """A simulator, its prior box, the log-likelihood of an observation on a grid of
     :math:`\\theta` and the grid's size; ``truths`` fixes the observations' parameters."""
 
-    prior: el.BoxUniform
+    prior: torch.distributions.Distribution  # a box, but for a closed-form posterior
     simulator: Callable
-    log_likelihood: Callable[..., np.ndarray]  # (grid of each parameter..., x_o)
+    log_likelihood: Callable[..., np.ndarray] | None  # (grid of each parameter..., x_o)
     grid: int = 400
     truths: tuple | None = None
     zoom: bool = False  # a second grid over the box where the first one found the mass
+    exact: Callable[[np.ndarray, int, int], torch.Tensor] | None = None  # closed form
 
 
 # ---------------------------------------------------------------------------- weibull
@@ -301,6 +307,27 @@ def waits_log_likelihood(k, m, x):
     return -n * gammaln(k) - n * k * np.log(scale) + (k - 1) * logs - x.sum() / scale
 
 
+# ---------------------------------------------------------------------------- linear
+LINEAR_DESIGN = np.random.default_rng(7).standard_normal((12, 5))  # fixed covariates
+LINEAR_NOISE = 0.8
+LINEAR_PRIOR_VARIANCE = 2.0
+
+
+def linear_simulator(theta, rng):
+    design = LINEAR_DESIGN
+    return design @ np.asarray(theta) + LINEAR_NOISE * rng.standard_normal(design.shape[0])
+
+
+def linear_exact(x_o, num_samples, seed):
+    """The conjugate Gaussian posterior of the five coefficients, drawn exactly."""
+    design, s2 = LINEAR_DESIGN, LINEAR_NOISE**2
+    precision = np.eye(design.shape[1]) / LINEAR_PRIOR_VARIANCE + design.T @ design / s2
+    cov = np.linalg.inv(precision)
+    mean = cov @ design.T @ np.asarray(x_o, dtype=np.float64) / s2
+    rng = np.random.default_rng(seed)
+    return torch.as_tensor(rng.multivariate_normal(mean, cov, size=num_samples))
+
+
 PROBLEMS = {
     "weibull": FreshProblem(
         el.BoxUniform([0.5, 0.5], [3.0, 2.0]), weibull_simulator, weibull_log_likelihood
@@ -346,14 +373,25 @@ PROBLEMS = {
     "rain": FreshProblem(
         el.BoxUniform([0.1, 0.5], [0.9, 5.0]), rain_simulator, rain_log_likelihood
     ),
+    "linear": FreshProblem(
+        torch.distributions.MultivariateNormal(
+            torch.zeros(5), LINEAR_PRIOR_VARIANCE * torch.eye(5)
+        ),
+        linear_simulator,
+        None,
+        exact=linear_exact,
+    ),
 }
 
 
 def exact_posterior(
     problem: FreshProblem, x_o: np.ndarray, num_samples: int, seed: int
 ) -> torch.Tensor:
-    """Draws of the posterior of ``x_o`` from a grid over the prior box (any number of
-    parameters: ``problem.grid`` points per axis)."""
+    """Draws of the posterior of ``x_o``: in closed form where the problem has one, else
+    from a grid over the prior box (any number of parameters: ``problem.grid`` points per
+    axis)."""
+    if problem.exact is not None:
+        return problem.exact(np.asarray(x_o, dtype=np.float64), num_samples, seed)
     low, high = problem.prior.low.double().numpy(), problem.prior.high.double().numpy()
     x_o = np.asarray(x_o, dtype=np.float64)
     axes = [np.linspace(lo, hi, problem.grid) for lo, hi in zip(low, high)]

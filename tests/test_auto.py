@@ -711,5 +711,5 @@ def test_the_exchange_route_is_not_scored_on_data_with_point_masses(dry):
     if dry:
         assert row["note"].startswith("not scored: the data have point masses (the value 0 in")
         assert not math.isfinite(row["score"]) and auto.chosen == "ssm-abc"
-    else:
-        assert math.isfinite(row["score"]) and row["pairs"] == 4
+    else:  # on its 4 pairs, or 8 where the choice left it open (AutoConfig.resolve)
+        assert math.isfinite(row["score"]) and row["pairs"] in (4, 8)

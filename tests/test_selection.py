@@ -43,7 +43,10 @@ def test_heldout_loss_is_unbiased_for_exact_sm_and_reproducible():
 
 def test_candidates():
     s, orders, ks = candidates((100,), 2)
-    assert s == ["mlp", "iid", "markov"] and orders == [1, 2, 3, 4, 6] and ks == [2, 4, 6]
+    # k from 2p: with k = p a fit of five Gaussian coefficients stopped at a poor solution
+    assert s == ["mlp", "iid", "markov"] and orders == [1, 2, 3, 4, 6] and ks == [4, 6]
+    assert candidates((100,), 2, config=SelectionConfig(k_factors=(1, 2, 3)))[2] == [2, 4, 6]
+    assert candidates((100,), 2, num_statistics=None)[2] == [2]  # k = p when asked for
     assert candidates((3, 4, 5), 2)[0] == ["mlp"]
     assert candidates((2,), 1)[1] == [1]
     assert candidates((5,), 3, "markov", 4) == (["markov"], [1, 2, 3, 4], [4])
@@ -125,7 +128,9 @@ def test_select_model_parsimony_rule(tolerance):
             (8,), 1, num_statistics=cand.num_statistics, structure=cand.structure, hidden=(16,)
         )
 
-    config = SelectionConfig(epochs=6, train_size=1500, validation_size=1000, tolerance=tolerance)
+    config = SelectionConfig(
+        epochs=6, train_size=1500, validation_size=1000, tolerance=tolerance, k_factors=(1, 2, 3)
+    )
     model, table = select_model(
         theta, x, build, structure="mlp", loss=SlicedScoreMatching(), config=config, seed=0
     )
