@@ -203,6 +203,26 @@ def test_exchange_keeps_chains_and_diagnostics(gaussian_data):
         PotentialConfig(jump_rate=-0.1)
 
 
+def test_exchange_under_a_prior_that_validates_its_support():
+    # a Gamma prior raises on log_prob outside its support; the exchange chains near 0 propose
+    # negative rates, which must be rejected (prior density 0), not raise
+    prior = torch.distributions.Gamma(torch.tensor([1.0]), torch.tensor([2.0]))
+    assert prior.support.check(torch.tensor([-0.1])).logical_not().all()
+
+    def simulator(theta, rng):
+        return float(np.asarray(theta)[0]) + 0.3 * rng.standard_normal(4)
+
+    theta, x = el.simulate(simulator, prior, 400, seed=0)
+    abc = el.methods.get(
+        "ssm-abc", prior=prior, structure="mlp", num_statistics=2, training=FAST_TRAINING
+    ).fit(theta, x, seed=0)
+    exchange = EnergyExchange.from_fitted(
+        abc, exchange=ExchangeConfig(num_chains=8, burn_in=20, inner_steps=3, thin=1)
+    )
+    post = exchange.posterior(torch.full((4,), 0.05), num_samples=80, seed=0)
+    assert post.samples.shape == (80, 1) and bool((post.samples >= 0).all())
+
+
 @pytest.mark.parametrize("route", ["ssm-exchange", "nce"])
 def test_chains_run_longer_until_their_effective_size_reaches_the_target(route):
     # 8 parameters, x = theta + 0.3 noise: the planned chains (exchange: 300 burn-in steps,

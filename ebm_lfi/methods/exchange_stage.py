@@ -41,6 +41,7 @@ from torch import Tensor
 
 from ..energy.model import ExpFamEBM
 from ..energy.nets import frozen
+from ..priors import prior_log_prob
 from ..samplers.mcmc.diagnostics import EXTENSION_SEED, run_longer
 from ..samplers.mcmc.driver import make_generator
 from ..samplers.mcmc.exchange import exchange_mcmc
@@ -400,7 +401,9 @@ class ExchangeStage:
         return draws, levels, kernel, family
 
     def _log_prior(self, theta: Tensor) -> Tensor:
-        return self.prior.log_prob(theta.cpu()).to(theta.device)
+        """``-inf`` outside the prior's support (a proposal may leave it: a Gamma prior
+        that validates its arguments raised there, :func:`~ebm_lfi.priors.prior_log_prob`)."""
+        return prior_log_prob(self.prior, theta.cpu()).to(theta.device)
 
     def _options(self, kernel: str) -> dict:
         """The settings of :func:`exchange_mcmc` every run of this stage shares."""
