@@ -82,7 +82,7 @@ def infer(
         >>> post = el.infer(task.simulator, task.prior, task.observation(0),  # doctest: +SKIP
         ...                 method="ssm-abc", num_simulations=5_000, seed=0)
     """
-    validate_prior(prior)
+    prior = validate_prior(prior)
     start = time.perf_counter()
     seeds = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint32)
     sim_seed, fit_seed, post_seed = (int(s) for s in seeds)

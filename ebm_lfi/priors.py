@@ -125,7 +125,8 @@ def validate_prior(prior: object) -> Distribution:
     A distribution over one parameter written the way sbi asks for it, with
     ``batch_shape (1,)`` and ``event_shape ()`` (e.g. ``Uniform(torch.zeros(1), torch.ones(1))``),
     is accepted and returned as ``Independent(prior, 1)``, a distribution over vectors of shape
-    :math:`(1,)` whose ``log_prob`` has shape :math:`(n,)`.
+    :math:`(1,)` whose ``log_prob`` has shape :math:`(n,)`; so is a scalar distribution
+    (``Gamma(2.0, 1.0)``), expanded to ``batch_shape (1,)`` first.
 
     Raises:
         TypeError: If ``prior`` is not a :class:`torch.distributions.Distribution`.
@@ -138,6 +139,11 @@ def validate_prior(prior: object) -> Distribution:
         )
     if tuple(prior.batch_shape) == (1,) and tuple(prior.event_shape) == ():
         return Independent(prior, 1)
+    if tuple(prior.batch_shape) == () and tuple(prior.event_shape) == ():
+        try:  # a scalar distribution, Gamma(2.0, 1.0): one parameter
+            return Independent(prior.expand((1,)), 1)
+        except NotImplementedError:
+            pass  # a distribution that cannot be expanded: the error below
     if tuple(prior.batch_shape) != () or len(prior.event_shape) != 1:
         hint = ""
         if len(prior.batch_shape) == 1 and tuple(prior.event_shape) == ():

@@ -139,7 +139,6 @@ def test_log_prob_bad_shape(box):
     [
         (torch.zeros(2), TypeError),
         ("uniform", TypeError),
-        (Normal(0.0, 1.0), ValueError),  # a scalar, not a vector
         (MultivariateNormal(torch.zeros(3, 2), torch.eye(2)), ValueError),  # a batch of vectors
         (Independent(Normal(torch.zeros(2, 2), 1.0), 2), ValueError),  # a matrix
     ],
@@ -154,6 +153,21 @@ def test_validate_prior_bad_input(prior, error):
 def test_validate_prior_accepts_vector_distributions():
     normal = Independent(Normal(torch.zeros(4), 1.0), 1)
     assert validate_prior(normal) is normal and prior_dim(normal) == 4
+
+
+def test_a_scalar_distribution_is_one_parameter():
+    # Gamma(2.0, 1.0) as a user with one parameter writes it: vectors of shape (1,)
+    prior = validate_prior(Gamma(torch.tensor(2.0), torch.tensor(1.0)))
+    assert tuple(prior.batch_shape) == () and tuple(prior.event_shape) == (1,)
+    theta = torch.tensor([[0.5], [2.0]])
+    expected = Gamma(torch.tensor(2.0), torch.tensor(1.0)).log_prob(theta[:, 0])
+    assert torch.allclose(prior.log_prob(theta), expected) and prior_dim(prior) == 1
+    assert prior.sample((3,)).shape == (3, 1)
+    # and so wherever a prior is taken (simulate validates it and uses what it returns)
+    import ebm_lfi as el
+
+    theta, x = el.simulate(lambda t, rng: t, Gamma(torch.tensor(2.0), torch.tensor(1.0)), 4, seed=0)
+    assert theta.shape == (4, 1) and bool((theta > 0).all())
 
 
 def test_batch_of_scalars_is_refused_with_a_hint():

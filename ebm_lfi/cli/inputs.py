@@ -183,7 +183,7 @@ def parse_prior(spec: str, names: Sequence[str] | None = None) -> Distribution:
                 f"prior {spec!r} is a {type(prior).__name__}, not a torch distribution"
             )
         try:
-            validate_prior(prior)
+            prior = validate_prior(prior)
         except (TypeError, ValueError) as err:
             raise UsageError(f"prior {spec!r}: {err}") from err
         p = int(prior.event_shape[0])

@@ -242,7 +242,7 @@ def sbc(
         torch.Size([50, 1])
     """
     started = time.perf_counter()
-    validate_prior(prior)
+    prior = validate_prior(prior)
     p = prior_dim(prior)
     source = _Source(method_or_posterior_fn)
     n = _positive_int(num_observations, "num_observations")

@@ -165,7 +165,7 @@ def simulate(
                 f"simulator must be a Simulator or a callable, got {type(simulator).__name__}"
             )
         simulator = Simulator(simulator)
-    validate_prior(prior)
+    prior = validate_prior(prior)
     p = prior_dim(prior)
     n = _positive_int(num_simulations, "num_simulations")
     if batch_size is not None:

@@ -215,7 +215,7 @@ class EBMSumstat(Sumstat):
             )
         if prior is None:
             raise ValueError("training inside pyabc needs the torch prior: pass prior=...")
-        validate_prior(prior)
+        prior = validate_prior(prior)
         self.method_name = "auto" if loss == "auto" else f"{loss}-abc"
         self.fit_ixs = EventIxs.to_instance({0} if fit_ixs is None else fit_ixs)
         options = dict(options or {})
