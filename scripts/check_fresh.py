@@ -50,6 +50,11 @@ fixed covariates observed with noise at 12 points, :math:`x = X\theta + 0.8\,\va
 :math:`\theta \sim \mathcal N(0, 2 I_5)`: the posterior is Gaussian in closed form (drawn
 exactly, no grid).
 
+``rate``: one parameter with a Gamma prior, as a user would pass it
+(``torch.distributions.Gamma`` of shape 2 and rate 1, positive support, validating its
+arguments), and 15 Poisson counts over observation periods from 0.5 to 3: the posterior is
+Gamma in closed form.
+
 The exact posterior is otherwise computed on a grid over the prior box (400 × 400; 500 × 500 for
 ``modes``; 120³ for ``regression``) and drawn with uniform jitter inside the cells; for
 ``decay``, ``beta`` and ``waits`` on a second grid (600 × 600, 400 × 400, 400 × 400) over
@@ -70,7 +75,7 @@ their posteriors (1,000 draws) are scored by C2ST on two observations (simulated
     python scripts/check_fresh.py --problem dose --budgets 1000 10000 --methods auto nce npe \
         --auto-routes
     python scripts/check_fresh.py --problem rain --budgets 1000 10000 --methods auto nce npe \
-        --auto-routes        # likewise assay, survey, waits, linear
+        --auto-routes        # likewise assay, survey, waits, linear, rate
 
 ``--auto-routes`` also prints ``auto``'s table of scores and the C2ST of each of its own
 routes (fitted on its training part of the pairs); ``--mcmc-pairs`` sets on how many held-out
@@ -328,6 +333,22 @@ def linear_exact(x_o, num_samples, seed):
     return torch.as_tensor(rng.multivariate_normal(mean, cov, size=num_samples))
 
 
+# ---------------------------------------------------------------------------- rate
+RATE_EXPOSURE = np.linspace(0.5, 3.0, 15)  # observation periods of the 15 counts
+RATE_PRIOR = (2.0, 1.0)  # Gamma shape and rate
+
+
+def rate_simulator(theta, rng):
+    return rng.poisson(float(np.asarray(theta)[0]) * RATE_EXPOSURE).astype(float)
+
+
+def rate_exact(x_o, num_samples, seed):
+    """The conjugate Gamma posterior of the rate, drawn exactly."""
+    shape, rate = RATE_PRIOR[0] + float(np.sum(x_o)), RATE_PRIOR[1] + RATE_EXPOSURE.sum()
+    rng = np.random.default_rng(seed)
+    return torch.as_tensor(rng.gamma(shape, 1.0 / rate, size=(num_samples, 1)))
+
+
 PROBLEMS = {
     "weibull": FreshProblem(
         el.BoxUniform([0.5, 0.5], [3.0, 2.0]), weibull_simulator, weibull_log_likelihood
@@ -380,6 +401,12 @@ PROBLEMS = {
         linear_simulator,
         None,
         exact=linear_exact,
+    ),
+    "rate": FreshProblem(
+        torch.distributions.Gamma(torch.tensor([RATE_PRIOR[0]]), torch.tensor([RATE_PRIOR[1]])),
+        rate_simulator,
+        None,
+        exact=rate_exact,
     ),
 }
 

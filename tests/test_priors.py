@@ -16,6 +16,7 @@ from torch.distributions import (
     Uniform,
 )
 
+import ebm_lfi as el
 from ebm_lfi.priors import (
     BoxUniform,
     SupportBijection,
@@ -164,8 +165,6 @@ def test_a_scalar_distribution_is_one_parameter():
     assert torch.allclose(prior.log_prob(theta), expected) and prior_dim(prior) == 1
     assert prior.sample((3,)).shape == (3, 1)
     # and so wherever a prior is taken (simulate validates it and uses what it returns)
-    import ebm_lfi as el
-
     theta, x = el.simulate(lambda t, rng: t, Gamma(torch.tensor(2.0), torch.tensor(1.0)), 4, seed=0)
     assert theta.shape == (4, 1) and bool((theta > 0).all())
 
