@@ -86,6 +86,7 @@ from ebm_lfi.methods.rounds import ROUND_METHODS  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
+import check_fresh  # noqa: E402
 from sbi_baselines import NPEBaseline, NREBaseline, SNPEBaseline  # noqa: E402
 from user_problems import PROBLEMS as USER_PROBLEMS  # noqa: E402
 
@@ -197,6 +198,17 @@ def load_problem(name: str) -> Problem:
     if name in SBIBM_PROBLEMS:
         return sbibm_problem(name)
     return paper_problem(name)
+
+
+def problem_and_observations(name: str) -> tuple:
+    """The prior, the simulator and two (observation, reference draws) pairs of a problem of
+    this script or of ``scripts/check_fresh.py`` (for the scripts that compare settings on
+    both)."""
+    if name in check_fresh.PROBLEMS:
+        problem = check_fresh.PROBLEMS[name]
+        return problem.prior, problem.simulator, check_fresh.observations(problem)
+    problem = load_problem(name)
+    return problem.prior, problem.simulator, [problem.observation(i)[1:] for i in range(2)]
 
 
 # ---------------------------------------------------------------------------------- results

@@ -32,23 +32,11 @@ from ebm_lfi.samplers.abc.rejection import auto_num_accepted
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
+import bench_generic  # noqa: E402
 import check_fresh  # noqa: E402
 import user_problems  # noqa: E402
 
 FACTORS = (1, 2, 4)
-
-
-def problem_and_observations(name: str):
-    """The prior, the simulator and [(x_o, exact draws)] of the two observations."""
-    if name in user_problems.PROBLEMS:
-        problem = user_problems.PROBLEMS[name]
-        observations = []
-        for seed in (100, 101):
-            _, x_o = problem.observation(seed)
-            observations.append((x_o, problem.reference(x_o)))
-        return problem.prior, problem.simulator, observations
-    problem = check_fresh.PROBLEMS[name]
-    return problem.prior, problem.simulator, check_fresh.observations(problem)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=10_000)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    prior, simulator, observations = problem_and_observations(args.problem)
+    prior, simulator, observations = bench_generic.problem_and_observations(args.problem)
     theta, x = el.simulate(simulator, prior, args.budget, seed=0)
     method = el.methods.get("auto", prior=prior)
     start = time.process_time()

@@ -42,17 +42,6 @@ import ebm_lfi as el
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_generic  # noqa: E402
-import check_fresh  # noqa: E402
-
-
-def observations(name: str) -> tuple[torch.distributions.Distribution, object, list]:
-    """The prior, the simulator and two (observation, reference draws) pairs of a problem."""
-    if name in check_fresh.PROBLEMS:
-        problem = check_fresh.PROBLEMS[name]
-        return problem.prior, problem.simulator, check_fresh.observations(problem)
-    problem = bench_generic.load_problem(name)
-    pairs = [problem.observation(i)[1:] for i in range(2)]
-    return problem.prior, problem.simulator, pairs
 
 
 def score(method, observed) -> tuple[list[float], list[float], list[float]]:
@@ -88,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     header = "problem     n      method    seed  setting  k    fit s  C2ST (obs 1, 2)  mean"
     print(header + "   sd ratio  R2")
     for name in args.problems:
-        prior, simulator, observed = observations(name)
+        prior, simulator, observed = bench_generic.problem_and_observations(name)
         for budget in args.budgets:
             theta, x = el.simulate(simulator, prior, budget, seed=0)
             for method_name, seed, (kind, value) in itertools.product(

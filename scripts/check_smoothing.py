@@ -27,17 +27,6 @@ import ebm_lfi as el
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_generic  # noqa: E402
-import check_fresh  # noqa: E402
-
-
-def problem_and_observations(name: str):
-    """The prior, the simulator and two (observation, reference draws) pairs of a problem."""
-    if name in check_fresh.PROBLEMS:
-        problem = check_fresh.PROBLEMS[name]
-        return problem.prior, problem.simulator, check_fresh.observations(problem)
-    problem = bench_generic.load_problem(name)
-    observed = [problem.observation(i)[1:] for i in range(2)]
-    return problem.prior, problem.simulator, observed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| problem | method | kept | C2ST repeated | C2ST smoothed | W2 repeated | W2 smoothed |")
     print("|---|---|---|---|---|---|---|")
     for name in args.problems:
-        prior, simulator, observed = problem_and_observations(name)
+        prior, simulator, observed = bench_generic.problem_and_observations(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             theta, x = el.simulate(simulator, prior, args.budget, seed=0)
