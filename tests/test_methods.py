@@ -96,6 +96,22 @@ def test_training_data_shapes_are_checked(gaussian_data):
         method.fit(theta, bad)
 
 
+def test_a_simulator_that_returns_one_number():
+    # x of shape (n,) is read as (n, 1), and a scalar observation as one simulation
+    prior = el.BoxUniform([-2.0], [2.0])
+
+    def simulator(theta, rng):
+        return float(rng.normal(float(theta[0]), 0.3))
+
+    post = el.infer(
+        simulator, prior, 0.5, method="ssm-abc", num_simulations=600, seed=0, training=FAST_TRAINING
+    )
+    draws = post.sample(400, seed=0)
+    # informative: the exact posterior sd is about 0.3, the prior's 1.15
+    assert draws.shape == (400, 1) and float(draws.std()) < 0.6
+    assert abs(float(draws.mean()) - 0.5) < 0.3
+
+
 def test_observation_shape_is_checked(gaussian_data):
     task, theta, x = gaussian_data
     method = el.methods.get(

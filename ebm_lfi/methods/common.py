@@ -37,9 +37,12 @@ def as_tensor(value, dtype: torch.dtype | None = None, name: str = "value") -> T
 
 
 def check_training_data(theta, x, num_parameters: int) -> tuple[Tensor, Tensor]:
-    """Validate a training set ``theta (n, p)``, ``x (n, *x_shape)``."""
+    """Validate a training set ``theta (n, p)``, ``x (n, *x_shape)``; simulations of one
+    number each, ``x`` of shape ``(n,)``, are read as ``(n, 1)``."""
     theta = as_tensor(theta, name="theta")
     x = as_tensor(x, dtype=theta.dtype, name="x")
+    if x.ndim == 1 and theta.ndim == 2 and x.shape[0] == theta.shape[0]:
+        x = x[:, None]  # a simulator that returns a scalar
     if theta.ndim != 2 or theta.shape[1] != num_parameters:
         raise ValueError(
             f"theta must have shape (n, {num_parameters}) to match the prior, "
@@ -60,8 +63,11 @@ def check_training_data(theta, x, num_parameters: int) -> tuple[Tensor, Tensor]:
 
 
 def check_observation(x_o, x_shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-    """Validate one observation of shape ``x_shape`` (a leading axis of size 1 is accepted)."""
+    """Validate one observation of shape ``x_shape`` (a leading axis of size 1 is accepted, and
+    a scalar where simulations are one number each)."""
     x_o = as_tensor(x_o, dtype=dtype, name="x_o")
+    if x_o.ndim == 0 and tuple(x_shape) == (1,):
+        x_o = x_o.reshape(1)
     if tuple(x_o.shape) == (1, *x_shape):
         x_o = x_o[0]
     if tuple(x_o.shape) != tuple(x_shape):
