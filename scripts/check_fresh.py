@@ -45,6 +45,14 @@ detection limit 1 reported as 1, :math:`\theta = (\mu, \sigma) \sim U([-1, 2] \t
 ``waits``: 100 waiting times, Gamma of shape :math:`k` and mean :math:`m`, :math:`\theta = (k,
 m) \sim U([0.5, 5]^2)`: many iid scalar draws.
 
+``growth``: a matrix, 8 replicate experiments of a growth curve :math:`a (1 - e^{-b t_j})` at 6
+times in [0.5, 5] with noise of sd 0.3, returned as shape (8, 6), :math:`\theta = (a, b) \sim
+U([1, 5] \times [0.2, 2])`.
+
+``scales``: parameters on very different scales, an amplitude in the thousands and a rate in
+thousandths per second, :math:`\theta = (A, k) \sim U([10^3, 10^4] \times [10^{-3},
+10^{-2}])`, :math:`x_i = A e^{-k t_i} + 50 \varepsilon_i` at 20 times in [0, 600] s.
+
 ``linear``: five parameters and a Gaussian prior instead of a box, a linear regression with
 fixed covariates observed with noise at 12 points, :math:`x = X\theta + 0.8\,\varepsilon`,
 :math:`\theta \sim \mathcal N(0, 2 I_5)`: the posterior is Gaussian in closed form (drawn
@@ -75,7 +83,8 @@ their posteriors (1,000 draws) are scored by C2ST on two observations (simulated
     python scripts/check_fresh.py --problem dose --budgets 1000 10000 --methods auto nce npe \
         --auto-routes
     python scripts/check_fresh.py --problem rain --budgets 1000 10000 --methods auto nce npe \
-        --auto-routes        # likewise assay, survey, waits, linear, rate
+        --auto-routes        # likewise assay, survey, waits, linear, rate,
+        # growth, scales
 
 ``--auto-routes`` also prints ``auto``'s table of scores and the C2ST of each of its own
 routes (fitted on its training part of the pairs); ``--mcmc-pairs`` sets on how many held-out
@@ -312,6 +321,37 @@ def waits_log_likelihood(k, m, x):
     return -n * gammaln(k) - n * k * np.log(scale) + (k - 1) * logs - x.sum() / scale
 
 
+# ---------------------------------------------------------------------------- growth
+GROWTH_TIMES = np.linspace(0.5, 5.0, 6)
+GROWTH_REPLICATES = 8
+
+
+def growth_simulator(theta, rng):
+    """8 replicate growth curves of 6 points, a matrix (8, 6)."""
+    curve = float(theta[0]) * (1.0 - np.exp(-float(theta[1]) * GROWTH_TIMES))
+    return curve[None, :] + 0.3 * rng.standard_normal((GROWTH_REPLICATES, GROWTH_TIMES.size))
+
+
+def growth_log_likelihood(a, b, x):
+    mean = a[..., None] * (1.0 - np.exp(-b[..., None] * GROWTH_TIMES))  # (grid, grid, 6)
+    return -0.5 * (((x[:, None, None, :] - mean[None]) / 0.3) ** 2).sum((0, -1))
+
+
+# ---------------------------------------------------------------------------- scales
+SCALES_TIMES = np.linspace(0.0, 600.0, 20)  # seconds
+
+
+def scales_simulator(theta, rng):
+    """A decay of amplitude in the thousands and rate in thousandths per second."""
+    mean = float(theta[0]) * np.exp(-float(theta[1]) * SCALES_TIMES)
+    return mean + 50.0 * rng.standard_normal(SCALES_TIMES.size)
+
+
+def scales_log_likelihood(amplitude, rate, x):
+    mean = amplitude[..., None] * np.exp(-rate[..., None] * SCALES_TIMES)
+    return -0.5 * (((x - mean) / 50.0) ** 2).sum(-1)
+
+
 # ---------------------------------------------------------------------------- linear
 LINEAR_DESIGN = np.random.default_rng(7).standard_normal((12, 5))  # fixed covariates
 LINEAR_NOISE = 0.8
@@ -390,6 +430,15 @@ PROBLEMS = {
     ),
     "waits": FreshProblem(
         el.BoxUniform([0.5, 0.5], [5.0, 5.0]), waits_simulator, waits_log_likelihood, zoom=True
+    ),
+    "growth": FreshProblem(
+        el.BoxUniform([1.0, 0.2], [5.0, 2.0]), growth_simulator, growth_log_likelihood
+    ),
+    "scales": FreshProblem(
+        el.BoxUniform([1e3, 1e-3], [1e4, 1e-2]),
+        scales_simulator,
+        scales_log_likelihood,
+        zoom=True,
     ),
     "rain": FreshProblem(
         el.BoxUniform([0.1, 0.5], [0.9, 5.0]), rain_simulator, rain_log_likelihood
