@@ -226,6 +226,33 @@ def test_an_exchange_route_that_ties_with_the_best_is_chosen():
     assert choose(tie) == ("ssm-abc", False)
 
 
+def test_mdn_is_chosen_on_a_tie_after_the_exchange_routes():
+    auto = AutoMethod(el.BoxUniform([0.0], [1.0]))
+    g = torch.Generator().manual_seed(3)
+    base = 0.5 + 0.3 * torch.rand(200, generator=g, dtype=torch.float64)
+    noise = 0.02 * torch.randn(200, generator=g, dtype=torch.float64)
+    tie = base + 0.001 + noise - noise.mean()  # worse by 0.001, se about 0.0014
+
+    def choose(mdn, exchange=None):
+        scores = {"nce-abc": _score(base), "mdn": _score(mdn)}
+        if exchange is not None:  # estimated through ssm-abc, as in a run
+            scores["ssm-abc"] = _score(base + 0.05)
+            scores["ssm-exchange"] = _score(exchange, 1.01)
+        rows = [{"route": r, "note": None} for r in scores]
+        auto._choose(rows, scores)
+        return auto.chosen, bool(auto.table.set_index("route").loc[auto.chosen, "tie"])
+
+    assert choose(tie) == ("mdn", True)
+    assert choose(tie + 0.01) == ("nce-abc", False)  # worse by several standard errors
+    assert choose(tie - 0.01) == ("mdn", False)  # better outright
+    exchange = base[:20] + 0.003 + noise[:20] - noise[:20].mean()  # a tie with nce-abc too
+    assert choose(tie, exchange) == ("ssm-exchange", True)  # the exchange routes first
+    # only in place of an ABC route: not where the best is a route without a tolerance
+    assert choose(tie + 0.003, exchange - 0.006) == ("ssm-exchange", False)
+    auto.config = AutoConfig(density_tie=-math.inf)  # the rule off
+    assert choose(tie) == ("nce-abc", False)
+
+
 def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice():
     # per-pair scores stand in for posteriors: a "method" maps held-out pair indices to them
     g = torch.Generator().manual_seed(4)
@@ -319,7 +346,7 @@ def auto_on_a_small_problem():
 def test_auto_scores_every_route_and_draws_from_the_best(auto_on_a_small_problem, tmp_path):
     task, auto, theta, x = auto_on_a_small_problem
     table = auto.table
-    routes = {"ssm-abc", "ssm-exchange", "nce", "nce-abc"}
+    routes = {"ssm-abc", "ssm-exchange", "nce", "nce-abc", "mdn"}
     # 10 iid scalars: the reshaped routes read them as 5 draws of 2 (a guess, scored like the
     # others), and of the two exchange routes only the one on the fit whose ABC route scored
     # better is scored
@@ -347,6 +374,9 @@ def test_auto_scores_every_route_and_draws_from_the_best(auto_on_a_small_problem
     post.save(tmp_path / "auto.npz")  # the table travels in the file (JSON, no pickle)
     assert Posterior.load(tmp_path / "auto.npz").diagnostics["auto"] == post.diagnostics["auto"]
     assert set(auto.routes) == set(scored["route"]) and auto.routes[auto.chosen] is auto
+    # mdn reads the statistics of the fit whose ABC route scored best
+    best_abc = by_route[["ssm-abc", "ssm-abc-reshaped", "nce-abc"]].idxmin()
+    assert auto.routes["mdn"].fit_stage is auto.routes[best_abc].fit_stage
 
 
 def test_auto_is_reproducible_with_a_seed(auto_on_a_small_problem):

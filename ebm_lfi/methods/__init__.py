@@ -29,7 +29,10 @@ _NAMES = {
     "ExchangeStage": ".exchange_stage",
     "PotentialConfig": ".potential_stage",
     "PotentialStage": ".potential_stage",
+    "DensityConfig": ".density_stage",
+    "DensityStage": ".density_stage",
     "EnergyABC": ".energy_methods",
+    "EnergyDensity": ".energy_methods",
     "EnergyExchange": ".energy_methods",
     "RatioPosterior": ".energy_methods",
     "FixedStatistics": ".baselines",
@@ -61,7 +64,10 @@ __all__ = [
     "ExchangeStage",
     "PotentialConfig",
     "PotentialStage",
+    "DensityConfig",
+    "DensityStage",
     "EnergyABC",
+    "EnergyDensity",
     "EnergyExchange",
     "RatioPosterior",
     "FixedStatistics",
@@ -91,7 +97,8 @@ if TYPE_CHECKING:
     )
     from .checks import PosteriorWarning
     from .common import NotFittedError
-    from .energy_methods import EnergyABC, EnergyExchange, RatioPosterior
+    from .density_stage import DensityConfig, DensityStage
+    from .energy_methods import EnergyABC, EnergyDensity, EnergyExchange, RatioPosterior
     from .exchange_stage import ExchangeConfig, ExchangeStage
     from .fit import EnergyFit, make_loss
     from .method import Draws, FitStage, Method, PosteriorStage

@@ -15,6 +15,10 @@ posterior stage each (Pacchiardi & Dutta 2022, arXiv:2012.10903).
   ratio model (:class:`~ebm_lfi.methods.potential_stage.PotentialStage`); ``ml`` the same on a
   maximum-likelihood fit with its normaliser head (:mod:`ebm_lfi.losses.maximum_likelihood`),
   ``ml-abc`` / ``ml-exchange`` the other stages on that fit.
+* ``*-mdn`` (:class:`EnergyDensity`): a mixture density of :math:`\theta` given the learned
+  statistics, fitted on the training pairs
+  (:class:`~ebm_lfi.methods.density_stage.DensityStage`): the posterior without an ABC
+  tolerance and without chains.
 
 Each class only names its options: the fit's keywords (see
 :class:`~ebm_lfi.methods.fit.EnergyFit`) go to the fit, the rest to the stage.
@@ -32,12 +36,13 @@ from ..posterior.posterior import Posterior
 from ..simulation.simulator import Simulator
 from .abc_stage import ABCConfig, ABCStage
 from .common import check_observation
+from .density_stage import DensityConfig, DensityStage
 from .exchange_stage import ExchangeConfig, ExchangeStage
 from .fit import EnergyFit
 from .method import Method
 from .potential_stage import PotentialConfig, PotentialStage
 
-__all__ = ["EnergyABC", "EnergyExchange", "RatioPosterior"]
+__all__ = ["EnergyABC", "EnergyDensity", "EnergyExchange", "RatioPosterior"]
 
 
 class EnergyABC(Method):
@@ -88,6 +93,36 @@ class EnergyABC(Method):
             progress=progress,
         )
         super().__init__(fit, stage)
+
+
+class EnergyDensity(Method):
+    r"""A mixture density of :math:`\theta` given the statistics of a fitted exponential
+    family (``ssm-mdn``, ``nce-mdn``).
+
+    Arguments:
+        prior: The prior over :math:`\theta`.
+        density: A :class:`~ebm_lfi.methods.density_stage.DensityConfig` or a dict of its
+            fields.
+        simulator: Accepted for a uniform interface and not used: nothing is simulated at
+            posterior time.
+        progress: Show progress bars.
+        fit_options: The keywords of the energy fit (see
+            :class:`~ebm_lfi.methods.fit.EnergyFit`).
+    """
+
+    name = "energy-mdn"
+
+    def __init__(
+        self,
+        prior,
+        *,
+        density: DensityConfig | dict | None = None,
+        simulator: Simulator | Callable | None = None,
+        progress: bool = False,
+        **fit_options: Any,
+    ):
+        fit = EnergyFit(prior, progress=progress, **fit_options)
+        super().__init__(fit, DensityStage(density, progress=progress))
 
 
 class EnergyExchange(Method):

@@ -314,7 +314,8 @@ class EnergyFit:
             :math:`\theta` while its held-out loss is close to the best, at every :math:`k`
             (``scripts/check_statistics_structure.py``), and the search may then pick it.
         num_statistics: Number :math:`k` of statistics: ``"auto"`` (default: chosen among
-            :math:`p, 2p, 3p` by held-out loss), an int, or ``None`` for :math:`p`.
+            :math:`2p, 3p` by held-out loss, ``SelectionConfig.k_factors``), an int, or
+            ``None`` for :math:`p`.
         selection: A :class:`~ebm_lfi.training.selection.SelectionConfig` or a dict of its
             fields (the budget of the ``"auto"`` search); the table of candidates is kept in
             :attr:`selection_table` and in :attr:`diagnostics`.

@@ -84,7 +84,8 @@ for _name, _factory, _description, _fixed in (
     (
         "auto",
         "ebm_lfi.methods.auto:AutoMethod",
-        "the best of ssm-abc, ssm-exchange, nce, nce-abc by held-out posterior score (default)",
+        "the best of ssm-abc, ssm-exchange, nce, nce-abc, mdn by held-out posterior score "
+        "(default)",
         {},
     ),
     (
@@ -158,6 +159,18 @@ for _name, _factory, _description, _fixed in (
         f"{_ENERGY}:EnergyExchange",
         "exchange MCMC with the maximum-likelihood exponential family as likelihood",
         {"loss": "ml"},
+    ),
+    (
+        "ssm-mdn",
+        f"{_ENERGY}:EnergyDensity",
+        "a mixture density of theta given statistics learned by sliced score matching",
+        {"loss": "ssm"},
+    ),
+    (
+        "nce-mdn",
+        f"{_ENERGY}:EnergyDensity",
+        "a mixture density of theta given statistics learned by noise-contrastive estimation",
+        {"loss": "nce"},
     ),
     (
         "rejection-abc",
