@@ -26,8 +26,10 @@ Methods (``--methods``):
 * ``auto``: ``el.methods.get("auto")`` with its defaults. Its fit also yields every route it
   scored, fitted on its training part (all but the held-out 10 %) and with the number of ABC
   entries it chose: those are the rows ``auto:<route>`` (``ssm-abc``, ``nce``, ``nce-abc``,
-  ``ssm-exchange`` where scored, ``ssm-abc-reshaped`` on flat data that factors into draws),
+  ``ssm-exchange`` where scored, ``ssm-abc-reshaped`` on flat data that factors into draws,
+  ``mdn``),
   with the route's held-out score in ``score``; ``auto`` itself is the chosen one.
+* ``ssm-mdn``, ``nce-mdn`` (not run by default): the density stage on the stand-alone fits.
 * ``ml``, ``ml-abc`` (not run by default): maximum likelihood with MCMC negatives
   (:mod:`ebm_lfi.losses.maximum_likelihood`), its potential MCMC and its ABC route.
 * ``ssm-abc``, ``nce``, ``nce-abc``, ``ssm-exchange``: the same routes as stand-alone methods
@@ -97,7 +99,7 @@ SBIBM_INSTALL = (
 ALL_PROBLEMS = ("counts", "flat", "two_moons", "slcp", "ma2", "ar2", "gaussian_linear_uniform")
 DEFAULT_PROBLEMS = ALL_PROBLEMS[:-1]
 SBIBM_PROBLEMS = {"two_moons", "slcp", "gaussian_linear_uniform"}
-OUR_ROUTES = ("ssm-abc", "nce", "nce-abc", "ssm-exchange", "ml", "ml-abc")
+OUR_ROUTES = ("ssm-abc", "nce", "nce-abc", "ssm-exchange", "ssm-mdn", "nce-mdn", "ml", "ml-abc")
 ROUNDS_SUFFIX = "-rounds"
 ROUND_ROUTES = tuple(f"{m}{ROUNDS_SUFFIX}" for m in OUR_ROUTES if m in ROUND_METHODS)
 ALL_METHODS = ("auto", *OUR_ROUTES, *ROUND_ROUTES, "npe", "nre", "snpe")

@@ -249,6 +249,11 @@ def test_mdn_is_chosen_on_a_tie_after_the_exchange_routes():
     assert choose(tie, exchange) == ("ssm-exchange", True)  # the exchange routes first
     # only in place of an ABC route: not where the best is a route without a tolerance
     assert choose(tie + 0.003, exchange - 0.006) == ("ssm-exchange", False)
+    # an exchange route takes a tie from mdn too
+    close = exchange - 0.011
+    diff, se = paired_difference(_score(close), _score(tie - 0.01))
+    assert diff <= se
+    assert choose(tie - 0.01, close) == ("ssm-exchange", True)
     auto.config = AutoConfig(density_tie=-math.inf)  # the rule off
     assert choose(tie) == ("nce-abc", False)
 
