@@ -386,7 +386,9 @@ class AutoMethod(Method):
             if route == _DENSITY:
                 found = self._density_candidate(fits, scores)
                 if found is None:
-                    rows.append({**_row(route, "", None), "note": "not scored: no ABC route was"})
+                    rows.append(
+                        {**_row(route, "", None), "note": "not scored: no ABC route was scored"}
+                    )
                     continue
                 candidates[route] = found
             fit_name, variants, pairs = candidates[route]
@@ -643,8 +645,8 @@ class AutoMethod(Method):
         """Fill the table and set :attr:`chosen`: the lowest score, each estimated as the mean
         of the ABC route of the same fit (``ssm-abc`` where there is none) over all pairs plus
         the paired difference on the route's pairs; then, where an exchange route ties with
-        it, that route (see ``AutoConfig.exchange_tie``), else where ``mdn`` does, ``mdn``
-        (``AutoConfig.density_tie``)."""
+        it, that route (see ``AutoConfig.exchange_tie``), else, where the lowest is an ABC
+        route and ``mdn`` ties with it, ``mdn`` (``AutoConfig.density_tie``)."""
         estimate = {}
         for route, score in scores.items():
             reference = scores.get(_SIBLING.get(route, ""), scores.get("ssm-abc"))
