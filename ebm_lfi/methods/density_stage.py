@@ -23,14 +23,14 @@ training pairs; training is :func:`~ebm_lfi.training.loop.train` (Adam, early st
 held-out part of the pairs, the best weights kept).
 
 In ``auto`` (the route ``mdn``, on the fit whose ABC route scored best), at :math:`10^4`
-simulations with seed 0: C2ST 0.580 on the integer counts of ``tests/user_problems.py``
-(the ABC route of the same fit 0.627, sbi's NPE on the raw data 0.624), 0.597 on its flat iid
-draws (0.592, 0.592), 0.515 on sbibm's two_moons (0.786, 0.539), 0.719 on MA(2) (0.770 for the
-best ABC route, 0.909); over ten observations of the counts 0.597 against 0.616 for the ABC
-route. Its posteriors are a little too wide (sd 1.12 times the exact one on both user
-problems), and the components that serve other statistics leave a little mass far out, which
-W2 sees more than C2ST (``docs/benchmarks.md``, "A density of the parameters given the
-statistics").
+simulations with seed 0: C2ST 0.580 on the integer counts of ``tests/user_problems.py`` (the
+ABC route of the same fit 0.627, sbi's NPE on the raw data 0.624), 0.597 on its flat iid draws
+(0.592, 0.592), 0.515 on sbibm's two_moons (0.786, 0.539), 0.719 on MA(2) (0.770 for the best
+ABC route, 0.909); over ten observations of the counts 0.597 against 0.616 for the ABC route,
+or 0.623 with another seed of the density: its training varies from seed to seed. Its
+posteriors are a little too wide (sd 1.12 times the exact one on both user problems), and the
+components that serve other statistics leave a little mass far out, which W2 sees more than
+C2ST (``docs/benchmarks.md``, "A density of the parameters given the statistics").
 
 References:
     | Mixture density networks (Bishop, 1994)
