@@ -184,6 +184,9 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             method.fit(theta, x, seed=0)
             fit_seconds = time.perf_counter() - t0
+            if name == "auto":  # the routes it scored and why it chose one
+                columns = ["route", "fit", "score", "se", "diff", "diff_se", "chosen", "note"]
+                print(method.table[columns].to_string(), flush=True)
         for i in range(args.num_obs):
             x_o = task.observation(i)
             t0 = time.perf_counter()

@@ -258,6 +258,54 @@ def test_mdn_is_chosen_on_a_tie_after_the_exchange_routes():
     assert choose(tie) == ("nce-abc", False)
 
 
+def test_mdn_reads_the_regression_statistics_where_fp_abc_is_the_best_abc_route():
+    auto = AutoMethod(el.BoxUniform([0.0], [1.0]))
+    fits = {"ssm": object(), "nce": object(), "fp": object()}
+    g = torch.Generator().manual_seed(4)
+    base = 0.5 + 0.3 * torch.rand(50, generator=g, dtype=torch.float64)
+    for best, fit in (("fp-abc", "fp"), ("nce-abc", "nce"), ("ssm-abc", "ssm")):
+        scores = {r: _score(base + (0.0 if r == best else 0.1)) for r in ("ssm-abc", "nce-abc")}
+        scores["fp-abc"] = _score(base + (0.0 if best == "fp-abc" else 0.1))
+        fit_name, ((_, method),), _ = auto._density_candidate(fits, scores)
+        assert fit_name == fit and method.fit_stage is fits[fit]
+    # fp-abc is an ABC route: mdn may take a tie from it
+    noise = 0.02 * torch.randn(50, generator=g, dtype=torch.float64)
+    tie = base + 0.001 + noise - noise.mean()  # worse by 0.001, se about 0.003
+    for mdn, chosen in ((tie, "mdn"), (tie + 0.02, "fp-abc")):
+        scores = {"fp-abc": _score(base), "mdn": _score(mdn)}
+        auto._choose([{"route": r, "note": None} for r in scores], scores)
+        assert auto.chosen == chosen
+
+
+def test_the_regression_route_reads_the_output_of_a_least_squares_fit():
+    # theta is read off x up to noise of sd 0.05: the statistics of auto's fp-abc route, a
+    # least-squares regression on 720 of the pairs, must then be theta itself within 0.3 (a
+    # tenth of the prior's sd is 0.12; the prior's spread is 4) on pairs it was and was not
+    # trained on
+    prior = el.BoxUniform([-2.0, -2.0], [2.0, 2.0])
+
+    def simulator(theta, rng):
+        t = np.asarray(theta)
+        return np.concatenate([t, t[:1] - t[1:], 0.05 * rng.standard_normal(3)]) + 0.05 * (
+            rng.standard_normal(6)
+        )
+
+    theta, x = el.simulate(simulator, prior, 800, seed=0)
+    method = AutoMethod(
+        prior,
+        training={"epochs": 60, "batch_size": 128},
+        config={"routes": ("ssm-abc", "fp-abc"), "reshape": False, "num_samples": 50},
+        structure="mlp",
+    ).fit(theta, x, seed=0)
+    table = method.table.set_index("route")
+    assert table.loc["fp-abc", "fit"] == "fp" and table.loc["fp-abc", "pairs"] == 80
+    fp = method.routes["fp-abc"].fit_stage
+    held = fp.statistics(x[:200])
+    assert torch.allclose(held, theta[:200], atol=0.3), (held - theta[:200]).abs().max()
+    assert method.config.routes == ("ssm-abc", "fp-abc")
+    assert "fp-abc" in el.methods.auto.DEFAULT_ROUTES
+
+
 def test_an_exchange_route_left_open_is_scored_on_more_pairs_before_the_choice():
     # per-pair scores stand in for posteriors: a "method" maps held-out pair indices to them
     g = torch.Generator().manual_seed(4)
@@ -351,7 +399,7 @@ def auto_on_a_small_problem():
 def test_auto_scores_every_route_and_draws_from_the_best(auto_on_a_small_problem, tmp_path):
     task, auto, theta, x = auto_on_a_small_problem
     table = auto.table
-    routes = {"ssm-abc", "ssm-exchange", "nce", "nce-abc", "mdn"}
+    routes = {"ssm-abc", "ssm-exchange", "nce", "nce-abc", "fp-abc", "mdn"}
     # 10 iid scalars: the reshaped routes read them as 5 draws of 2 (a guess, scored like the
     # others), and of the two exchange routes only the one on the fit whose ABC route scored
     # better is scored
@@ -380,7 +428,7 @@ def test_auto_scores_every_route_and_draws_from_the_best(auto_on_a_small_problem
     assert Posterior.load(tmp_path / "auto.npz").diagnostics["auto"] == post.diagnostics["auto"]
     assert set(auto.routes) == set(scored["route"]) and auto.routes[auto.chosen] is auto
     # mdn reads the statistics of the fit whose ABC route scored best
-    best_abc = by_route[["ssm-abc", "ssm-abc-reshaped", "nce-abc"]].idxmin()
+    best_abc = by_route[["ssm-abc", "ssm-abc-reshaped", "nce-abc", "fp-abc"]].idxmin()
     assert auto.routes["mdn"].fit_stage is auto.routes[best_abc].fit_stage
 
 
