@@ -84,8 +84,8 @@ for _name, _factory, _description, _fixed in (
     (
         "auto",
         "ebm_lfi.methods.auto:AutoMethod",
-        "the best of ssm-abc, ssm-exchange, nce, nce-abc, mdn by held-out posterior score "
-        "(default)",
+        "the best of ssm-abc, ssm-exchange, nce, nce-abc, fp-abc, mdn by held-out posterior "
+        "score (default)",
         {},
     ),
     (
