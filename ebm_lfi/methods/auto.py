@@ -68,7 +68,9 @@ and scored last. The mean score of a route scored on fewer pairs is estimated by
 difference, on those pairs, to the ABC route of the same fit (``ssm-abc`` for a fit without
 one) plus that route's mean over all pairs (a control variate: the pair-to-pair spread cancels
 in the paired difference, and most between two posteriors of one model). The NCE fit costs less
-than the score-matching one (its pilots and epochs are cheaper). On the two problems of
+than the score-matching one (its pilots and epochs are cheaper), the regression of ``fp-abc``
+a few seconds (1–5 s at 10⁴ simulations on the problems of ``scripts/bench_generic.py``, 23 s
+on Lorenz96's 4,800 numbers). On the two problems of
 ``tests/test_auto.py`` at 10⁴ simulations (seed 0, one process, CPU seconds, both choosing
 ``mdn``) the whole cost 1.4 times a single ``ssm-abc`` fit and posterior on the counts (99 s
 against 70 s) and 5.2 times on the flat draws (93 s against 18 s: there the stand-alone fit is
