@@ -228,9 +228,11 @@ def test_validation_builds_no_graph_toward_the_weights_and_keeps_frozen_ones_fro
     assert [p.requires_grad for p in model.parameters()] == [True, True, True, False]
 
 
-def test_the_default_adam_gives_the_weights_of_the_per_parameter_loop():
-    r"""``adam`` (one batched update per group) is the arithmetic of ``torch.optim.Adam``'s
-    per-parameter loop, to the last bit, with weight decay and two parameter groups."""
+def test_the_default_adam_is_the_per_parameter_loop_to_rounding():
+    r"""``adam`` (torch's fused kernel, one call per group) is the arithmetic of
+    ``torch.optim.Adam``'s per-parameter loop to float64 rounding after 35 steps, with weight
+    decay and two parameter groups; asked for the batched ``foreach`` update it gives the
+    loop's weights to the last bit; a dtype without a fused kernel falls back to it."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 3, dtype=DTYPE, generator=g)
     y = torch.sin(x).sum(-1, keepdim=True)
@@ -249,8 +251,14 @@ def test_the_default_adam_gives_the_weights_of_the_per_parameter_loop():
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert TrainConfig().optimizer is adam
-    loop = functools.partial(torch.optim.Adam, foreach=False)
-    assert torch.equal(fit(adam), fit(loop))
+    assert adam([nn.Parameter(torch.zeros(2, dtype=DTYPE))]).defaults["fused"]
+    loop = fit(functools.partial(torch.optim.Adam, foreach=False))
+    fused = fit(adam)
+    assert not torch.equal(fused, loop)  # a different order of the same operations
+    torch.testing.assert_close(fused, loop, rtol=1e-12, atol=1e-12)
+    assert torch.equal(fit(functools.partial(adam, foreach=True)), loop)
+    integer = adam([torch.zeros(2, dtype=torch.int64)], lr=1e-3)  # no fused kernel
+    assert integer.defaults["foreach"] and not integer.defaults["fused"]
 
 
 def test_the_validation_batch_changes_the_cost_not_the_loss():
