@@ -230,7 +230,7 @@ def test_validation_builds_no_graph_toward_the_weights_and_keeps_frozen_ones_fro
 
 def test_the_default_adam_is_the_per_parameter_loop_to_rounding():
     r"""``adam`` (torch's fused kernel, one call per group) is the arithmetic of
-    ``torch.optim.Adam``'s per-parameter loop to float64 rounding after 35 steps, with weight
+    ``torch.optim.Adam``'s per-parameter loop to float64 rounding after five epochs, with weight
     decay and two parameter groups; asked for the batched ``foreach`` update it gives the
     loop's weights to the last bit; a dtype without a fused kernel falls back to it."""
     g = torch.Generator().manual_seed(0)

@@ -49,14 +49,13 @@ def adam(params: Any, **options: Any) -> torch.optim.Adam:
     r""":class:`torch.optim.Adam` with torch's fused update kernel (``fused=True``) unless
     ``options`` choose an implementation (``fused`` or ``foreach``), the default optimiser.
 
-    The fused kernel updates every parameter of a group in one call, with the same formula as
-    torch's per-parameter loop, to rounding: on networks of many small weight tensors (ours)
-    the per-tensor overhead of that loop was a tenth of the training time of an NCE fit, and
-    the batched ``foreach`` update (the same weights to the last bit as the loop, this
-    library's default until 0.1) still a tenth of an ``auto`` run at 10⁴ simulations, which
-    the fused one saves (108.6 → 98.1 CPU-s, the same route and posterior to four digits:
-    ``docs/benchmarks.md``, "The fused optimiser step"). Where the parameters' device or dtype
-    has no fused kernel, the ``foreach`` update is used.
+    The fused kernel updates every parameter of a group in one call with the formula of
+    torch's per-parameter loop, to rounding; the batched ``foreach`` update, this library's
+    default before, gave the loop's weights to the last bit (pass ``foreach=True`` for it).
+    The fused step is about twice as fast, and an ``auto`` run at 10⁴ simulations that keeps
+    its route takes 10–14 % less CPU time (``docs/benchmarks.md``, "The fused optimiser
+    step"). Where a parameter is not a float tensor on the CPU or a CUDA device, the
+    ``foreach`` update is used.
     """
     if "fused" in options or "foreach" in options:
         return torch.optim.Adam(params, **options)
