@@ -26,6 +26,13 @@ no warm start), ``--sinh`` passes the natural parameters through :math:`\sinh` (
 network reaches values over several orders of magnitude with outputs of order one), and
 ``--epochs`` / ``--lr`` set the training.
 
+``--toy fixed|moving`` runs the same fits on a one-dimensional analogue instead, four draws of
+:math:`\mathcal N(\mu, \tau^4)` with :math:`\tau \sim U(-3, 3)` and :math:`\mu = 0`
+(``fixed``) or :math:`\mu \sim U(-3, 3)` (``moving``), and prints the fitted standard
+deviation against :math:`\tau^2` (at :math:`\mu = 0` and :math:`\mu = 2.7`): is the spread
+learned, and does a mean that moves with :math:`\theta` (the linear natural parameter is then
+:math:`\mu / \tau^4`, a product of the two) stop it from being learned?
+
 Needs sbibm (see ``scripts/bench_generic.py``).
 """
 
@@ -124,20 +131,8 @@ def gaussian_log_likelihood(model, form, y_o: torch.Tensor):
     return log_likelihood
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num-simulations", type=int, default=10_000)
-    parser.add_argument("--loss", default="ssm")
-    parser.add_argument("--num-statistics", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--sinh", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    problem = load_problem("slcp")
-    theta, x = el.simulate(problem.simulator, problem.prior, args.num_simulations, seed=0)
-    draws = x.reshape(x.shape[0], *LAYOUT)
-    start = time.process_time()
+def fit_family(prior, theta, draws, args):
+    """The family of this script (monomials only, linear read-out) fitted by ``args.loss``."""
     loss = ExactGaussianNLL() if args.loss == "nll" else args.loss
     options = {
         "loss": loss,
@@ -148,10 +143,55 @@ def main(argv=None) -> None:
     }
     model = None
     if args.sinh:  # the same network, its outputs through sinh (built by a one-epoch fit)
-        model = EnergyFit(problem.prior, **{**options, "training": {"epochs": 1}})
+        model = EnergyFit(prior, **{**options, "training": {"epochs": 1}})
         model = model.fit(theta, draws, seed=0).model
         model.natural_net = torch.nn.Sequential(model.natural_net, _Sinh())
-    fit = EnergyFit(problem.prior, model=model, **options).fit(theta, draws, seed=0)
+    return EnergyFit(prior, model=model, **options).fit(theta, draws, seed=0)
+
+
+def toy(args) -> None:
+    """The one-dimensional analogue (see the module docstring): fitted sd against the truth."""
+    prior = el.BoxUniform([-3.0, -3.0], [3.0, 3.0])  # (mu, tau)
+    torch.manual_seed(0)
+    theta = prior.sample((args.num_simulations,))
+    g = torch.Generator().manual_seed(1)
+    mu = theta[:, :1] if args.toy == "moving" else torch.zeros_like(theta[:, :1])
+    noise = torch.randn(args.num_simulations, 4, generator=g)
+    draws = (mu + theta[:, 1:] ** 2 * noise)[..., None]
+    model = fit_family(prior, theta, draws, args).model
+    form = quadratic_form(model, theta[:1], model.transform_x(draws[:1])[0])
+    ones, zeros = torch.ones(1, 4, 1), torch.zeros(1, 4, 1)
+    scale = float((model.inverse_transform_x(ones) - model.inverse_transform_x(zeros))[0, 0, 0])
+    taus = [-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0]
+    print(f"true sd (tau^2): {[t * t for t in taus]}")
+    for m in (0.0, 2.7) if args.toy == "moving" else (0.0,):
+        at = torch.tensor([[m, t] for t in taus])
+        with torch.no_grad():
+            eta = model.natural_parameters(at)
+            precision = -(torch.einsum("nj,jab->nab", eta, form.hessians) + form.base_hessian)
+            sd = torch.linalg.inv(precision)[:, 0, 0].sqrt() * scale
+        print(f"fitted sd at mu = {m}: {[round(float(v), 2) for v in sd]}", flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-simulations", type=int, default=10_000)
+    parser.add_argument("--loss", default="ssm")
+    parser.add_argument("--num-statistics", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--sinh", action="store_true")
+    parser.add_argument("--toy", choices=("fixed", "moving"), default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.toy:
+        toy(args)
+        return
+    problem = load_problem("slcp")
+    theta, x = el.simulate(problem.simulator, problem.prior, args.num_simulations, seed=0)
+    draws = x.reshape(x.shape[0], *LAYOUT)
+    start = time.process_time()
+    fit = fit_family(problem.prior, theta, draws, args)
     model = fit.model
     like = model.transform_x(draws[:1])[0]
     print(
