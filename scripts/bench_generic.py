@@ -99,7 +99,17 @@ SBIBM_INSTALL = (
 ALL_PROBLEMS = ("counts", "flat", "two_moons", "slcp", "ma2", "ar2", "gaussian_linear_uniform")
 DEFAULT_PROBLEMS = ALL_PROBLEMS[:-1]
 SBIBM_PROBLEMS = {"two_moons", "slcp", "gaussian_linear_uniform"}
-OUR_ROUTES = ("ssm-abc", "nce", "nce-abc", "ssm-exchange", "ssm-mdn", "nce-mdn", "ml", "ml-abc")
+OUR_ROUTES = (
+    "ssm-abc",
+    "nce",
+    "nce-abc",
+    "ssm-exchange",
+    "ssm-mdn",
+    "nce-mdn",
+    "ml",
+    "ml-abc",
+    "gaussian",
+)
 ROUNDS_SUFFIX = "-rounds"
 ROUND_ROUTES = tuple(f"{m}{ROUNDS_SUFFIX}" for m in OUR_ROUTES if m in ROUND_METHODS)
 ALL_METHODS = ("auto", *OUR_ROUTES, *ROUND_ROUTES, "npe", "nre", "snpe")

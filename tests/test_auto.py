@@ -746,6 +746,36 @@ def test_auto_tries_the_maximum_likelihood_routes_when_asked():
     assert method.chosen in routes
 
 
+def test_auto_tries_the_gaussian_route_when_asked():
+    # opt-in: the learned Gaussian likelihood, scored and drawn by tempered SMC; here the data
+    # given theta are Gaussian, so it fits the likelihood exactly and scores at least as well
+    from ebm_lfi.methods.auto import DEFAULT_ROUTES, ROUTES
+
+    assert "gaussian" in ROUTES and "gaussian" not in DEFAULT_ROUTES
+    prior = el.BoxUniform([-2.0, -2.0], [2.0, 2.0])
+
+    def simulator(theta, rng):
+        return np.tile(np.asarray(theta), 3) + 0.5 * rng.standard_normal(6)
+
+    theta, x = el.simulate(simulator, prior, 600, seed=0)
+    method = el.methods.get(
+        "auto",
+        prior=prior,
+        config={"routes": ("ssm-abc", "gaussian"), "reshape": False, "mcmc_pairs": 10},
+        structure="mlp",
+        training={"epochs": 20},
+    ).fit(theta, x, seed=0)
+    table = method.table.set_index("route")
+    assert table.loc["gaussian", "fit"] == "gaussian" and table["score"].notna().all(), table
+    gaussian = method.routes["gaussian"]
+    assert gaussian.fit_stage.model.exact_normalizer
+    assert gaussian.posterior_stage.config.sampler == "smc"
+    assert (
+        table.loc["gaussian", "score"]
+        <= table.loc["ssm-abc", "score"] + 2 * table.loc["gaussian", "diff_se"]
+    ), table
+
+
 def _ssm_abc_or_exchange(prior, theta, x, **config) -> AutoMethod:
     """``auto`` choosing between ``ssm-abc`` and ``ssm-exchange`` of one MLP fit (not Gaussian
     in the data: the inner chain is MCMC), the exchange route scored on 4 pairs with short

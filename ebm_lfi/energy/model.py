@@ -68,6 +68,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .gaussian_nets import GaussianNatural, GaussianStatistics, gaussian_num_statistics
 from .mlp import MLP
 from .nets import build_net, net_config, statistics_network
 from .transforms import Bound, DataTransform, Standardize
@@ -209,7 +210,11 @@ class ExpFamEBM(nn.Module):
                 series of shape :math:`(T,)` or :math:`(T, d)`,
                 :class:`~ebm_lfi.energy.pooled_nets.MarkovNet`) or ``"ring"`` (series of states
                 of :math:`K` sites on a ring, :math:`(T, K)`,
-                :class:`~ebm_lfi.energy.ring_nets.RingMarkovNet`).
+                :class:`~ebm_lfi.energy.ring_nets.RingMarkovNet`) or ``"gaussian"`` (any
+                :math:`x`, flattened: the Gaussian member of the family, a ratio model with
+                its exact normaliser, :mod:`~ebm_lfi.energy.gaussian_nets`; ``num_statistics``,
+                ``hidden`` and the structured networks' options are then unused, ``normalizer``
+                is implied).
             x_support: ``(lower, upper)`` bounds of :math:`x`, or ``None``.
             hidden: Hidden widths of the statistics network (default: see
                 :func:`~ebm_lfi.energy.nets.statistics_network`; ``(64, 64)`` except a
@@ -240,6 +245,21 @@ class ExpFamEBM(nn.Module):
                 score matching over ``noise_range``).
         """
         x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(int(s) for s in x_shape)
+        if structure == "gaussian":
+            if noise_conditional:
+                raise ValueError("the Gaussian family is not noise-conditional")
+            d = math.prod(x_shape)
+            return cls(
+                GaussianStatistics(x_shape),
+                GaussianNatural(theta_dim, d, natural_hidden or (128, 128, 128), activation),
+                x_shape=x_shape,
+                theta_dim=theta_dim,
+                num_statistics=gaussian_num_statistics(d),
+                x_support=x_support,
+                shared_dims=() if shared_dims is None else shared_dims,
+                tails=tails,
+                normalizer=True,
+            )
         k = int(theta_dim) if num_statistics is None else int(num_statistics)
         stats, shared = statistics_network(
             x_shape,
@@ -295,6 +315,17 @@ class ExpFamEBM(nn.Module):
         if self.base_net is not None:
             return False
         return bool(getattr(self.statistics_net, "quadratic_in_input", False))
+
+    @property
+    def exact_normalizer(self) -> bool:
+        r"""Whether :math:`c(\theta)` is the model's exact :math:`-\log Z(\theta)` (the Gaussian
+        family, :mod:`~ebm_lfi.energy.gaussian_nets`), rather than a fitted head."""
+        return (
+            self.has_normalizer
+            and self.normalizer_net is None
+            and self.base_net is None
+            and bool(getattr(self.natural_net, "exact_normalizer", False))
+        )
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from .gaussian_nets import GaussianNatural, GaussianStatistics
 from .mlp import MLP
 from .pooled_nets import ExchangeableNet, MarkovNet
 from .ring_nets import RingMarkovNet
@@ -134,6 +135,8 @@ _REGISTRY: dict[str, type[nn.Module]] = {
     "ExchangeableNet": ExchangeableNet,
     "MarkovNet": MarkovNet,
     "RingMarkovNet": RingMarkovNet,
+    "GaussianStatistics": GaussianStatistics,
+    "GaussianNatural": GaussianNatural,
 }
 
 

@@ -3,13 +3,14 @@ r"""Training losses: one small module per family, called as ``loss(model, *batch
 Score matching (:mod:`.score_matching`): :class:`ScoreMatching` (exact Hyvärinen),
 :class:`SlicedScoreMatching` and :class:`DenoisingScoreMatching`. Noise contrast
 (:mod:`.nce`): :class:`NCE` (ratio estimation) and :class:`ConditionalNCE`. Maximum likelihood
-(:mod:`.maximum_likelihood`): :class:`MaximumLikelihood`, with MCMC negatives.
+(:mod:`.maximum_likelihood`): :class:`MaximumLikelihood`, with MCMC negatives, and
+:class:`ExactLikelihood` where the normaliser is exact.
 
 A loss may carry ``model_options``: keywords of :meth:`~ebm_lfi.ExpFamEBM.default` that the
 model it trains needs (a normaliser head for NCE, a noise input for conditional DSM).
 """
 
-from .maximum_likelihood import MaximumLikelihood
+from .maximum_likelihood import ExactLikelihood, MaximumLikelihood
 from .nce import NCE, ConditionalNCE, cnce_noise_scale
 from .score_matching import (
     DenoisingScoreMatching,
@@ -28,6 +29,7 @@ __all__ = [
     "NCE",
     "ConditionalNCE",
     "MaximumLikelihood",
+    "ExactLikelihood",
     "cnce_noise_scale",
     "score_and_hessian_diagonal",
     "batched_score_and_hessian_diagonal",

@@ -121,7 +121,7 @@ from ..energy.nets import frozen
 from .nce import NCE
 from .score_matching import check_batch
 
-__all__ = ["MaximumLikelihood", "NegativeSampler"]
+__all__ = ["ExactLikelihood", "MaximumLikelihood", "NegativeSampler"]
 
 _HUBER = 0.1  # threshold of the normaliser's robust regression, in median target norms
 
@@ -385,3 +385,45 @@ class MaximumLikelihood(nn.Module):
             model.train(was_training)
         model.normalizer_net = net
         return net
+
+
+class ExactLikelihood(nn.Module):
+    r"""Maximum likelihood where the normaliser is exact: the mean negative log-likelihood
+    :math:`-\frac1n \sum_i \big(\eta(\theta_i)^\top s(y_i) + b(y_i) + c(\theta_i)\big)` of a
+    model whose :math:`c(\theta) = -\log Z(\theta)` is exact (``model.exact_normalizer``: the
+    Gaussian family of :mod:`~ebm_lfi.energy.gaussian_nets`). No sampler: the gradient is that
+    of the log-likelihood itself, and the value (in training and validation alike) is the
+    held-out negative log-likelihood, a proper score of the fitted likelihood.
+
+    Example:
+        >>> from ebm_lfi.energy.model import ExpFamEBM
+        >>> model = ExpFamEBM.default((2,), theta_dim=1, structure="gaussian")
+        >>> ExactLikelihood()(model, torch.randn(5, 2), torch.rand(5, 1)).shape
+        torch.Size([])
+    """
+
+    model_options = {"normalizer": True}
+
+    def forward(self, model: nn.Module, y: Tensor, theta: Tensor) -> Tensor:
+        r"""
+        Arguments:
+            model: A model with an exact normaliser (``model.exact_normalizer``).
+            y: Transformed data, shape :math:`(n, *x_{shape})`.
+            theta: Parameters, shape :math:`(n, p)`.
+
+        Returns:
+            The mean negative log-likelihood, a scalar.
+        """
+        if not getattr(model, "exact_normalizer", False):
+            raise ValueError(
+                "ExactLikelihood needs a model with an exact normaliser (structure='gaussian'); "
+                "for other models use MaximumLikelihood (loss='ml')"
+            )
+        y, theta = check_batch(y, theta)
+        return -(model.log_unnormalized_y(y, theta) + model.normalizer(theta)).mean()
+
+    def heldout(self, model: nn.Module, y: Tensor, theta: Tensor, seed: int = 0) -> Tensor:
+        r"""Per-row held-out negative log-likelihood (to compare models), shape :math:`(n,)`."""
+        y, theta = check_batch(y, theta)
+        with torch.no_grad():
+            return -(model.log_unnormalized_y(y, theta) + model.normalizer(theta))

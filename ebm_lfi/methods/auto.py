@@ -25,7 +25,10 @@ long multivariate series it is the better statistic: on ``lorenz96`` (:math:`d =
 simulations) its ABC posteriors were ahead of those of every energy fit tried
 (``docs/benchmarks.md``, issue 19), where nothing else in ``auto`` reads it. On request
 (``AutoConfig.routes``), one maximum-likelihood fit gives ``ml`` and ``ml-abc`` the same way as
-NCE (:data:`DEFAULT_ROUTES` leaves them out for their cost). ``mdn`` is a mixture density of
+NCE (:data:`DEFAULT_ROUTES` leaves them out for their cost), and the learned Gaussian
+likelihood gives ``gaussian`` (:class:`~ebm_lfi.methods.energy_methods.GaussianPosterior`,
+scored with tempered SMC of ``AutoConfig.num_samples`` particles; not a default route until it
+has been measured inside ``auto``). ``mdn`` is a mixture density of
 :math:`\theta` given the statistics (:class:`~ebm_lfi.methods.density_stage.DensityStage`) of
 the fit whose ABC route scored best: it reads the same statistics as that route, but fits the
 posterior on every training pair instead of keeping the nearest few, so no ABC tolerance widens
@@ -140,13 +143,24 @@ __all__ = ["AutoConfig", "AutoMethod", "ROUTES", "DEFAULT_ROUTES"]
 
 logger = logging.getLogger(__name__)
 
-ROUTES = ("ssm-abc", "ssm-exchange", "nce", "nce-abc", "fp-abc", "mdn", "ml", "ml-abc")
+ROUTES = (
+    "ssm-abc",
+    "ssm-exchange",
+    "nce",
+    "nce-abc",
+    "fp-abc",
+    "mdn",
+    "ml",
+    "ml-abc",
+    "gaussian",
+)
 DEFAULT_ROUTES = ("ssm-abc", "ssm-exchange", "nce", "nce-abc", "fp-abc", "mdn")
 """The routes tried by default. The maximum-likelihood routes (``ml``, ``ml-abc``; one ML fit,
 warm-started by sliced score matching) are tried only when named in ``AutoConfig.routes``:
 their fit costs about four times a sliced score-matching fit (29 s against 8 s for 3,000
 pairs), which would take ``auto`` past three times the cost of ``ssm-abc``."""
 _POTENTIAL = ("nce", "ml")  # routes drawn by MCMC on the posterior potential
+_GAUSSIAN = "gaussian"  # the learned Gaussian likelihood: its fit, and its route by tempered SMC
 _RESHAPED_FIT = "ssm-reshaped"  # the score-matching fit on a layout of flat data
 _RESHAPED = "ssm-abc-reshaped"
 _RESHAPED_EXCHANGE = "ssm-exchange-reshaped"
@@ -564,13 +578,18 @@ class AutoMethod(Method):
         cfg = self.config
         prior = self.fit_stage.prior
         fits, seconds, errors = {}, {}, {}
-        needed = {"ssm"} | {name for name in ("nce", "ml") if _routes_of(name, cfg)}
-        for name in ("ssm", "nce", "ml"):
+        needed = {"ssm"} | {name for name in ("nce", "ml", _GAUSSIAN) if _routes_of(name, cfg)}
+        for name in ("ssm", "nce", "ml", _GAUSSIAN):
             if name not in needed:
                 continue
             start = time.process_time()
             try:
-                fit = self.fit_stage if name == "ssm" else self._energy_fit(prior, name)
+                if name == "ssm":
+                    fit = self.fit_stage
+                elif name == _GAUSSIAN:
+                    fit = self._energy_fit(prior, "exact-ml", structure="gaussian")
+                else:
+                    fit = self._energy_fit(prior, name)
                 fits[name] = fit.fit(theta, x, seed=ssm_seed if name == "ssm" else nce_seed)
             except Exception as err:  # noqa: BLE001 - reported in the table
                 if name == "ssm":
@@ -660,6 +679,9 @@ class AutoMethod(Method):
                 out[f"{name}-abc"] = (name, abc(fits[name]), m)
         if _REGRESSION in fits:
             out["fp-abc"] = (_REGRESSION, abc(fits[_REGRESSION]), m)
+        if _GAUSSIAN in fits:
+            stage = PotentialStage({"sampler": "smc", "particles": cfg.num_samples})
+            out[_GAUSSIAN] = (_GAUSSIAN, [(None, Method(fits[_GAUSSIAN], stage))], cfg.mcmc_pairs)
         if _DENSITY in cfg.routes:  # its fit is known once the ABC routes are scored
             out[_DENSITY] = ("", [], m)
         return out
@@ -804,6 +826,8 @@ class AutoMethod(Method):
             stage = ABCStage(abc, progress=self.progress)
         elif route in _POTENTIAL:
             stage = PotentialStage(self.mcmc, progress=self.progress)
+        elif route == _GAUSSIAN:
+            stage = PotentialStage(replace(self.mcmc, sampler="smc"), progress=self.progress)
         else:
             stage = ExchangeStage(self.exchange, progress=self.progress)
         method = Method(fit, stage, name=route)
@@ -900,6 +924,8 @@ def _routes_of(fit_name: str, cfg: AutoConfig) -> list[str]:
         return [r for r in (fit_name, f"{fit_name}-abc") if r in cfg.routes]
     if fit_name == _REGRESSION:
         return ["fp-abc"]
+    if fit_name == _GAUSSIAN:
+        return [_GAUSSIAN] if _GAUSSIAN in cfg.routes else []
     return [_RESHAPED] + ([_RESHAPED_EXCHANGE] if "ssm-exchange" in cfg.routes else [])
 
 

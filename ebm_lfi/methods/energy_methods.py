@@ -14,7 +14,9 @@ posterior stage each (Pacchiardi & Dutta 2022, arXiv:2012.10903).
 * ``nce`` (:class:`RatioPosterior`): MCMC on the tractable posterior potential of the NCE
   ratio model (:class:`~ebm_lfi.methods.potential_stage.PotentialStage`); ``ml`` the same on a
   maximum-likelihood fit with its normaliser head (:mod:`ebm_lfi.losses.maximum_likelihood`),
-  ``ml-abc`` / ``ml-exchange`` the other stages on that fit.
+  ``ml-abc`` / ``ml-exchange`` the other stages on that fit. ``gaussian``
+  (:class:`GaussianPosterior`) the same stage, by tempered SMC, on the Gaussian member of the
+  family fitted by its exact likelihood (:mod:`ebm_lfi.energy.gaussian_nets`).
 * ``*-mdn`` (:class:`EnergyDensity`): a mixture density of :math:`\theta` given the learned
   statistics, fitted on the training pairs
   (:class:`~ebm_lfi.methods.density_stage.DensityStage`): the posterior without an ABC
@@ -42,7 +44,7 @@ from .fit import EnergyFit
 from .method import Method
 from .potential_stage import PotentialConfig, PotentialStage
 
-__all__ = ["EnergyABC", "EnergyDensity", "EnergyExchange", "RatioPosterior"]
+__all__ = ["EnergyABC", "EnergyDensity", "EnergyExchange", "GaussianPosterior", "RatioPosterior"]
 
 
 class EnergyABC(Method):
@@ -260,3 +262,57 @@ class RatioPosterior(Method):
         fit = self.fit_stage
         x_o = check_observation(x_o, fit.x_shape, fit.dtype).to(fit.device)
         return self.posterior_stage.log_potential(x_o)
+
+
+class GaussianPosterior(RatioPosterior):
+    r"""A learned Gaussian likelihood (``gaussian``): the Gaussian member of the family,
+    :math:`y \mid \theta \sim \mathcal N(\mu(\theta), P(\theta)^{-1})` on the transformed and
+    flattened data, with its mean and precision factor from one network and its exact
+    normaliser (:mod:`ebm_lfi.energy.gaussian_nets`), fitted by its exact likelihood
+    (:class:`~ebm_lfi.losses.maximum_likelihood.ExactLikelihood`, no sampler); the posterior
+    potential :math:`\log \pi(\theta) + \log \mathcal N(y_o; \mu(\theta), P(\theta)^{-1})` is
+    sampled by tempered SMC (``PotentialConfig(sampler="smc")`` unless ``mcmc`` says
+    otherwise), which weights separated modes against each other.
+
+    Right where the data given :math:`\theta` are close to Gaussian after the data transform
+    (sums, averages, many iid draws; sbibm's SLCP exactly); elsewhere a Gaussian approximation
+    of the likelihood, whose posterior can be too wide or biased (integer counts near zero,
+    two_moons' crescent). ``docs/benchmarks.md``, "A learned Gaussian likelihood".
+
+    Arguments:
+        prior: The prior over :math:`\theta`.
+        mcmc: A :class:`~ebm_lfi.methods.PotentialConfig` or a dict of its fields (the sampler
+            is ``"smc"`` unless the dict sets it).
+        simulator: Accepted for a uniform interface and not used.
+        progress: Show progress bars.
+        fit_options: The keywords of the energy fit (see
+            :class:`~ebm_lfi.methods.fit.EnergyFit`) but ``loss``, ``structure`` and
+            ``num_statistics``, which this method fixes (``network={"natural_hidden": ...}``
+            sets the network's widths, 128-128-128 by default).
+    """
+
+    name = "gaussian"
+
+    def __init__(
+        self,
+        prior,
+        *,
+        mcmc: PotentialConfig | dict | None = None,
+        simulator: Simulator | Callable | None = None,
+        progress: bool = False,
+        **fit_options: Any,
+    ):
+        for key in ("loss", "structure", "num_statistics"):
+            if key in fit_options:
+                raise TypeError(f"method 'gaussian' fixes {key}; do not pass it")
+        if mcmc is None or isinstance(mcmc, dict):
+            mcmc = {"sampler": "smc", **(mcmc or {})}
+        super().__init__(
+            prior,
+            mcmc=mcmc,
+            simulator=simulator,
+            progress=progress,
+            loss="exact-ml",
+            structure="gaussian",
+            **fit_options,
+        )

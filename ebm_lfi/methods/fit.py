@@ -111,7 +111,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..energy.model import ExpFamEBM
-from ..losses.maximum_likelihood import MaximumLikelihood
+from ..losses.maximum_likelihood import ExactLikelihood, MaximumLikelihood
 from ..losses.nce import NCE, ConditionalNCE
 from ..losses.score_matching import DenoisingScoreMatching, ScoreMatching, SlicedScoreMatching
 from ..priors import parameter_names, prior_dim, validate_prior
@@ -143,8 +143,8 @@ def make_loss(
     sigma: float | tuple | list | str | None = None,
     chains: dict | None = None,
 ) -> Callable:
-    """The training loss named ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"`` or ``"ml"``
-    (or a callable, kept).
+    """The training loss named ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"``, ``"ml"`` or
+    ``"exact-ml"`` (or a callable, kept).
 
     ``sigma``: for ``"dsm"``, a pair ``(lowest, highest)`` trains a noise-conditional model over
     that range (default :data:`DSM_RANGE`), a float one noise scale; for ``"cnce"``, the noise
@@ -168,13 +168,16 @@ def make_loss(
     if loss == "ml":
         chains = ModelChains(**dict(chains or {}))
         return MaximumLikelihood(chains, warm_start=SlicedScoreMatching())
+    if loss == "exact-ml":
+        return ExactLikelihood()
     raise ValueError(
-        f"loss must be 'sm', 'ssm', 'dsm', 'nce', 'cnce', 'ml' or a callable, got {loss!r}"
+        "loss must be 'sm', 'ssm', 'dsm', 'nce', 'cnce', 'ml', 'exact-ml' or a callable, got "
+        f"{loss!r}"
     )
 
 
 # The losses that need a differentiable density of x (dequantised on integer data).
-_DENSITY_LOSSES = ("sm", "ssm", "dsm", "cnce", "ml")
+_DENSITY_LOSSES = ("sm", "ssm", "dsm", "cnce", "ml", "exact-ml")
 
 NCE_MIN_STEPS = 18_000
 """The fewest optimiser steps of an ``nce`` fit whose training settings do not say
@@ -299,16 +302,20 @@ class EnergyFit:
 
     Arguments:
         prior: The prior over :math:`\theta` (a torch distribution over :math:`(p,)`).
-        loss: ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"``, ``"ml"`` or a callable
-            ``loss(model, y, theta)`` (see :func:`make_loss`).
+        loss: ``"sm"``, ``"ssm"``, ``"dsm"``, ``"nce"``, ``"cnce"``, ``"ml"``, ``"exact-ml"``
+            (with ``structure="gaussian"``) or a callable ``loss(model, y, theta)`` (see
+            :func:`make_loss`).
         model: An :class:`~ebm_lfi.ExpFamEBM` to train instead of the default one (an already
             prepared one counts as fitted).
         structure: Network family: ``"auto"`` (default: chosen by held-out score-matching
             loss among ``"mlp"``, ``"iid"`` and ``"markov"`` of orders 1, 2, 3, 4 and 6, see
             :mod:`ebm_lfi.training.selection`, and ``"ring"`` on :math:`(T, K \ge 5)` data),
-            ``"mlp"``, ``"iid"`` (exchangeable draws), ``"markov"`` (time series) or ``"ring"``
+            ``"mlp"``, ``"iid"`` (exchangeable draws), ``"markov"`` (time series), ``"ring"``
             (a series of states of :math:`K` sites on a ring, :math:`(T, K)`: Markov in time,
-            equivariant around the ring). Give :math:`x` its natural shape (:math:`(m, d)` for
+            equivariant around the ring) or ``"gaussian"`` (the Gaussian member of the family
+            with its exact normaliser, :mod:`~ebm_lfi.energy.gaussian_nets`, for
+            ``loss="exact-ml"``; ``num_statistics`` is then unused). Give :math:`x` its natural
+            shape (:math:`(m, d)` for
             :math:`m` exchangeable draws, :math:`(T,)` or :math:`(T, d)` for a series): an
             MLP on flattened structured data can learn statistics that miss part of
             :math:`\theta` while its held-out loss is close to the best, at every :math:`k`
@@ -379,10 +386,13 @@ class EnergyFit:
         self.network = dict(network or {})
         self.training = _default_training(loss, training)
         self.selection = as_config(selection, SelectionConfig, "selection")
-        if structure not in ("auto", "mlp", "iid", "markov", "ring"):
+        if structure not in ("auto", "mlp", "iid", "markov", "ring", "gaussian"):
             raise ValueError(
-                f"structure must be 'auto', 'mlp', 'iid', 'markov' or 'ring', got {structure!r}"
+                "structure must be 'auto', 'mlp', 'iid', 'markov', 'ring' or 'gaussian', got "
+                f"{structure!r}"
             )
+        if structure == "gaussian":  # its statistics are the monomials: nothing to choose
+            self.num_statistics = num_statistics = None
         if not (num_statistics in ("auto", None) or int(num_statistics) >= 1):
             raise ValueError(f"num_statistics must be 'auto', None or >= 1, got {num_statistics}")
         if "order" in self.network:

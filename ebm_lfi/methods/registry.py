@@ -161,6 +161,13 @@ for _name, _factory, _description, _fixed in (
         {"loss": "ml"},
     ),
     (
+        "gaussian",
+        f"{_ENERGY}:GaussianPosterior",
+        "a learned Gaussian likelihood (the family's Gaussian member) by exact maximum "
+        "likelihood; its posterior by tempered SMC",
+        {},
+    ),
+    (
         "ssm-mdn",
         f"{_ENERGY}:EnergyDensity",
         "a mixture density of theta given statistics learned by sliced score matching",
