@@ -51,6 +51,11 @@ def test_the_family_is_the_gaussian_of_its_mean_and_precision(tmp_path):
     torch.testing.assert_close(again, ours)
 
 
+def test_a_large_gaussian_family_warns_of_its_cost():
+    with pytest.warns(UserWarning, match="2210 natural parameters"):
+        ExpFamEBM.default((65,), theta_dim=1, structure="gaussian")
+
+
 def test_the_exact_likelihood_needs_an_exact_normaliser_and_the_method_fixes_its_fit():
     model = ExpFamEBM.default((2,), theta_dim=1, normalizer=True)
     with pytest.raises(ValueError, match="exact normaliser"):
