@@ -130,6 +130,7 @@ COLUMNS = [
     "note",
 ]
 NUM_SAMPLES = 1000
+AUTO_ROUTES: tuple[str, ...] = ()  # AutoConfig.routes of the auto rows (--auto-routes)
 REFERENCE_SAMPLES = 2000  # of the reference, for W2 (C2ST subsamples it to NUM_SAMPLES)
 
 
@@ -344,6 +345,8 @@ def fit_method(problem: Problem, method_name: str, theta, x, fitted: dict, seed:
         method = NPEBaseline(problem.prior)
     elif method_name == "nre":
         method = NREBaseline(problem.prior)
+    elif method_name == "auto" and AUTO_ROUTES:
+        method = el.methods.get("auto", prior=problem.prior, config={"routes": AUTO_ROUTES})
     else:
         method = el.methods.get(method_name, prior=problem.prior)
     with warnings.catch_warnings():
@@ -532,10 +535,15 @@ def main(argv: list[str] | None = None) -> None:
         help="rounds of the *-rounds methods: an int or 'auto' (default)",
     )
     parser.add_argument("--snpe-rounds", type=int, default=4, help="rounds of snpe")
+    parser.add_argument(
+        "--auto-routes", nargs="+", default=None, help="AutoConfig.routes (default: its own)"
+    )
     parser.add_argument("--out", default="outputs/bench_generic/results.csv")
     parser.add_argument("--summary", action="store_true", help="only print the tables")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = parser.parse_args(argv)
+    global AUTO_ROUTES
+    AUTO_ROUTES = tuple(args.auto_routes or ())
     out = Path(args.out)
     if not args.summary:
         torch.set_num_threads(1)

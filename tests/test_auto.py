@@ -775,6 +775,21 @@ def test_auto_tries_the_gaussian_route_when_asked():
         <= table.loc["ssm-abc", "score"] + 2 * table.loc["gaussian", "diff_se"]
     ), table
 
+    # on data of more numbers than GAUSSIAN_MAX_DIM the route is not fitted, and says why
+    def wide(theta, rng):
+        return np.asarray(theta)[0] + rng.standard_normal(65)
+
+    theta, x = el.simulate(wide, prior, 200, seed=0)
+    method = el.methods.get(
+        "auto",
+        prior=prior,
+        config={"routes": ("ssm-abc", "gaussian"), "reshape": False},
+        structure="mlp",
+        training={"epochs": 2},
+    ).fit(theta, x, seed=0)
+    note = method.table.set_index("route").loc["gaussian", "note"]
+    assert method.chosen == "ssm-abc" and "not fitted: 65 numbers" in note, method.table
+
 
 def _ssm_abc_or_exchange(prior, theta, x, **config) -> AutoMethod:
     """``auto`` choosing between ``ssm-abc`` and ``ssm-exchange`` of one MLP fit (not Gaussian

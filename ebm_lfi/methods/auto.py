@@ -125,6 +125,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..energy.model import GAUSSIAN_MAX_DIM
 from ..posterior.posterior import Posterior
 from ..samplers.abc.rejection import auto_num_accepted
 from .abc_stage import ABCConfig, ABCStage
@@ -581,6 +582,12 @@ class AutoMethod(Method):
         needed = {"ssm"} | {name for name in ("nce", "ml", _GAUSSIAN) if _routes_of(name, cfg)}
         for name in ("ssm", "nce", "ml", _GAUSSIAN):
             if name not in needed:
+                continue
+            if name == _GAUSSIAN and math.prod(x.shape[1:]) > GAUSSIAN_MAX_DIM:
+                errors[name] = (
+                    f"not fitted: {math.prod(x.shape[1:])} numbers per simulation, more than "
+                    f"GAUSSIAN_MAX_DIM = {GAUSSIAN_MAX_DIM}"
+                )
                 continue
             start = time.process_time()
             try:
