@@ -111,7 +111,11 @@ class GaussianNatural(nn.Module):
     exact_normalizer = True
 
     def __init__(
-        self, theta_dim: int, d: int, hidden: Sequence[int] = (64, 64), activation: str = "silu"
+        self,
+        theta_dim: int,
+        d: int,
+        hidden: Sequence[int] = (128, 128, 128),
+        activation: str = "silu",
     ):
         super().__init__()
         self.d = int(d)
@@ -121,7 +125,7 @@ class GaussianNatural(nn.Module):
             "hidden": [int(h) for h in hidden],
             "activation": str(activation),
         }
-        self.net = MLP(int(theta_dim), self.d + self.d * (self.d + 1) // 2, hidden, activation)
+        self.net = MLP(int(theta_dim), gaussian_num_statistics(self.d), hidden, activation)
         rows, cols = torch.tril_indices(self.d, self.d)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
