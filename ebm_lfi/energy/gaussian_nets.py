@@ -129,9 +129,13 @@ class GaussianNatural(nn.Module):
         rows, cols = torch.tril_indices(self.d, self.d)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
+        self.register_buffer("_on_diagonal", rows == cols, persistent=False)
         upper_rows, upper_cols = torch.triu_indices(self.d, self.d)
         self.register_buffer("_upper_rows", upper_rows, persistent=False)
         self.register_buffer("_upper_cols", upper_cols, persistent=False)
+        # eta of y_a^2 is -P_aa / 2, of y_a y_b (a < b) -P_ab
+        weight = torch.where(upper_rows == upper_cols, -0.5, -1.0)
+        self.register_buffer("_quadratic_weight", weight, persistent=False)
 
     def mean_and_factor(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         r""":math:`\mu` :math:`(n, d)` and the lower-triangular factor :math:`L` :math:`(n, d,
@@ -140,8 +144,7 @@ class GaussianNatural(nn.Module):
         n, d = out.shape[0], self.d
         mean = out[:, :d]
         entries = out[:, d:]
-        diagonal = self._rows == self._cols
-        entries = torch.where(diagonal, entries.exp(), entries)
+        entries = torch.where(self._on_diagonal, entries.exp(), entries)
         factor = out.new_zeros(n, d, d)
         factor[:, self._rows, self._cols] = entries
         return mean, factor
@@ -150,8 +153,7 @@ class GaussianNatural(nn.Module):
         mean, factor = self.mean_and_factor(inputs)
         precision = factor @ factor.transpose(1, 2)
         linear = (precision @ mean[:, :, None])[..., 0]
-        quadratic = precision[:, self._upper_rows, self._upper_cols]
-        weight = torch.where(self._upper_rows == self._upper_cols, -0.5, -1.0).to(quadratic)
+        quadratic = precision[:, self._upper_rows, self._upper_cols] * self._quadratic_weight
         log_det_half = torch.diagonal(factor, dim1=1, dim2=2).log().sum(1)
         c = -0.5 * (mean * linear).sum(1) + log_det_half - 0.5 * self.d * math.log(2 * math.pi)
-        return torch.cat([linear, quadratic * weight, c[:, None]], dim=1)
+        return torch.cat([linear, quadratic, c[:, None]], dim=1)

@@ -414,16 +414,19 @@ class ExactLikelihood(nn.Module):
         Returns:
             The mean negative log-likelihood, a scalar.
         """
+        return self.per_row(model, y, theta).mean()
+
+    def per_row(self, model: nn.Module, y: Tensor, theta: Tensor) -> Tensor:
+        r"""The negative log-likelihood of each row, shape :math:`(n,)`."""
         if not getattr(model, "exact_normalizer", False):
             raise ValueError(
                 "ExactLikelihood needs a model with an exact normaliser (structure='gaussian'); "
                 "for other models use MaximumLikelihood (loss='ml')"
             )
         y, theta = check_batch(y, theta)
-        return -(model.log_unnormalized_y(y, theta) + model.normalizer(theta)).mean()
+        return -(model.log_unnormalized_y(y, theta) + model.normalizer(theta))
 
     def heldout(self, model: nn.Module, y: Tensor, theta: Tensor, seed: int = 0) -> Tensor:
         r"""Per-row held-out negative log-likelihood (to compare models), shape :math:`(n,)`."""
-        y, theta = check_batch(y, theta)
         with torch.no_grad():
-            return -(model.log_unnormalized_y(y, theta) + model.normalizer(theta))
+            return self.per_row(model, y, theta)

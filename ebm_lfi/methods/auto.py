@@ -583,9 +583,9 @@ class AutoMethod(Method):
         for name in ("ssm", "nce", "ml", _GAUSSIAN):
             if name not in needed:
                 continue
-            if name == _GAUSSIAN and math.prod(x.shape[1:]) > GAUSSIAN_MAX_DIM:
+            if name == _GAUSSIAN and (d := math.prod(x.shape[1:])) > GAUSSIAN_MAX_DIM:
                 errors[name] = (
-                    f"not fitted: {math.prod(x.shape[1:])} numbers per simulation, more than "
+                    f"not fitted: {d} numbers per simulation, more than "
                     f"GAUSSIAN_MAX_DIM = {GAUSSIAN_MAX_DIM}"
                 )
                 continue
