@@ -530,6 +530,9 @@ def main(argv: list[str] | None = None) -> None:
         "--auto-routes", action="store_true", help="also print C2ST of each of auto's routes"
     )
     parser.add_argument(
+        "--routes", nargs="+", default=None, help="auto: AutoConfig.routes (default: its own)"
+    )
+    parser.add_argument(
         "--x-support",
         choices=("auto", "none"),
         default="auto",
@@ -549,8 +552,11 @@ def main(argv: list[str] | None = None) -> None:
                 options = {} if SCHEDULES[schedule] is None else {"training": SCHEDULES[schedule]}
                 if args.x_support == "none" and name not in BASELINES:
                     options["x_support"] = None
-                if name == "auto" and args.mcmc_pairs is not None:
-                    options["config"] = {"mcmc_pairs": args.mcmc_pairs}
+                if name == "auto":
+                    options["config"] = {
+                        **({} if args.mcmc_pairs is None else {"mcmc_pairs": args.mcmc_pairs}),
+                        **({} if args.routes is None else {"routes": tuple(args.routes)}),
+                    }
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     start = time.process_time()
