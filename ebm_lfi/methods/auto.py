@@ -83,7 +83,8 @@ on Lorenz96's 4,800 numbers). On the two problems of
 ``mdn``) the whole cost 1.4 times a single ``ssm-abc`` fit and posterior on the counts (99 s
 against 70 s) and 5.2 times on the flat draws (93 s against 18 s: there the stand-alone fit is
 quick and sits at the saddle, C2ST 0.94; ``auto`` adds the NCE and reshaped fits, the exchange
-route's scoring and the density).
+route's scoring and the density); measured before ``gaussian`` was a default route, which adds
+its fit and scoring on both (about 47 s each at 10⁴, ``docs/benchmarks.md``).
 
 **Choice and output.** The route with the lowest estimated score is kept, or the exchange route
 where it ties with that one (``AutoConfig.exchange_tie``: within one paired standard error),
